@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs the Debian packages ketch needs to build and test. Idempotent:
+# it runs apt-get only when something is missing.
+set -euo pipefail
+
+PKGS=(
+  build-essential pkg-config make gcc
+  libuv1-dev libnghttp2-dev libprotobuf-c-dev protobuf-c-compiler
+  libssl-dev liblmdb-dev libraft-dev
+  libcmocka-dev
+  etcd-client etcd-server
+  python3 python3-etcd3 python3-pytest
+  procps psmisc
+)
+
+missing=()
+for p in "${PKGS[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+    missing+=("$p")
+  fi
+done
+
+if ((${#missing[@]})); then
+  echo "deps: installing ${missing[*]}"
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -q
+  $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi

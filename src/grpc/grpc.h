@@ -1,0 +1,109 @@
+/* gRPC server over HTTP/2 (nghttp2) on libuv: cleartext h2c listeners,
+ * 5-byte message framing, trailers with grpc-status/grpc-message,
+ * grpc-timeout deadlines, unary and bidirectional-streaming methods.
+ *
+ * The layer above (api/) registers a method table; this layer knows nothing
+ * of etcd. Everything runs on the one libuv loop given to grpc_server_new.
+ *
+ * Lifetimes: a grpc_call is reference-counted. The server holds one
+ * reference while the HTTP/2 stream is open; a handler that answers later
+ * (after a Raft commit, say) takes its own with grpc_call_ref() and drops it
+ * with grpc_call_unref() once it has finished the call. When the stream dies
+ * first (client reset, deadline, connection closed) the call stays valid
+ * but grpc_call_alive() turns false and sends/finishes become no-ops. */
+#ifndef KETCH_GRPC_GRPC_H
+#define KETCH_GRPC_GRPC_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include <protobuf-c/protobuf-c.h>
+
+typedef struct grpc_server grpc_server;
+typedef struct grpc_call grpc_call;
+
+enum grpc_method_kind {
+    GRPC_UNARY,  /* one request message, one response (or an error) */
+    GRPC_STREAM, /* bidirectional: many messages each way (Watch, KeepAlive) */
+};
+
+/* Called once per request message. `msg` (len bytes, the gRPC message
+ * without its 5-byte prefix) is borrowed for the duration of the call.
+ * For GRPC_UNARY the handler must eventually call grpc_call_finish (or
+ * grpc_call_reply): synchronously, or later while holding a reference. */
+typedef void (*grpc_message_fn)(grpc_call *call, const uint8_t *msg, size_t len,
+                                void *server_ctx);
+
+/* GRPC_STREAM only: the stream ended (half-close by the client, reset,
+ * deadline, or connection loss). Called at most once; after it the call is
+ * no longer alive (or is about to be finished by the layer). */
+typedef void (*grpc_close_fn)(grpc_call *call, void *server_ctx);
+
+typedef struct grpc_method {
+    const char *path; /* e.g. "/etcdserverpb.KV/Range" */
+    enum grpc_method_kind kind;
+    grpc_message_fn on_message;
+    grpc_close_fn on_close; /* may be NULL */
+} grpc_method;
+
+/* Creates a server that dispatches by path through `methods` (n entries,
+ * borrowed: must outlive the server). Unknown paths are answered with
+ * UNIMPLEMENTED ("unknown service X" / "unknown method Y for service X" as
+ * grpc-go says it). A request message larger than max_recv_bytes is
+ * answered with RESOURCE_EXHAUSTED "grpc: received message larger than max
+ * (N vs. M)". Returns 0 or a negative KERR_* code. */
+int grpc_server_new(grpc_server **out, uv_loop_t *loop, const grpc_method *methods,
+                    size_t n, void *server_ctx, size_t max_recv_bytes);
+
+/* Listens on host:port (IPv4 or IPv6 literal, or "localhost"). Returns 0,
+ * or a negative libuv error code (e.g. UV_EADDRINUSE) with nothing bound. */
+int grpc_server_listen(grpc_server *s, const char *host, int port);
+
+/* Stops listening, closes every connection (open calls become not alive),
+ * and frees the server once libuv has closed all handles; `cb` (may be NULL)
+ * runs then. */
+void grpc_server_close(grpc_server *s, void (*cb)(void *data), void *data);
+
+/* ---- calls ---- */
+
+void grpc_call_ref(grpc_call *call);
+void grpc_call_unref(grpc_call *call);
+
+/* False once the stream is gone or the call was finished. */
+bool grpc_call_alive(const grpc_call *call);
+
+/* The value of request header `name` (lower case, e.g. "token"), or NULL.
+ * Borrowed until the call is freed. */
+const char *grpc_call_header(const grpc_call *call, const char *name);
+
+/* The absolute deadline (uv_now() milliseconds) from grpc-timeout, or 0 if
+ * none. When it passes the layer finishes the call with DEADLINE_EXCEEDED
+ * itself. */
+uint64_t grpc_call_deadline(const grpc_call *call);
+
+/* Queues one response message (copies `len` bytes). For unary calls send at
+ * most one before finishing. Returns 0, or a negative KERR_* code if the
+ * call is not alive. */
+int grpc_call_send(grpc_call *call, const uint8_t *msg, size_t len);
+
+/* Packs `msg` with protobuf-c and sends it (as grpc_call_send). */
+int grpc_call_send_pb(grpc_call *call, const ProtobufCMessage *msg);
+
+/* Ends the call with trailers grpc-status: status and, if message is not
+ * NULL, grpc-message: message (percent-encoded as gRPC requires). No-op if
+ * the call is not alive. */
+void grpc_call_finish(grpc_call *call, int status, const char *message);
+
+/* Sends `msg` and finishes with OK: the usual end of a unary handler. */
+void grpc_call_reply(grpc_call *call, const ProtobufCMessage *msg);
+
+/* Finishes with a KERR_* code: its gRPC status and etcd's text. */
+void grpc_call_fail(grpc_call *call, int kerr);
+
+/* Per-call user pointer for the layer above (e.g. a watch stream). */
+void grpc_call_set_data(grpc_call *call, void *data);
+void *grpc_call_get_data(const grpc_call *call);
+
+#endif

@@ -1,0 +1,80 @@
+/* The Raft member: canonical libraft (libuv I/O backend, TCP transport)
+ * behind our own interface, so the rest of ketch never calls raft_*.
+ *
+ * Every write is proposed here, committed (fsynced to the Raft log) and then
+ * handed to the apply callback in log order, on this member and on every
+ * other. A cluster of one bootstraps itself and elects itself at once.
+ * All functions must be called on the loop given to member_start. */
+#ifndef KETCH_MEMBER_MEMBER_H
+#define KETCH_MEMBER_MEMBER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+typedef struct member member;
+
+/* Applies one committed entry. `index` is its Raft log index; entries arrive
+ * in increasing index order, exactly once per process lifetime, and only
+ * those above cfg.applied_index (what the state machine already holds).
+ * `buf` is borrowed for the duration of the call. The callback must be
+ * deterministic (same log ⇒ same state on every member). It may also be
+ * told of entries that carry no command (barriers, configuration): then
+ * buf is NULL and it should only record the index. */
+typedef void (*member_apply_fn)(void *ctx, uint64_t index, const uint8_t *buf,
+                                size_t len);
+
+/* Completion of member_propose / member_read_barrier. status 0: the entry
+ * was committed and applied (for a barrier: everything committed before it
+ * was applied). Otherwise a negative KERR_* code (KERR_NOT_LEADER,
+ * KERR_NO_LEADER, KERR_STOPPED, KERR_LEADER_CHANGED...). */
+typedef void (*member_done_fn)(void *data, int status);
+
+struct member_peer {
+    uint64_t id;         /* etcd member ID (also the Raft server ID) */
+    const char *address; /* host:port of its Raft transport */
+};
+
+struct member_config {
+    const char *dir;     /* directory for the Raft log (created if missing) */
+    uint64_t id;         /* this member's ID */
+    const char *address; /* host:port this member's Raft transport binds */
+    const struct member_peer *peers; /* initial voters, self included */
+    size_t n_peers;
+    uint64_t applied_index; /* highest index already in the state machine */
+    unsigned heartbeat_ms;  /* etcd --heartbeat-interval (default 100) */
+    unsigned election_ms;   /* etcd --election-timeout (default 1000) */
+    unsigned snapshot_threshold; /* entries between snapshots */
+    member_apply_fn apply;
+    void *apply_ctx;
+};
+
+/* Opens (or creates and bootstraps) the Raft state in cfg->dir and starts
+ * the member. Returns 0, or a negative KERR_* code with a log line saying
+ * why. */
+int member_start(member **out, uv_loop_t *loop, const struct member_config *cfg);
+
+/* Proposes `buf` (copied) as a new log entry. `cb` runs once, after the
+ * entry was applied locally (status 0), or with an error. If this returns
+ * non-zero, cb never runs. */
+int member_propose(member *m, const uint8_t *buf, size_t len, member_done_fn cb,
+                   void *data);
+
+/* Linearizable read barrier: cb runs once everything committed before the
+ * call has been applied here. Concurrent barriers are batched behind one
+ * Raft barrier. If this returns non-zero, cb never runs. */
+int member_read_barrier(member *m, member_done_fn cb, void *data);
+
+uint64_t member_id(const member *m);
+uint64_t member_term(const member *m);
+uint64_t member_leader_id(const member *m); /* 0 if none known */
+uint64_t member_commit_index(const member *m);
+uint64_t member_applied_index(const member *m);
+bool member_is_leader(const member *m);
+
+/* Stops the member; pending callbacks run with KERR_STOPPED. `cb` runs when
+ * libraft has closed everything and `m` is freed. */
+void member_stop(member *m, void (*cb)(void *data), void *data);
+
+#endif

@@ -1,0 +1,71 @@
+/* ketch's error codes, with the gRPC status and the exact text that etcd
+ * sends for each (clients match on the text, so it is part of the API:
+ * etcd's etcdserver/api/v3rpc/rpctypes/error.go).
+ *
+ * Functions return 0 on success, or a negative KERR_* code. */
+#ifndef KETCH_UTIL_ERRORS_H
+#define KETCH_UTIL_ERRORS_H
+
+/* gRPC status codes. */
+enum grpc_status {
+    GRPC_OK = 0,
+    GRPC_CANCELLED = 1,
+    GRPC_UNKNOWN = 2,
+    GRPC_INVALID_ARGUMENT = 3,
+    GRPC_DEADLINE_EXCEEDED = 4,
+    GRPC_NOT_FOUND = 5,
+    GRPC_ALREADY_EXISTS = 6,
+    GRPC_PERMISSION_DENIED = 7,
+    GRPC_RESOURCE_EXHAUSTED = 8,
+    GRPC_FAILED_PRECONDITION = 9,
+    GRPC_ABORTED = 10,
+    GRPC_OUT_OF_RANGE = 11,
+    GRPC_UNIMPLEMENTED = 12,
+    GRPC_INTERNAL = 13,
+    GRPC_UNAVAILABLE = 14,
+    GRPC_DATA_LOSS = 15,
+    GRPC_UNAUTHENTICATED = 16,
+};
+
+/* X(name, grpc status, etcd text) */
+#define KERR_TABLE(X)                                                                     \
+    X(KERR_NOMEM, GRPC_RESOURCE_EXHAUSTED, "ketch: out of memory")                       \
+    X(KERR_INTERNAL, GRPC_INTERNAL, "ketch: internal error")                              \
+    X(KERR_IO, GRPC_INTERNAL, "ketch: storage error")                                     \
+    X(KERR_BAD_REQUEST, GRPC_INVALID_ARGUMENT, "ketch: malformed request")                \
+    X(KERR_EMPTY_KEY, GRPC_INVALID_ARGUMENT, "etcdserver: key is not provided")           \
+    X(KERR_KEY_NOT_FOUND, GRPC_INVALID_ARGUMENT, "etcdserver: key not found")             \
+    X(KERR_VALUE_PROVIDED, GRPC_INVALID_ARGUMENT, "etcdserver: value is provided")        \
+    X(KERR_LEASE_PROVIDED, GRPC_INVALID_ARGUMENT, "etcdserver: lease is provided")        \
+    X(KERR_TOO_MANY_OPS, GRPC_INVALID_ARGUMENT, "etcdserver: too many operations in txn request") \
+    X(KERR_DUPLICATE_KEY, GRPC_INVALID_ARGUMENT, "etcdserver: duplicate key given in txn request") \
+    X(KERR_COMPACTED, GRPC_OUT_OF_RANGE, "etcdserver: mvcc: required revision has been compacted") \
+    X(KERR_FUTURE_REV, GRPC_OUT_OF_RANGE, "etcdserver: mvcc: required revision is a future revision") \
+    X(KERR_NO_SPACE, GRPC_RESOURCE_EXHAUSTED, "etcdserver: mvcc: database space exceeded") \
+    X(KERR_LEASE_NOT_FOUND, GRPC_NOT_FOUND, "etcdserver: requested lease not found")      \
+    X(KERR_LEASE_EXIST, GRPC_FAILED_PRECONDITION, "etcdserver: lease already exists")     \
+    X(KERR_LEASE_TTL_TOO_LARGE, GRPC_OUT_OF_RANGE, "etcdserver: too large lease TTL")     \
+    X(KERR_REQUEST_TOO_LARGE, GRPC_INVALID_ARGUMENT, "etcdserver: request is too large")  \
+    X(KERR_MEMBER_NOT_FOUND, GRPC_NOT_FOUND, "etcdserver: member not found")              \
+    X(KERR_NO_LEADER, GRPC_UNAVAILABLE, "etcdserver: no leader")                          \
+    X(KERR_NOT_LEADER, GRPC_FAILED_PRECONDITION, "etcdserver: not leader")                \
+    X(KERR_LEADER_CHANGED, GRPC_UNAVAILABLE, "etcdserver: leader changed")                \
+    X(KERR_STOPPED, GRPC_UNAVAILABLE, "etcdserver: server stopped")                       \
+    X(KERR_TIMEOUT, GRPC_UNAVAILABLE, "etcdserver: request timed out")                    \
+    X(KERR_CORRUPT, GRPC_DATA_LOSS, "etcdserver: corrupt cluster")
+
+enum kerr {
+    KERR_OK = 0,
+    KERR_FIRST_ = -1000,
+#define X(name, status, text) name,
+    KERR_TABLE(X)
+#undef X
+    KERR_LAST_
+};
+
+/* The etcd text of a KERR_* code ("ketch: unknown error" if not one). */
+const char *kerr_text(int code);
+/* The gRPC status a KERR_* code is sent with. */
+enum grpc_status kerr_grpc_status(int code);
+
+#endif

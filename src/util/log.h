@@ -1,0 +1,19 @@
+/* Logging to stderr, one line per event, with a level filter (--log-level). */
+#ifndef KETCH_UTIL_LOG_H
+#define KETCH_UTIL_LOG_H
+
+enum log_level { LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR };
+
+/* Sets the lowest level that is printed (default LOG_INFO). */
+void log_set_level(enum log_level level);
+/* Parses "debug", "info", "warn", "error"; returns 0, or -1 if unknown. */
+int log_parse_level(const char *name, enum log_level *out);
+void log_msg(enum log_level level, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+#define log_debug(...) log_msg(LOG_DEBUG, __VA_ARGS__)
+#define log_info(...) log_msg(LOG_INFO, __VA_ARGS__)
+#define log_warn(...) log_msg(LOG_WARN, __VA_ARGS__)
+#define log_error(...) log_msg(LOG_ERROR, __VA_ARGS__)
+
+#endif
