@@ -1,0 +1,79 @@
+/* MVCC key-value store on LMDB, with etcd's revision semantics.
+ *
+ * One write request (Put, DeleteRange, Txn, Compaction) = at most one new
+ * main revision; the changes inside it get sub-revisions 0, 1, 2...
+ * create_revision / mod_revision / version count exactly as etcd's mvcc
+ * package does; deletes leave tombstones in history; compaction frees
+ * history below the compact revision but keeps the latest version of every
+ * key still alive at it. Reads can be served at any revision between the
+ * compact revision and the current one.
+ *
+ * Applies are driven by the Raft member: mvcc_apply() records the Raft
+ * index in the same LMDB transaction as the data, so after a crash the
+ * member replays only entries above mvcc_applied_index().
+ *
+ * Memory: everything a response points at (keys, values, KeyValue
+ * structs, arrays) is allocated from the caller's arena and lives until the
+ * arena is freed. Not thread-safe: call from the loop thread only. */
+#ifndef KETCH_MVCC_MVCC_H
+#define KETCH_MVCC_MVCC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ketch.pb-c.h"
+#include "rpc.pb-c.h"
+#include "util/arena.h"
+
+typedef struct mvcc_store mvcc_store;
+
+/* Opens or creates the LMDB environment in directory `dir` (created if
+ * missing). map_size is LMDB's map size in bytes (the upper bound of the
+ * database). Returns 0 or a negative KERR_* code. */
+int mvcc_open(mvcc_store **out, const char *dir, size_t map_size);
+void mvcc_close(mvcc_store *s);
+
+int64_t mvcc_revision(const mvcc_store *s);         /* current revision (1 when empty, as etcd) */
+int64_t mvcc_compact_revision(const mvcc_store *s); /* last compaction, 0 if none */
+uint64_t mvcc_applied_index(const mvcc_store *s);   /* last applied Raft index */
+/* Size of the database file, and the bytes actually in use (pages in use
+ * times page size), as etcd's dbSize / dbSizeInUse. */
+void mvcc_db_size(mvcc_store *s, int64_t *size, int64_t *in_use);
+/* Forces LMDB data to disk (the env may run with MDB_NOSYNC because the
+ * Raft log is the durable record). Returns 0 or KERR_IO. */
+int mvcc_sync(mvcc_store *s);
+
+/* Range with every RangeRequest field honoured (range_end forms, limit,
+ * revision, sort, keys_only, count_only, min/max mod/create revision);
+ * fills kvs, n_kvs, more, count of `resp` (not its header).
+ * Errors: KERR_COMPACTED, KERR_FUTURE_REV. */
+int mvcc_range(mvcc_store *s, const Etcdserverpb__RangeRequest *req, arena *a,
+               Etcdserverpb__RangeResponse *resp);
+
+/* Evaluates a txn whose every op (in both branches, nested included) is a
+ * range, at the current revision, without writing. Fills resp (not header). */
+int mvcc_txn_read(mvcc_store *s, const Etcdserverpb__TxnRequest *req, arena *a,
+                  Etcdserverpb__TxnResponse *resp);
+
+/* The outcome of applying one Raft entry. Exactly one of the response
+ * pointers is set when err == 0 (the one matching the request); `revision`
+ * is the store revision after the apply (the header revision etcd sends). */
+struct mvcc_result {
+    int err; /* 0 or KERR_*: the request failed and changed nothing */
+    int64_t revision;
+    Etcdserverpb__PutResponse *put;
+    Etcdserverpb__DeleteRangeResponse *delete_range;
+    Etcdserverpb__TxnResponse *txn;
+    Etcdserverpb__CompactionResponse *compaction;
+};
+
+/* Applies the entry at Raft `index` in one LMDB write transaction, and
+ * records `index` as applied in the same transaction. `req` may be NULL
+ * (an entry with no command: only the index is recorded). A request that
+ * fails (out->err set: e.g. KERR_COMPACTED, KERR_FUTURE_REV,
+ * KERR_LEASE_NOT_FOUND) changes nothing but the applied index.
+ * Returns 0, or a negative KERR_* code if storage failed (fatal). */
+int mvcc_apply(mvcc_store *s, uint64_t index, const Ketchpb__InternalRequest *req,
+               arena *a, struct mvcc_result *out);
+
+#endif
