@@ -48,11 +48,23 @@ struct member_config {
     unsigned snapshot_threshold; /* entries between snapshots */
     member_apply_fn apply;
     void *apply_ctx;
+    /* Makes everything applied so far durable (LMDB: mdb_env_sync), called
+     * with apply_ctx before libraft takes a snapshot, because libraft then
+     * deletes the log entries up to it. Returns 0, or non-zero to abandon the
+     * snapshot (it is retried later). May be NULL if the state machine is
+     * always durable. */
+    int (*sync)(void *ctx);
 };
 
 /* Opens (or creates and bootstraps) the Raft state in cfg->dir and starts
  * the member. Returns 0, or a negative KERR_* code with a log line saying
- * why. */
+ * why (KERR_IO: the directory or the log; KERR_INTERNAL: libraft refused
+ * the configuration or the address; KERR_NOMEM). cfg and the strings it
+ * points to are copied. A lone voter is leader when this returns; entries
+ * committed before a restart (above cfg->applied_index) are re-applied from
+ * the loop soon after, and a member_read_barrier completes only once they
+ * are. On error, some of libraft's cleanup may still be pending on the loop:
+ * keep running it before uv_loop_close. */
 int member_start(member **out, uv_loop_t *loop, const struct member_config *cfg);
 
 /* Proposes `buf` (copied) as a new log entry. `cb` runs once, after the

@@ -33,6 +33,13 @@ typedef struct mvcc_store mvcc_store;
 int mvcc_open(mvcc_store **out, const char *dir, size_t map_size);
 void mvcc_close(mvcc_store *s);
 
+/* Lease hook: returns nonzero if lease `id` exists. Puts with a nonzero
+ * lease (and no ignore_lease) fail with KERR_LEASE_NOT_FOUND when it
+ * returns 0. Without a hook (the default, fn NULL) every lease is unknown,
+ * as etcd with an empty lessor. The lease ID is stored in the KeyValue. */
+typedef int (*mvcc_lease_exists_fn)(void *ctx, int64_t id);
+void mvcc_set_lease_hook(mvcc_store *s, mvcc_lease_exists_fn fn, void *ctx);
+
 int64_t mvcc_revision(const mvcc_store *s);         /* current revision (1 when empty, as etcd) */
 int64_t mvcc_compact_revision(const mvcc_store *s); /* last compaction, 0 if none */
 uint64_t mvcc_applied_index(const mvcc_store *s);   /* last applied Raft index */

@@ -1,2 +1,298 @@
+/* ketch: start-up, the loop, and an orderly stop on SIGTERM/SIGINT. */
+#include <inttypes.h>
+#include <signal.h>
 #include <stdio.h>
-int main(void) { puts("ketch: not yet"); return 0; }
+#include <stdlib.h>
+#include <string.h>
+
+#include <uv.h>
+
+#include "api/api.h"
+#include "grpc/grpc.h"
+#include "member/member.h"
+#include "mvcc/mvcc.h"
+#include "server/config.h"
+#include "server/identity.h"
+#include "util/errors.h"
+#include "util/log.h"
+
+#define KETCH_VERSION "0.1.0"
+#define ETCD_API_VERSION "3.5"
+/* What Status reports as the server version: the etcd release whose API we
+ * match, so clients that gate features on it behave as with etcd. */
+#define ETCD_COMPAT_VERSION "3.5.0"
+
+/* Grpc-go's server allows this much over --max-request-bytes for framing
+ * (etcd's grpcOverheadBytes), so "request is too large" comes from etcd's
+ * own check rather than from the transport. */
+#define GRPC_OVERHEAD_BYTES (512 * 1024)
+#define DEFAULT_QUOTA_BYTES (2LL * 1024 * 1024 * 1024)
+/* LMDB's map is address space, not disk: make it comfortably larger than
+ * the quota so the quota (not the map) is what refuses writes. */
+#define MIN_MAP_BYTES (8LL * 1024 * 1024 * 1024)
+
+struct server {
+    uv_loop_t *loop;
+    struct config cfg;
+    struct identity id;
+    api_server api;
+    grpc_server *grpc;
+    mvcc_store *store;
+    member *member;
+    uv_signal_t sigterm, sigint;
+    struct member_peer *peers;
+    char **peer_addrs;
+    int exit_code;
+    bool stopping;
+};
+
+static int member_sync(void *ctx) { return mvcc_sync(ctx); }
+
+static void on_member_stopped(void *data)
+{
+    struct server *srv = data;
+    srv->member = NULL;
+    srv->api.member = NULL;
+    uv_close((uv_handle_t *)&srv->sigterm, NULL);
+    uv_close((uv_handle_t *)&srv->sigint, NULL);
+}
+
+static void on_grpc_closed(void *data)
+{
+    struct server *srv = data;
+    srv->grpc = NULL;
+    if (srv->member != NULL)
+        member_stop(srv->member, on_member_stopped, srv);
+    else
+        on_member_stopped(srv);
+}
+
+static void server_stop(struct server *srv)
+{
+    if (srv->stopping) return;
+    srv->stopping = true;
+    log_info("stopping");
+    if (srv->grpc != NULL)
+        grpc_server_close(srv->grpc, on_grpc_closed, srv);
+    else
+        on_grpc_closed(srv);
+}
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+    struct server *srv = h->data;
+    log_info("received %s", signum == SIGTERM ? "SIGTERM" : "SIGINT");
+    server_stop(srv);
+}
+
+/* "http://localhost:2380" → "127.0.0.1:2380" for libraft's transport. */
+static char *raft_address(const char *url)
+{
+    char *host;
+    int port;
+    if (config_parse_url(url, &host, &port) != 0) return NULL;
+    char *out = malloc(strlen(host) + 16);
+    sprintf(out, "%s:%d", strcmp(host, "localhost") == 0 ? "127.0.0.1" : host, port);
+    free(host);
+    return out;
+}
+
+static int listen_clients(struct server *srv)
+{
+    size_t n;
+    char **urls = config_split(srv->cfg.listen_client_urls, &n);
+    int rv = 0;
+    for (size_t i = 0; i < n && rv == 0; i++) {
+        char *host;
+        int port;
+        if (strncmp(urls[i], "http://", 7) != 0 || config_parse_url(urls[i], &host, &port) != 0) {
+            fprintf(stderr, "ketch: --listen-client-urls: unsupported URL %s (want http://host:port)\n",
+                    urls[i]);
+            rv = -1;
+            break;
+        }
+        int err = grpc_server_listen(srv->grpc, host, port);
+        if (err != 0) {
+            fprintf(stderr, "ketch: listen tcp %s:%d: bind: %s\n", host, port,
+                    err == UV_EADDRINUSE ? "address already in use" : uv_strerror(err));
+            rv = -1;
+        } else {
+            log_info("serving client requests on %s", urls[i]);
+        }
+        free(host);
+    }
+    config_strv_free(urls);
+    return rv;
+}
+
+static void fill_members(struct server *srv)
+{
+    api_server *a = &srv->api;
+    a->n_members = srv->id.n_members;
+    a->members = calloc(a->n_members, sizeof *a->members);
+    for (size_t i = 0; i < srv->id.n_members; i++) {
+        struct identity_member *im = &srv->id.members[i];
+        struct api_member_info *mi = &a->members[i];
+        mi->id = im->id;
+        mi->name = im->name;
+        mi->peer_urls = im->peer_urls;
+        mi->n_peer_urls = im->n_peer_urls;
+        if (i == srv->id.self) {
+            mi->client_urls = config_split(srv->cfg.advertise_client_urls, &mi->n_client_urls);
+        }
+    }
+}
+
+static void free_members(struct server *srv)
+{
+    for (size_t i = 0; i < srv->api.n_members; i++)
+        config_strv_free(srv->api.members[i].client_urls);
+    free(srv->api.members);
+}
+
+static int start_member(struct server *srv)
+{
+    size_t n = srv->id.n_members;
+    srv->peers = calloc(n, sizeof *srv->peers);
+    srv->peer_addrs = calloc(n + 1, sizeof *srv->peer_addrs);
+    for (size_t i = 0; i < n; i++) {
+        srv->peer_addrs[i] = raft_address(srv->id.members[i].peer_urls[0]);
+        if (srv->peer_addrs[i] == NULL) {
+            fprintf(stderr, "ketch: bad peer URL %s\n", srv->id.members[i].peer_urls[0]);
+            return -1;
+        }
+        srv->peers[i].id = srv->id.members[i].id;
+        srv->peers[i].address = srv->peer_addrs[i];
+    }
+    char raft_dir[4096];
+    snprintf(raft_dir, sizeof raft_dir, "%s/member/raft", srv->cfg.data_dir);
+    struct member_config mc = {
+        .dir = raft_dir,
+        .id = srv->id.members[srv->id.self].id,
+        .address = srv->peer_addrs[srv->id.self],
+        .peers = srv->peers,
+        .n_peers = n,
+        .applied_index = mvcc_applied_index(srv->store),
+        .heartbeat_ms = (unsigned)srv->cfg.heartbeat_interval,
+        .election_ms = (unsigned)srv->cfg.election_timeout,
+        .snapshot_threshold = (unsigned)srv->cfg.snapshot_count,
+        .apply = api_apply,
+        .apply_ctx = &srv->api,
+        .sync = member_sync,
+        .sync_ctx = srv->store,
+    };
+    int rv = member_start(&srv->member, srv->loop, &mc);
+    if (rv != 0) {
+        fprintf(stderr, "ketch: cannot start the Raft member: %s\n", kerr_text(rv));
+        return -1;
+    }
+    srv->api.member = srv->member;
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    static struct server srv;
+    int rv = config_parse(&srv.cfg, argc, argv);
+    if (rv != 0) {
+        config_free(&srv.cfg);
+        return rv;
+    }
+    if (srv.cfg.show_help) {
+        config_usage(stdout);
+        config_free(&srv.cfg);
+        return 0;
+    }
+    if (srv.cfg.show_version) {
+        printf("ketch Version: %s\netcd API Version: %s\n", KETCH_VERSION, ETCD_API_VERSION);
+        config_free(&srv.cfg);
+        return 0;
+    }
+    enum log_level level;
+    if (log_parse_level(srv.cfg.log_level, &level) != 0) {
+        fprintf(stderr, "invalid value \"%s\" for flag -log-level: want debug, info, warn or error\n",
+                srv.cfg.log_level);
+        config_free(&srv.cfg);
+        return 2;
+    }
+    log_set_level(level);
+    signal(SIGPIPE, SIG_IGN);
+
+    srv.exit_code = 1;
+    srv.loop = uv_default_loop();
+    if (identity_from_cluster(&srv.id, srv.cfg.initial_cluster, srv.cfg.initial_cluster_token,
+                              srv.cfg.name) != 0)
+        goto out_config;
+
+    api_server *a = &srv.api;
+    a->loop = srv.loop;
+    a->max_request_bytes = srv.cfg.max_request_bytes;
+    a->max_txn_ops = (unsigned)srv.cfg.max_txn_ops;
+    a->quota_bytes = srv.cfg.quota_backend_bytes > 0 ? srv.cfg.quota_backend_bytes
+                                                     : DEFAULT_QUOTA_BYTES;
+    a->version = ETCD_COMPAT_VERSION;
+
+    size_t n_methods;
+    const grpc_method *methods = api_methods(&n_methods);
+    if (grpc_server_new(&srv.grpc, srv.loop, methods, n_methods, a,
+                        srv.cfg.max_request_bytes + GRPC_OVERHEAD_BYTES) != 0) {
+        fprintf(stderr, "ketch: cannot create the gRPC server\n");
+        goto out_identity;
+    }
+    /* Bind the client ports before touching the data dir: a port in use
+     * stops us with nothing written. */
+    if (listen_clients(&srv) != 0) goto out_grpc;
+    if (identity_prepare_data_dir(&srv.id, srv.cfg.data_dir) != 0) goto out_grpc;
+    a->member_id = srv.id.members[srv.id.self].id;
+    a->cluster_id = srv.id.cluster_id;
+    fill_members(&srv);
+
+    char kv_dir[4096];
+    snprintf(kv_dir, sizeof kv_dir, "%s/member/kv", srv.cfg.data_dir);
+    int64_t map = a->quota_bytes * 2 > MIN_MAP_BYTES ? a->quota_bytes * 2 : MIN_MAP_BYTES;
+    rv = mvcc_open(&srv.store, kv_dir, (size_t)map);
+    if (rv != 0) {
+        fprintf(stderr, "ketch: cannot open the store in %s: %s\n", kv_dir, kerr_text(rv));
+        goto out_members;
+    }
+    a->store = srv.store;
+    api_init(a);
+    log_info("member %s (%016" PRIx64 ") of cluster %016" PRIx64 ", data in %s, revision %" PRId64
+             ", applied index %" PRIu64,
+             srv.cfg.name, a->member_id, a->cluster_id, srv.cfg.data_dir, mvcc_revision(srv.store),
+             mvcc_applied_index(srv.store));
+    if (start_member(&srv) != 0) goto out_store;
+
+    uv_signal_init(srv.loop, &srv.sigterm);
+    uv_signal_init(srv.loop, &srv.sigint);
+    srv.sigterm.data = srv.sigint.data = &srv;
+    uv_signal_start(&srv.sigterm, on_signal, SIGTERM);
+    uv_signal_start(&srv.sigint, on_signal, SIGINT);
+
+    uv_run(srv.loop, UV_RUN_DEFAULT);
+    srv.exit_code = 0;
+    mvcc_sync(srv.store);
+    api_fini(a);
+    mvcc_close(srv.store);
+    free_members(&srv);
+    goto out_peers;
+
+out_store:
+    api_fini(a);
+    mvcc_close(srv.store);
+out_members:
+    free_members(&srv);
+out_grpc:
+    grpc_server_close(srv.grpc, NULL, NULL);
+    uv_run(srv.loop, UV_RUN_DEFAULT);
+out_peers:
+    if (srv.peer_addrs != NULL) config_strv_free(srv.peer_addrs);
+    free(srv.peers);
+out_identity:
+    identity_free(&srv.id);
+out_config:
+    uv_loop_close(srv.loop);
+    config_free(&srv.cfg);
+    if (srv.exit_code == 0) log_info("stopped");
+    return srv.exit_code;
+}

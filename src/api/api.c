@@ -1,0 +1,45 @@
+/* The method table and what every service shares. */
+#include "api/api.h"
+
+#include <time.h>
+
+#include "api/cluster.h"
+#include "api/kv.h"
+#include "api/maintenance.h"
+
+static const grpc_method methods[] = {
+    {"/etcdserverpb.KV/Range", GRPC_UNARY, kv_range, NULL},
+    {"/etcdserverpb.KV/Put", GRPC_UNARY, kv_put, NULL},
+    {"/etcdserverpb.KV/DeleteRange", GRPC_UNARY, kv_delete_range, NULL},
+    {"/etcdserverpb.KV/Txn", GRPC_UNARY, kv_txn, NULL},
+    {"/etcdserverpb.KV/Compact", GRPC_UNARY, kv_compact, NULL},
+    {"/etcdserverpb.Maintenance/Status", GRPC_UNARY, maintenance_status, NULL},
+    {"/etcdserverpb.Maintenance/Alarm", GRPC_UNARY, maintenance_alarm, NULL},
+    {"/etcdserverpb.Cluster/MemberList", GRPC_UNARY, cluster_member_list, NULL},
+};
+
+const grpc_method *api_methods(size_t *n)
+{
+    *n = sizeof methods / sizeof methods[0];
+    return methods;
+}
+
+void api_init(api_server *s)
+{
+    s->proposals = (u64map){0};
+    /* Request IDs as etcd's idutil: the member ID's low 16 bits on top, so
+     * IDs from different members never collide, then a counter started
+     * from the clock, so IDs do not repeat across restarts. */
+    uint64_t ms = (uint64_t)time(NULL) * 1000;
+    s->next_request_id = (s->member_id << 48) | ((ms & 0xFFFFFFFFFFULL) << 8);
+}
+
+void api_fini(api_server *s) { u64map_free(&s->proposals); }
+
+void api_fill_header(api_server *s, Etcdserverpb__ResponseHeader *h, int64_t revision)
+{
+    h->cluster_id = s->cluster_id;
+    h->member_id = s->member_id;
+    h->revision = revision;
+    h->raft_term = s->member ? member_term(s->member) : 0;
+}

@@ -1,0 +1,64 @@
+/* The etcd services (KV, Maintenance, Cluster) on top of mvcc and member.
+ *
+ * api turns gRPC calls into reads of the store or Raft proposals, and is
+ * the member's apply callback: every committed entry is applied to the
+ * store here, and the client waiting for it (if it was proposed by this
+ * process) gets its response. */
+#ifndef KETCH_API_API_H
+#define KETCH_API_API_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "grpc/grpc.h"
+#include "member/member.h"
+#include "mvcc/mvcc.h"
+#include "util/u64map.h"
+
+/* One member of the cluster as MemberList reports it. */
+struct api_member_info {
+    uint64_t id;
+    char *name;
+    char **peer_urls;
+    size_t n_peer_urls;
+    char **client_urls;
+    size_t n_client_urls;
+    bool is_learner;
+};
+
+typedef struct api_server {
+    uv_loop_t *loop;
+    mvcc_store *store;
+    member *member; /* set once member_start succeeded */
+    uint64_t cluster_id;
+    uint64_t member_id;
+    struct api_member_info *members; /* owned by the server layer */
+    size_t n_members;
+    size_t max_request_bytes; /* --max-request-bytes */
+    unsigned max_txn_ops;     /* --max-txn-ops */
+    int64_t quota_bytes;      /* --quota-backend-bytes */
+    const char *version;      /* reported by Status */
+
+    /* In-flight proposals by request ID (struct proposal *). */
+    u64map proposals;
+    uint64_t next_request_id;
+    bool fatal; /* storage failed during apply: stop serving writes */
+} api_server;
+
+/* Prepares `s` (fields above the line must be filled by the caller). */
+void api_init(api_server *s);
+void api_fini(api_server *s);
+
+/* The method table to give grpc_server_new, with `s` as server_ctx. */
+const grpc_method *api_methods(size_t *n);
+
+/* member_apply_fn: applies one committed entry (ctx is the api_server). */
+void api_apply(void *ctx, uint64_t index, const uint8_t *buf, size_t len);
+
+/* Fills a response header as etcd does (cluster_id, member_id, revision,
+ * raft_term). `h` must be initialised. */
+void api_fill_header(api_server *s, Etcdserverpb__ResponseHeader *h, int64_t revision);
+
+#endif

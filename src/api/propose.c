@@ -1,0 +1,201 @@
+/* Writes: client request → InternalRequest → Raft → api_apply → response.
+ * Reads: batched behind the member's read barrier unless serializable. */
+#include "api/propose.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "util/arena.h"
+#include "util/errors.h"
+#include "util/log.h"
+
+struct proposal {
+    api_server *s;
+    grpc_call *call;
+    uint64_t id;
+    int err;        /* KERR_* set by apply */
+    uint8_t *resp;  /* packed response, set by apply */
+    size_t resp_len;
+};
+
+static void proposal_free(struct proposal *p)
+{
+    grpc_call_unref(p->call);
+    free(p->resp);
+    free(p);
+}
+
+static void proposal_done(void *data, int status)
+{
+    struct proposal *p = data;
+    u64map_del(&p->s->proposals, p->id);
+    if (status != 0) {
+        grpc_call_fail(p->call, status);
+    } else if (p->err != 0) {
+        grpc_call_fail(p->call, p->err);
+    } else if (p->resp != NULL) {
+        grpc_call_send(p->call, p->resp, p->resp_len);
+        grpc_call_finish(p->call, GRPC_OK, NULL);
+    } else {
+        /* Applied, but not by this process's apply path (cannot happen on
+         * the member that proposed it): report rather than hang. */
+        grpc_call_fail(p->call, KERR_INTERNAL);
+    }
+    proposal_free(p);
+}
+
+void api_propose(api_server *s, grpc_call *call, Ketchpb__InternalRequest *req)
+{
+    if (s->member == NULL) {
+        grpc_call_fail(call, KERR_STOPPED);
+        return;
+    }
+    struct proposal *p = calloc(1, sizeof *p);
+    if (p == NULL) {
+        grpc_call_fail(call, KERR_NOMEM);
+        return;
+    }
+    p->s = s;
+    p->call = call;
+    p->id = ++s->next_request_id;
+    req->id = p->id;
+
+    size_t len = ketchpb__internal_request__get_packed_size(req);
+    /* As etcd: the encoded proposal may not exceed --max-request-bytes. */
+    if (len > s->max_request_bytes) {
+        grpc_call_fail(call, KERR_REQUEST_TOO_LARGE);
+        free(p);
+        return;
+    }
+    uint8_t *buf = malloc(len ? len : 1);
+    if (buf == NULL || u64map_put(&s->proposals, p->id, p) != 0) {
+        free(buf);
+        free(p);
+        grpc_call_fail(call, KERR_NOMEM);
+        return;
+    }
+    ketchpb__internal_request__pack(req, buf);
+    grpc_call_ref(call);
+    int rv = member_propose(s->member, buf, len, proposal_done, p);
+    free(buf);
+    if (rv != 0) {
+        u64map_del(&s->proposals, p->id);
+        grpc_call_fail(call, rv);
+        proposal_free(p);
+    }
+}
+
+/* Packs the response of `res` into the waiting proposal, header filled. */
+static void deliver(api_server *s, struct proposal *p, struct mvcc_result *res, arena *a)
+{
+    if (res->err != 0) {
+        p->err = res->err;
+        return;
+    }
+    Etcdserverpb__ResponseHeader *h = arena_alloc(a, sizeof *h);
+    etcdserverpb__response_header__init(h);
+    api_fill_header(s, h, res->revision);
+    const ProtobufCMessage *msg = NULL;
+    if (res->put) {
+        res->put->header = h;
+        msg = &res->put->base;
+    } else if (res->delete_range) {
+        res->delete_range->header = h;
+        msg = &res->delete_range->base;
+    } else if (res->txn) {
+        res->txn->header = h;
+        msg = &res->txn->base;
+    } else if (res->compaction) {
+        res->compaction->header = h;
+        msg = &res->compaction->base;
+    }
+    if (msg == NULL) {
+        p->err = KERR_INTERNAL;
+        return;
+    }
+    size_t len = protobuf_c_message_get_packed_size(msg);
+    p->resp = malloc(len ? len : 1);
+    if (p->resp == NULL) {
+        p->err = KERR_NOMEM;
+        return;
+    }
+    p->resp_len = protobuf_c_message_pack(msg, p->resp);
+}
+
+void api_apply(void *ctx, uint64_t index, const uint8_t *buf, size_t len)
+{
+    api_server *s = ctx;
+    Ketchpb__InternalRequest *req = NULL;
+    if (buf != NULL) {
+        req = ketchpb__internal_request__unpack(NULL, len, buf);
+        if (req == NULL) {
+            /* Every member sees the same bytes, so every member skips it. */
+            log_error("apply: entry %llu is not a valid request; skipped",
+                      (unsigned long long)index);
+        }
+    }
+    arena a = ARENA_INIT;
+    struct mvcc_result res = {0};
+    int rv = mvcc_apply(s->store, index, req, &a, &res);
+    if (rv != 0) {
+        /* The store could not record a committed entry: continuing would
+         * diverge from the log. etcd panics here too. */
+        log_error("apply: storage failed at index %llu: %s; stopping",
+                  (unsigned long long)index, kerr_text(rv));
+        abort();
+    }
+    if (req != NULL && req->id != 0) {
+        struct proposal *p = u64map_get(&s->proposals, req->id);
+        if (p != NULL) deliver(s, p, &res, &a);
+    }
+    arena_free(&a);
+    if (req != NULL) ketchpb__internal_request__free_unpacked(req, NULL);
+}
+
+/* ---- reads ---- */
+
+struct read_wait {
+    api_server *s;
+    grpc_call *call;
+    api_read_fn exec;
+    ProtobufCMessage *req;
+};
+
+static void read_ready(void *data, int status)
+{
+    struct read_wait *w = data;
+    if (status != 0) {
+        grpc_call_fail(w->call, status);
+    } else if (grpc_call_alive(w->call)) {
+        w->exec(w->s, w->call, w->req);
+    }
+    protobuf_c_message_free_unpacked(w->req, NULL);
+    grpc_call_unref(w->call);
+    free(w);
+}
+
+void api_read(api_server *s, grpc_call *call, ProtobufCMessage *req, bool serializable,
+              api_read_fn exec)
+{
+    if (serializable) {
+        exec(s, call, req);
+        protobuf_c_message_free_unpacked(req, NULL);
+        return;
+    }
+    struct read_wait *w = malloc(sizeof *w);
+    if (s->member == NULL || w == NULL) {
+        grpc_call_fail(call, s->member == NULL ? KERR_STOPPED : KERR_NOMEM);
+        protobuf_c_message_free_unpacked(req, NULL);
+        free(w);
+        return;
+    }
+    *w = (struct read_wait){s, call, exec, req};
+    grpc_call_ref(call);
+    int rv = member_read_barrier(s->member, read_ready, w);
+    if (rv != 0) {
+        grpc_call_fail(call, rv);
+        protobuf_c_message_free_unpacked(req, NULL);
+        grpc_call_unref(call);
+        free(w);
+    }
+}

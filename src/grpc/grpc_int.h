@@ -1,0 +1,167 @@
+/* Internals of the gRPC layer, shared by its files:
+ *
+ *   server.c   listeners, accepted connections, reading and the coalesced
+ *              writing of nghttp2's output (libuv)
+ *   session.c  nghttp2 callbacks: request headers, gRPC message framing,
+ *              dispatch, the response data provider and trailers
+ *   call.c     the grpc_call API (refcounts, send, finish), grpc-timeout
+ *              deadlines, grpc-message percent-encoding
+ *   methods.c  the method table: path → method, grpc-go's UNIMPLEMENTED texts
+ *
+ * Ownership: the server owns listeners and connections; a connection owns
+ * its nghttp2 session and holds one reference on each of its open calls
+ * (dropped when nghttp2 closes the stream or the connection goes away). A
+ * call never points at a connection that is gone (call->conn is cleared). */
+#ifndef KETCH_GRPC_GRPC_INT_H
+#define KETCH_GRPC_GRPC_INT_H
+
+#include <nghttp2/nghttp2.h>
+
+#include "grpc/grpc.h"
+
+/* Byte buffer with an optional inline first block (no malloc for small
+ * messages). `inl`/`inl_cap` describe the inline block; p == inl until the
+ * buffer outgrows it. */
+struct gbuf {
+    uint8_t *p;
+    size_t len, cap;
+    uint8_t *inl;
+    size_t inl_cap;
+};
+
+void gbuf_init(struct gbuf *b, uint8_t *inl, size_t inl_cap);
+/* Returns 0 or -1 (out of memory; the buffer is unchanged). */
+int gbuf_reserve(struct gbuf *b, size_t extra);
+int gbuf_append(struct gbuf *b, const void *data, size_t len);
+void gbuf_free(struct gbuf *b);
+/* Drops the first n bytes. */
+void gbuf_consume(struct gbuf *b, size_t n);
+
+struct grpc_conn;
+
+/* The method table, hashed by path. */
+struct method_table {
+    const grpc_method *methods;
+    size_t n;
+    uint32_t *slots; /* index+1, 0 = empty; nslots is a power of two */
+    size_t nslots;
+};
+
+int methods_init(struct method_table *t, const grpc_method *methods, size_t n);
+void methods_free(struct method_table *t);
+const grpc_method *methods_find(const struct method_table *t, const char *path, size_t len);
+/* grpc-go's UNIMPLEMENTED text for an unknown path, into buf. */
+void methods_unknown_text(const struct method_table *t, const char *path, char *buf,
+                          size_t size);
+
+struct grpc_server {
+    uv_loop_t *loop;
+    nghttp2_session_callbacks *cbs;
+    nghttp2_option *opt;
+    struct method_table table;
+    void *ctx;
+    size_t max_recv;
+    struct grpc_listener *listeners;
+    struct grpc_conn *conns;       /* doubly linked */
+    struct grpc_conn *dirty;       /* conns with output to flush (singly linked) */
+    uv_prepare_t flusher;          /* flushes dirty conns before the loop polls */
+    int open_handles;              /* handles whose close callback is pending */
+    bool closing;
+    void (*close_cb)(void *data);
+    void *close_data;
+    uint8_t rbuf[256 * 1024];      /* read buffer shared by all conns */
+    bool rbuf_busy;
+};
+
+struct grpc_listener {
+    uv_tcp_t tcp;
+    grpc_server *s;
+    struct grpc_listener *next;
+};
+
+struct grpc_conn {
+    uv_tcp_t tcp;
+    grpc_server *s;
+    nghttp2_session *h2;
+    struct grpc_conn *prev, *next;
+    struct grpc_conn *dirty_next;
+    bool in_dirty;
+    bool closing;        /* conn_close called: handle closing */
+    bool in_recv;        /* inside nghttp2_session_mem_recv */
+    bool close_pending;  /* conn_close asked for while in_recv */
+    bool close_after_write; /* fatal protocol error: close once output is out */
+    bool reading;
+    bool writing;        /* a uv_write is in flight on `out` */
+    bool read_paused;    /* stopped because output is backed up */
+    uv_write_t wreq;
+    struct gbuf out;     /* pending or in-flight output */
+    size_t out_off;      /* bytes of `out` already handed to the kernel */
+    struct grpc_call *calls; /* open calls, doubly linked */
+};
+
+enum call_kind_state { CALL_HEADERS, CALL_OPEN, CALL_REJECTED };
+
+struct grpc_call {
+    int refs;
+    int32_t stream_id;
+    struct grpc_conn *conn; /* NULL once the stream or connection is gone */
+    struct grpc_call *prev, *next; /* in conn->calls */
+    const grpc_method *method;
+    void *data;
+    void *ctx;              /* the server's server_ctx */
+    uint64_t deadline;
+    uv_timer_t *timer;      /* deadline timer, separately allocated */
+
+    /* request */
+    bool is_post, bad_ctype, bad_timeout;
+    bool remote_closed;     /* END_STREAM received */
+    bool rx_failed;         /* request side rejected: ignore further data */
+    bool close_called;      /* on_close delivered */
+    bool finished;          /* grpc_call_finish done (or layer-side end) */
+    bool headers_sent;      /* response HEADERS submitted */
+    bool deferred;          /* the data provider returned DEFERRED */
+    bool trailers_sent;
+    int status;
+    char *message;          /* grpc-message, percent-encoded, or NULL */
+    char *encoding;         /* grpc-encoding of the request, or NULL */
+    struct gbuf hdrs;       /* "name\0value\0" pairs; the first is :path */
+    size_t path_len;
+    struct gbuf req;        /* request bytes not yet dispatched */
+    struct gbuf resp;       /* response bytes queued for the data provider */
+    size_t resp_off;
+    uint8_t hdrs_inl[256];
+    uint8_t req_inl[512];
+    uint8_t resp_inl[512];
+};
+
+/* server.c */
+void conn_mark_dirty(struct grpc_conn *c);
+
+/* session.c */
+int session_callbacks_new(grpc_server *s);
+void session_callbacks_free(grpc_server *s);
+int session_new(struct grpc_conn *c);
+
+/* call.c */
+struct grpc_call *call_new(struct grpc_conn *c, int32_t stream_id);
+/* The stream is gone (closed by nghttp2, or the connection died): the call
+ * is no longer alive, on_close fires for streams, the conn's reference is
+ * dropped. */
+void call_detach(struct grpc_call *call);
+/* Starts the deadline timer from a grpc-timeout value; -1 if malformed. */
+int call_set_timeout(struct grpc_call *call, const uint8_t *v, size_t len);
+/* Finishes with a given HTTP :status (trailers-only), for requests that are
+ * not gRPC at all. */
+void call_finish_http(struct grpc_call *call, const char *http_status, int status,
+                      const char *message);
+/* Data provider read callback for responses. */
+ssize_t call_data_read(nghttp2_session *h2, int32_t stream_id, uint8_t *buf, size_t len,
+                       uint32_t *flags, nghttp2_data_source *src, void *user);
+/* Delivers on_close once (GRPC_STREAM only). */
+void call_deliver_close(struct grpc_call *call);
+/* Parses a grpc-timeout value into milliseconds (rounded up); -1 if bad. */
+int64_t grpc_timeout_parse_ms(const char *v, size_t len);
+/* Percent-encodes a grpc-message (gRPC spec); returns malloc'd string. */
+char *grpc_message_encode(const char *msg);
+
+#endif

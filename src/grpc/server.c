@@ -1,0 +1,413 @@
+/* Listeners and connections on libuv.
+ *
+ * Reading: every connection reads into one server-wide buffer and feeds it
+ * to nghttp2 at once (nghttp2_session_mem_recv copies what it keeps).
+ *
+ * Writing is coalesced: anything that may produce output (a read, a call
+ * sending or finishing, a deadline) only marks the connection dirty. A
+ * uv_prepare handle, which runs just before the loop polls for I/O, drains
+ * nghttp2 into one buffer per connection and hands it to the kernel with a
+ * single uv_try_write (falling back to uv_write for the rest). So all the
+ * frames one loop iteration produced for a connection go out in one syscall.
+ *
+ * Back-pressure: at most OUT_CAP bytes are taken from nghttp2 at a time;
+ * while a write is pending (the kernel buffer is full, the client is not
+ * reading) the connection stops reading requests, which bounds what
+ * nghttp2 queues for it. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "grpc/grpc_int.h"
+#include "util/errors.h"
+#include "util/log.h"
+
+#define OUT_CAP (1024 * 1024)
+
+static void conn_close(struct grpc_conn *c);
+static void conn_flush(struct grpc_conn *c);
+
+/* ---- byte buffers ---- */
+
+void gbuf_init(struct gbuf *b, uint8_t *inl, size_t inl_cap)
+{
+    b->p = inl;
+    b->inl = inl;
+    b->inl_cap = inl_cap;
+    b->len = 0;
+    b->cap = inl_cap;
+}
+
+int gbuf_reserve(struct gbuf *b, size_t extra)
+{
+    if (b->len + extra <= b->cap) return 0;
+    size_t cap = b->cap ? b->cap : 256;
+    while (cap < b->len + extra) cap *= 2;
+    uint8_t *p;
+    if (b->p == b->inl) {
+        p = malloc(cap);
+        if (!p) return -1;
+        if (b->len) memcpy(p, b->p, b->len);
+    } else {
+        p = realloc(b->p, cap);
+        if (!p) return -1;
+    }
+    b->p = p;
+    b->cap = cap;
+    return 0;
+}
+
+int gbuf_append(struct gbuf *b, const void *data, size_t len)
+{
+    if (gbuf_reserve(b, len)) return -1;
+    if (len) memcpy(b->p + b->len, data, len);
+    b->len += len;
+    return 0;
+}
+
+void gbuf_consume(struct gbuf *b, size_t n)
+{
+    if (n >= b->len) {
+        b->len = 0;
+        return;
+    }
+    memmove(b->p, b->p + n, b->len - n);
+    b->len -= n;
+}
+
+void gbuf_free(struct gbuf *b)
+{
+    if (b->p != b->inl) free(b->p);
+    b->p = b->inl;
+    b->len = 0;
+    b->cap = b->inl_cap;
+}
+
+/* ---- server ---- */
+
+static void handle_closed(uv_handle_t *h);
+
+static void flush_dirty(uv_prepare_t *p)
+{
+    grpc_server *s = p->data;
+    while (s->dirty) {
+        struct grpc_conn *c = s->dirty;
+        s->dirty = c->dirty_next;
+        c->in_dirty = false;
+        c->dirty_next = NULL;
+        conn_flush(c);
+    }
+}
+
+int grpc_server_new(grpc_server **out, uv_loop_t *loop, const grpc_method *methods,
+                    size_t n, void *server_ctx, size_t max_recv_bytes)
+{
+    grpc_server *s = calloc(1, sizeof *s);
+    if (!s) return KERR_NOMEM;
+    s->loop = loop;
+    s->ctx = server_ctx;
+    s->max_recv = max_recv_bytes;
+    int rv = methods_init(&s->table, methods, n);
+    if (rv) {
+        free(s);
+        return rv;
+    }
+    rv = session_callbacks_new(s);
+    if (rv) {
+        methods_free(&s->table);
+        free(s);
+        return rv;
+    }
+    uv_prepare_init(loop, &s->flusher);
+    s->flusher.data = s;
+    uv_prepare_start(&s->flusher, flush_dirty);
+    uv_unref((uv_handle_t *)&s->flusher);
+    *out = s;
+    return 0;
+}
+
+static void maybe_free_server(grpc_server *s)
+{
+    if (!s->closing || s->open_handles > 0 || s->conns) return;
+    void (*cb)(void *) = s->close_cb;
+    void *data = s->close_data;
+    methods_free(&s->table);
+    session_callbacks_free(s);
+    free(s);
+    if (cb) cb(data);
+}
+
+static void handle_closed(uv_handle_t *h)
+{
+    grpc_server *s = h->data;
+    s->open_handles--;
+    maybe_free_server(s);
+}
+
+static void listener_closed(uv_handle_t *h)
+{
+    struct grpc_listener *l = (struct grpc_listener *)h;
+    grpc_server *s = l->s;
+    free(l);
+    if (s) {
+        s->open_handles--;
+        maybe_free_server(s);
+    }
+}
+
+void grpc_server_close(grpc_server *s, void (*cb)(void *data), void *data)
+{
+    if (s->closing) return;
+    s->closing = true;
+    s->close_cb = cb;
+    s->close_data = data;
+    while (s->listeners) {
+        struct grpc_listener *l = s->listeners;
+        s->listeners = l->next;
+        s->open_handles++;
+        uv_close((uv_handle_t *)&l->tcp, listener_closed);
+    }
+    for (struct grpc_conn *c = s->conns, *next; c; c = next) {
+        next = c->next;
+        conn_close(c);
+    }
+    s->open_handles++;
+    uv_prepare_stop(&s->flusher);
+    uv_close((uv_handle_t *)&s->flusher, handle_closed);
+}
+
+/* ---- connections ---- */
+
+static void conn_freed(uv_handle_t *h)
+{
+    struct grpc_conn *c = h->data;
+    grpc_server *s = c->s;
+    gbuf_free(&c->out);
+    free(c);
+    s->open_handles--;
+    maybe_free_server(s);
+}
+
+/* Closes the connection now: every open call stops being alive. */
+static void conn_close(struct grpc_conn *c)
+{
+    if (c->closing) return;
+    if (c->in_recv) { /* e.g. grpc_server_close from a handler: after mem_recv */
+        c->close_pending = true;
+        return;
+    }
+    c->closing = true;
+    grpc_server *s = c->s;
+    if (c->prev) c->prev->next = c->next;
+    else s->conns = c->next;
+    if (c->next) c->next->prev = c->prev;
+    if (c->in_dirty) {
+        struct grpc_conn **pp = &s->dirty;
+        while (*pp != c) pp = &(*pp)->dirty_next;
+        *pp = c->dirty_next;
+        c->in_dirty = false;
+    }
+    while (c->calls) call_detach(c->calls);
+    if (c->h2) nghttp2_session_del(c->h2);
+    c->h2 = NULL;
+    s->open_handles++;
+    uv_close((uv_handle_t *)&c->tcp, conn_freed);
+}
+
+void conn_mark_dirty(struct grpc_conn *c)
+{
+    if (c->in_dirty || c->closing) return;
+    c->in_dirty = true;
+    c->dirty_next = c->s->dirty;
+    c->s->dirty = c;
+}
+
+static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
+{
+    struct grpc_conn *c = h->data;
+    grpc_server *s = c->s;
+    if (s->rbuf_busy) { /* cannot happen: reads are processed synchronously */
+        buf->base = NULL;
+        buf->len = 0;
+        return;
+    }
+    s->rbuf_busy = true;
+    buf->base = (char *)s->rbuf;
+    buf->len = sizeof s->rbuf;
+}
+
+static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
+{
+    struct grpc_conn *c = st->data;
+    c->s->rbuf_busy = false;
+    if (nread == 0) return;
+    if (nread < 0) {
+        if (nread != UV_EOF) log_debug("grpc: read: %s", uv_strerror((int)nread));
+        conn_close(c);
+        return;
+    }
+    if (c->close_after_write) return;
+    c->in_recv = true;
+    ssize_t rv = nghttp2_session_mem_recv(c->h2, (const uint8_t *)buf->base, (size_t)nread);
+    c->in_recv = false;
+    if (c->close_pending) {
+        conn_close(c);
+        return;
+    }
+    if (rv < 0) {
+        log_debug("grpc: http2: %s", nghttp2_strerror((int)rv));
+        if (rv == NGHTTP2_ERR_BAD_CLIENT_MAGIC || nghttp2_is_fatal((int)rv)) {
+            /* Not HTTP/2 at all, or nghttp2 cannot go on: just close. */
+            conn_close(c);
+            return;
+        }
+        nghttp2_session_terminate_session(c->h2, NGHTTP2_PROTOCOL_ERROR);
+        c->close_after_write = true;
+    }
+    conn_mark_dirty(c);
+}
+
+static void read_start(struct grpc_conn *c)
+{
+    if (c->reading || c->closing) return;
+    if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0) c->reading = true;
+}
+
+static void read_stop(struct grpc_conn *c)
+{
+    if (!c->reading) return;
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    c->reading = false;
+}
+
+static void on_write(uv_write_t *req, int status)
+{
+    struct grpc_conn *c = req->data;
+    c->writing = false;
+    if (c->closing) return; /* cancelled by uv_close; conn_freed frees */
+    if (status < 0) {
+        log_debug("grpc: write: %s", uv_strerror(status));
+        conn_close(c);
+        return;
+    }
+    c->out.len = 0;
+    c->out_off = 0;
+    if (c->read_paused) {
+        c->read_paused = false;
+        read_start(c);
+    }
+    conn_flush(c);
+}
+
+/* Drains nghttp2 into c->out (up to OUT_CAP) and writes it. */
+static void conn_flush(struct grpc_conn *c)
+{
+    if (c->closing || c->writing) return;
+    if (c->out_off == c->out.len) c->out.len = c->out_off = 0;
+    while (c->out.len < OUT_CAP) {
+        const uint8_t *data;
+        ssize_t n = nghttp2_session_mem_send(c->h2, &data);
+        if (n < 0) {
+            log_debug("grpc: http2 send: %s", nghttp2_strerror((int)n));
+            conn_close(c);
+            return;
+        }
+        if (n == 0) break;
+        if (gbuf_append(&c->out, data, (size_t)n)) {
+            log_error("grpc: out of memory buffering output");
+            conn_close(c);
+            return;
+        }
+    }
+    if (c->out.len > c->out_off) {
+        uv_buf_t b = uv_buf_init((char *)c->out.p + c->out_off, (unsigned)(c->out.len - c->out_off));
+        int n = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+        if (n == UV_EAGAIN) n = 0;
+        if (n < 0) {
+            log_debug("grpc: write: %s", uv_strerror(n));
+            conn_close(c);
+            return;
+        }
+        c->out_off += (size_t)n;
+        if (c->out_off < c->out.len) {
+            b = uv_buf_init((char *)c->out.p + c->out_off, (unsigned)(c->out.len - c->out_off));
+            c->wreq.data = c;
+            int rv = uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &b, 1, on_write);
+            if (rv < 0) {
+                conn_close(c);
+                return;
+            }
+            c->writing = true;
+            if (c->reading) {
+                read_stop(c);
+                c->read_paused = true;
+            }
+            return;
+        }
+        c->out.len = c->out_off = 0;
+        /* More frames may be waiting in nghttp2 beyond OUT_CAP. */
+        if (nghttp2_session_want_write(c->h2)) {
+            conn_mark_dirty(c);
+            return;
+        }
+    }
+    if (c->out.cap > 4 * OUT_CAP) gbuf_free(&c->out); /* shrink after a burst */
+    if (c->close_after_write ||
+        (!nghttp2_session_want_read(c->h2) && !nghttp2_session_want_write(c->h2)))
+        conn_close(c);
+}
+
+static void on_connection(uv_stream_t *ls, int status)
+{
+    struct grpc_listener *l = ls->data;
+    grpc_server *s = l->s;
+    if (status < 0 || s->closing) return;
+    struct grpc_conn *c = calloc(1, sizeof *c);
+    if (!c) return;
+    c->s = s;
+    uv_tcp_init(s->loop, &c->tcp);
+    c->tcp.data = c;
+    gbuf_init(&c->out, NULL, 0);
+    c->next = s->conns;
+    if (s->conns) s->conns->prev = c;
+    s->conns = c;
+    if (uv_accept(ls, (uv_stream_t *)&c->tcp) < 0 || session_new(c) < 0) {
+        conn_close(c);
+        return;
+    }
+    uv_tcp_nodelay(&c->tcp, 1);
+    read_start(c);
+    conn_mark_dirty(c); /* our SETTINGS */
+}
+
+int grpc_server_listen(grpc_server *s, const char *host, int port)
+{
+    struct sockaddr_storage addr;
+    char h[64];
+    size_t hl = strlen(host);
+    if (hl >= 2 && host[0] == '[' && host[hl - 1] == ']' && hl - 2 < sizeof h) {
+        memcpy(h, host + 1, hl - 2);
+        h[hl - 2] = '\0';
+        host = h;
+    }
+    if (strcmp(host, "localhost") == 0 || host[0] == '\0') host = "127.0.0.1";
+    int rv;
+    if (strchr(host, ':')) rv = uv_ip6_addr(host, port, (struct sockaddr_in6 *)&addr);
+    else rv = uv_ip4_addr(host, port, (struct sockaddr_in *)&addr);
+    if (rv < 0) return rv;
+
+    struct grpc_listener *l = calloc(1, sizeof *l);
+    if (!l) return UV_ENOMEM;
+    uv_tcp_init(s->loop, &l->tcp);
+    l->tcp.data = l;
+    rv = uv_tcp_bind(&l->tcp, (const struct sockaddr *)&addr, 0);
+    if (rv == 0) rv = uv_listen((uv_stream_t *)&l->tcp, 4096, on_connection);
+    if (rv < 0) {
+        l->s = NULL;
+        uv_close((uv_handle_t *)&l->tcp, listener_closed);
+        return rv;
+    }
+    l->s = s;
+    l->next = s->listeners;
+    s->listeners = l;
+    return 0;
+}

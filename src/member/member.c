@@ -1,0 +1,595 @@
+/* The Raft member on canonical libraft 0.15 (libuv backend, TCP transport).
+ *
+ * Applied index. libraft's fsm->apply is not told the entry's index, but it
+ * applies committed entries strictly in order and sets raft->last_applied
+ * only after fsm->apply returns (replication.c: replicationApply loops
+ * index = last_applied + 1 .. commit_index; barrier and configuration
+ * entries advance last_applied too, and raft_start sets it to the snapshot
+ * index, or to 1 for the bootstrap configuration). So inside fsm->apply the
+ * entry's index is raft->last_applied + 1.
+ *
+ * Durability. The libuv backend acknowledges an append only after the write
+ * is on disk (O_DSYNC / fdatasync on the open segment), and a leader counts
+ * its own vote for an entry only from that acknowledgement
+ * (replication.c: the leader's append callback sets its match_index). For a
+ * lone voter an entry is therefore committed, applied, and its raft_apply
+ * callback fired only once it is durable.
+ *
+ * Entry framing. libraft's segment encoder assumes every entry's length is a
+ * multiple of 8 (uv_segment.c asserts it; the Debian build compiles asserts
+ * out and then writes segments that its own loader rejects as corrupt, or
+ * silently truncates when the segment is still open). So each proposal is
+ * padded, and its last byte says by how much:
+ *
+ *   offset     size  field
+ *   0          len   the proposal, as given to member_propose
+ *   len        k-1   zeros
+ *   len+k-1    1     k (1..8), so that len + k is a multiple of 8
+ *
+ * Snapshot payload (the state machine is LMDB, durable on its own and
+ * holding its applied index, so the snapshot only records where it was):
+ *
+ *   offset size  field
+ *   0      8     magic "KETCHSN1"
+ *   8      8     raft index of the snapshot, little endian
+ *
+ * Read barriers. libraft has no ReadIndex; a barrier entry is appended and
+ * its callback fires when it is applied, i.e. after everything before it.
+ * Callers that arrive while a barrier is in flight wait for the next one:
+ * the in-flight barrier may have been appended before entries they must
+ * see were committed. */
+#include "member/member.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <raft.h>
+#include <raft/uv.h>
+
+#include "util/errors.h"
+#include "util/log.h"
+
+#define SNAP_MAGIC "KETCHSN1"
+#define SNAP_LEN 16
+#define DEFAULT_HEARTBEAT_MS 100
+#define DEFAULT_ELECTION_MS 1000
+#define DEFAULT_SNAPSHOT_THRESHOLD 10000
+#define MAX_SNAPSHOT_TRAILING 5000
+
+struct waiter {
+    member_done_fn cb;
+    void *data;
+    struct waiter *next;
+};
+
+struct barrier {
+    struct raft_barrier req; /* first: libraft hands it back */
+    member *m;
+    struct waiter *batch; /* callers this barrier answers */
+};
+
+struct proposal {
+    struct raft_apply req;
+    member *m;
+    member_done_fn cb;
+    void *data;
+};
+
+struct member {
+    uv_loop_t *loop;
+    struct raft raft;
+    struct raft_io io;
+    struct raft_uv_transport transport;
+    struct raft_fsm fsm;
+    uint64_t id;
+    char *dir;
+    char *address;
+
+    uint64_t floor;   /* cfg.applied_index: entries up to it are not applied */
+    uint64_t applied; /* highest index handed to (or skipped by) apply */
+    member_apply_fn apply;
+    int (*sync)(void *ctx);
+    void *apply_ctx;
+
+    struct barrier *inflight; /* at most one raft barrier at a time */
+    struct waiter *wait_head, *wait_tail; /* for the next barrier */
+
+    bool stopping;
+    void (*stop_cb)(void *data);
+    void *stop_data;
+};
+
+static int map_raft_error(const member *m, int rv)
+{
+    switch (rv) {
+    case 0:
+        return 0;
+    case RAFT_NOTLEADER:
+        return member_leader_id(m) != 0 ? KERR_NOT_LEADER : KERR_NO_LEADER;
+    case RAFT_LEADERSHIPLOST:
+        return m->stopping ? KERR_STOPPED : KERR_LEADER_CHANGED;
+    case RAFT_SHUTDOWN:
+    case RAFT_CANCELED:
+        return KERR_STOPPED;
+    case RAFT_NOMEM:
+        return KERR_NOMEM;
+    case RAFT_IOERR:
+    case RAFT_NOSPACE:
+    case RAFT_CORRUPT:
+        return KERR_IO;
+    default:
+        return KERR_INTERNAL;
+    }
+}
+
+/* ---- FSM ---------------------------------------------------------------- */
+
+static int fsm_apply(struct raft_fsm *fsm, const struct raft_buffer *buf,
+                     void **result)
+{
+    member *m = fsm->data;
+    uint64_t index = m->raft.last_applied + 1;
+
+    const uint8_t *p = buf->base;
+    size_t pad;
+
+    *result = NULL;
+    if (index > m->applied)
+        m->applied = index;
+    if (index <= m->floor)
+        return 0; /* already in the state machine: replay after restart */
+    pad = buf->len > 0 ? p[buf->len - 1] : 0;
+    if (buf->len % 8 != 0 || pad < 1 || pad > 8) {
+        /* Not written by member_propose: refusing it stops libraft from
+         * applying anything further, rather than diverging. */
+        log_error("member: entry %" PRIu64 " is not a ketch entry (%zu bytes)",
+                  index, buf->len);
+        return RAFT_MALFORMED;
+    }
+    m->apply(m->apply_ctx, index, p, buf->len - pad);
+    return 0;
+}
+
+static int fsm_snapshot(struct raft_fsm *fsm, struct raft_buffer *bufs[],
+                        unsigned *n_bufs)
+{
+    member *m = fsm->data;
+    uint64_t index = m->raft.last_applied;
+    uint8_t *p;
+    int rv;
+
+    /* libraft deletes log entries once the snapshot is stored: the state
+     * machine must hold them durably first. */
+    if (m->sync != NULL) {
+        rv = m->sync(m->apply_ctx);
+        if (rv != 0) {
+            log_warn("member: snapshot at %" PRIu64 " abandoned: sync failed (%d)",
+                     index, rv);
+            return RAFT_IOERR;
+        }
+    }
+    *bufs = raft_malloc(sizeof **bufs);
+    if (*bufs == NULL)
+        return RAFT_NOMEM;
+    p = raft_malloc(SNAP_LEN);
+    if (p == NULL) {
+        raft_free(*bufs);
+        *bufs = NULL;
+        return RAFT_NOMEM;
+    }
+    memcpy(p, SNAP_MAGIC, 8);
+    for (int i = 0; i < 8; i++)
+        p[8 + i] = (uint8_t)(index >> (8 * i));
+    (*bufs)[0].base = p;
+    (*bufs)[0].len = SNAP_LEN;
+    *n_bufs = 1;
+    log_debug("member: snapshot at index %" PRIu64, index);
+    return 0;
+}
+
+/* On success the buffer is ours to free; on error libraft frees it. */
+static int fsm_restore(struct raft_fsm *fsm, struct raft_buffer *buf)
+{
+    member *m = fsm->data;
+    const uint8_t *p = buf->base;
+    uint64_t index = 0;
+
+    if (buf->len != SNAP_LEN || memcmp(p, SNAP_MAGIC, 8) != 0) {
+        log_error("member: snapshot in %s is not a ketch snapshot", m->dir);
+        return RAFT_MALFORMED;
+    }
+    for (int i = 0; i < 8; i++)
+        index |= (uint64_t)p[8 + i] << (8 * i);
+    if (index > m->floor) {
+        /* The state machine is behind the snapshot: it would have to be
+         * sent over by the leader. */
+        log_error("member: snapshot at %" PRIu64 " is ahead of the state machine"
+                  " (applied %" PRIu64 "): snapshot install not supported yet",
+                  index, m->floor);
+        return RAFT_INVALID;
+    }
+    if (index > m->applied)
+        m->applied = index;
+    raft_free(buf->base);
+    return 0;
+}
+
+/* ---- start -------------------------------------------------------------- */
+
+static int mkdir_p(const char *dir)
+{
+    char path[4096];
+    size_t n = strlen(dir);
+
+    if (n == 0 || n >= sizeof path)
+        return -1;
+    memcpy(path, dir, n + 1);
+    for (size_t i = 1; i <= n; i++) {
+        if (path[i] != '/' && path[i] != '\0')
+            continue;
+        char c = path[i];
+        path[i] = '\0';
+        if (mkdir(path, 0700) != 0 && errno != EEXIST)
+            return -1;
+        path[i] = c;
+    }
+    return 0;
+}
+
+static void free_member(member *m)
+{
+    free(m->dir);
+    free(m->address);
+    free(m);
+}
+
+static void start_failed_close_cb(struct raft *r)
+{
+    member *m = r->data;
+
+    raft_uv_close(&m->io);
+    raft_uv_tcp_close(&m->transport);
+    free_member(m);
+}
+
+static int bootstrap(member *m, const struct member_config *cfg)
+{
+    struct raft_configuration conf;
+    int rv;
+
+    raft_configuration_init(&conf);
+    for (size_t i = 0; i < cfg->n_peers; i++) {
+        rv = raft_configuration_add(&conf, cfg->peers[i].id, cfg->peers[i].address,
+                                    RAFT_VOTER);
+        if (rv != 0) {
+            log_error("member: bad peer %" PRIx64 " at %s: %s", cfg->peers[i].id,
+                      cfg->peers[i].address, raft_strerror(rv));
+            raft_configuration_close(&conf);
+            return rv == RAFT_NOMEM ? KERR_NOMEM : KERR_INTERNAL;
+        }
+    }
+    rv = raft_bootstrap(&m->raft, &conf);
+    raft_configuration_close(&conf);
+    if (rv == RAFT_CANTBOOTSTRAP)
+        return 0; /* the log already has state: a restart */
+    if (rv != 0) {
+        log_error("member: bootstrap in %s: %s", m->dir, raft_errmsg(&m->raft));
+        return KERR_IO;
+    }
+    log_info("member: bootstrapped a cluster of %zu in %s", cfg->n_peers, m->dir);
+    return 0;
+}
+
+int member_start(member **out, uv_loop_t *loop, const struct member_config *cfg)
+{
+    member *m;
+    unsigned threshold;
+    int rv;
+
+    *out = NULL;
+    if (cfg->dir == NULL || cfg->address == NULL || cfg->id == 0 ||
+        cfg->apply == NULL) {
+        log_error("member: incomplete configuration");
+        return KERR_INTERNAL;
+    }
+    m = calloc(1, sizeof *m);
+    if (m == NULL)
+        return KERR_NOMEM;
+    m->loop = loop;
+    m->id = cfg->id;
+    m->floor = cfg->applied_index;
+    m->applied = cfg->applied_index;
+    m->apply = cfg->apply;
+    m->sync = cfg->sync;
+    m->apply_ctx = cfg->apply_ctx;
+    m->dir = strdup(cfg->dir);
+    m->address = strdup(cfg->address);
+    if (m->dir == NULL || m->address == NULL) {
+        rv = KERR_NOMEM;
+        goto err_after_alloc;
+    }
+    if (mkdir_p(m->dir) != 0) {
+        log_error("member: cannot create %s: %s", m->dir, strerror(errno));
+        rv = KERR_IO;
+        goto err_after_alloc;
+    }
+
+    rv = raft_uv_tcp_init(&m->transport, loop);
+    if (rv != 0) {
+        log_error("member: raft transport: %s", raft_strerror(rv));
+        rv = KERR_INTERNAL;
+        goto err_after_alloc;
+    }
+    rv = raft_uv_init(&m->io, loop, m->dir, &m->transport);
+    if (rv != 0) {
+        log_error("member: raft log in %s: %s", m->dir, m->io.errmsg);
+        rv = KERR_IO;
+        goto err_after_transport;
+    }
+
+    m->fsm.version = 1;
+    m->fsm.data = m;
+    m->fsm.apply = fsm_apply;
+    m->fsm.snapshot = fsm_snapshot;
+    m->fsm.restore = fsm_restore;
+    rv = raft_init(&m->raft, &m->io, &m->fsm, cfg->id, m->address);
+    if (rv != 0) {
+        log_error("member: raft init: %s", raft_errmsg(&m->raft));
+        rv = KERR_IO;
+        goto err_after_io;
+    }
+    m->raft.data = m;
+
+    rv = bootstrap(m, cfg);
+    if (rv != 0)
+        goto err_after_raft;
+
+    raft_set_heartbeat_timeout(&m->raft,
+                               cfg->heartbeat_ms ? cfg->heartbeat_ms : DEFAULT_HEARTBEAT_MS);
+    raft_set_election_timeout(&m->raft,
+                              cfg->election_ms ? cfg->election_ms : DEFAULT_ELECTION_MS);
+    threshold = cfg->snapshot_threshold ? cfg->snapshot_threshold
+                                        : DEFAULT_SNAPSHOT_THRESHOLD;
+    raft_set_snapshot_threshold(&m->raft, threshold);
+    raft_set_snapshot_trailing(&m->raft, threshold < MAX_SNAPSHOT_TRAILING
+                                             ? threshold
+                                             : MAX_SNAPSHOT_TRAILING);
+    raft_set_pre_vote(&m->raft, true);
+
+    /* A lone voter elects itself inside raft_start (start.c: maybeSelfElect). */
+    rv = raft_start(&m->raft);
+    if (rv != 0) {
+        log_error("member: raft start in %s on %s: %s", m->dir, m->address,
+                  raft_errmsg(&m->raft));
+        rv = rv == RAFT_NOMEM ? KERR_NOMEM : KERR_IO;
+        goto err_after_raft;
+    }
+    log_info("member %" PRIx64 " started on %s, term %" PRIu64 ", %s", m->id,
+             m->address, (uint64_t)m->raft.current_term,
+             member_is_leader(m) ? "leader" : "follower");
+    *out = m;
+    return 0;
+
+err_after_raft:
+    /* raft_init acquired resources that only raft_close releases, and that is
+     * asynchronous: the rest is freed from its callback. */
+    raft_close(&m->raft, start_failed_close_cb);
+    return rv;
+err_after_io:
+    raft_uv_close(&m->io);
+err_after_transport:
+    raft_uv_tcp_close(&m->transport);
+err_after_alloc:
+    free_member(m);
+    return rv;
+}
+
+/* ---- propose ------------------------------------------------------------ */
+
+static void propose_cb(struct raft_apply *req, int status, void *result)
+{
+    struct proposal *p = (struct proposal *)req;
+    member_done_fn cb = p->cb;
+    void *data = p->data;
+    int st = map_raft_error(p->m, status);
+
+    (void)result;
+    free(p);
+    cb(data, st);
+}
+
+int member_propose(member *m, const uint8_t *buf, size_t len, member_done_fn cb,
+                   void *data)
+{
+    struct proposal *p;
+    struct raft_buffer rb;
+    int rv;
+
+    if (m->stopping)
+        return KERR_STOPPED;
+    p = malloc(sizeof *p);
+    if (p == NULL)
+        return KERR_NOMEM;
+    rb.len = (len + 8) & ~(size_t)7; /* framing: see the top of this file */
+    rb.base = raft_malloc(rb.len);
+    if (rb.base == NULL) {
+        free(p);
+        return KERR_NOMEM;
+    }
+    if (len)
+        memcpy(rb.base, buf, len);
+    memset((uint8_t *)rb.base + len, 0, rb.len - len);
+    ((uint8_t *)rb.base)[rb.len - 1] = (uint8_t)(rb.len - len);
+    p->m = m;
+    p->cb = cb;
+    p->data = data;
+    p->req.data = p;
+    rv = raft_apply(&m->raft, &p->req, &rb, 1, propose_cb);
+    if (rv != 0) {
+        raft_free(rb.base);
+        free(p);
+        return map_raft_error(m, rv);
+    }
+    return 0;
+}
+
+/* ---- read barrier ------------------------------------------------------- */
+
+static void fire_waiters(struct waiter *w, int status)
+{
+    while (w != NULL) {
+        struct waiter *next = w->next;
+        member_done_fn cb = w->cb;
+        void *data = w->data;
+        free(w);
+        cb(data, status);
+        w = next;
+    }
+}
+
+static void barrier_cb(struct raft_barrier *req, int status);
+
+/* Issues a raft barrier for `batch`. Returns 0, or a KERR_* code (then the
+ * batch is untouched and still the caller's). */
+static int issue_barrier(member *m, struct waiter *batch)
+{
+    struct barrier *b = malloc(sizeof *b);
+    int rv;
+
+    if (b == NULL)
+        return KERR_NOMEM;
+    b->m = m;
+    b->batch = batch;
+    b->req.data = b;
+    rv = raft_barrier(&m->raft, &b->req, barrier_cb);
+    if (rv != 0) {
+        free(b);
+        return map_raft_error(m, rv);
+    }
+    m->inflight = b;
+    return 0;
+}
+
+static void barrier_cb(struct raft_barrier *req, int status)
+{
+    struct barrier *b = (struct barrier *)req;
+    member *m = b->m;
+    struct waiter *batch = b->batch;
+    int st = map_raft_error(m, status);
+
+    if (status == 0 && req->index > m->applied)
+        m->applied = req->index;
+    m->inflight = NULL;
+    free(b);
+
+    /* Start the next barrier before running callbacks, which may add more. */
+    if (m->wait_head != NULL && !m->stopping) {
+        struct waiter *next = m->wait_head;
+        m->wait_head = m->wait_tail = NULL;
+        int rv = issue_barrier(m, next);
+        if (rv != 0)
+            fire_waiters(next, rv);
+    }
+    fire_waiters(batch, st);
+}
+
+int member_read_barrier(member *m, member_done_fn cb, void *data)
+{
+    struct waiter *w;
+    int rv;
+
+    if (m->stopping)
+        return KERR_STOPPED;
+    w = malloc(sizeof *w);
+    if (w == NULL)
+        return KERR_NOMEM;
+    w->cb = cb;
+    w->data = data;
+    w->next = NULL;
+    if (m->inflight != NULL) {
+        if (m->wait_tail != NULL)
+            m->wait_tail->next = w;
+        else
+            m->wait_head = w;
+        m->wait_tail = w;
+        return 0;
+    }
+    rv = issue_barrier(m, w);
+    if (rv != 0)
+        free(w);
+    return rv;
+}
+
+/* ---- getters ------------------------------------------------------------ */
+
+uint64_t member_id(const member *m)
+{
+    return m->id;
+}
+
+uint64_t member_term(const member *m)
+{
+    return m->raft.current_term;
+}
+
+uint64_t member_leader_id(const member *m)
+{
+    raft_id id = 0;
+    const char *address = NULL;
+
+    raft_leader((struct raft *)&m->raft, &id, &address);
+    return id;
+}
+
+uint64_t member_commit_index(const member *m)
+{
+    return m->raft.commit_index;
+}
+
+uint64_t member_applied_index(const member *m)
+{
+    /* raft->last_applied lags by one inside apply callbacks. */
+    return m->applied > m->raft.last_applied ? m->applied : m->raft.last_applied;
+}
+
+bool member_is_leader(const member *m)
+{
+    return m->raft.state == RAFT_LEADER;
+}
+
+/* ---- stop --------------------------------------------------------------- */
+
+static void stop_close_cb(struct raft *r)
+{
+    member *m = r->data;
+    void (*cb)(void *) = m->stop_cb;
+    void *data = m->stop_data;
+    struct waiter *waiting = m->wait_head;
+
+    m->wait_head = m->wait_tail = NULL;
+    raft_uv_close(&m->io);
+    raft_uv_tcp_close(&m->transport);
+    /* libraft failed the in-flight barrier (RAFT_SHUTDOWN) while closing. */
+    if (m->inflight != NULL) {
+        log_warn("member: barrier still in flight after close");
+        fire_waiters(m->inflight->batch, KERR_STOPPED);
+        free(m->inflight);
+    }
+    free_member(m);
+    fire_waiters(waiting, KERR_STOPPED);
+    if (cb != NULL)
+        cb(data);
+}
+
+void member_stop(member *m, void (*cb)(void *data), void *data)
+{
+    if (m->stopping)
+        return;
+    m->stopping = true;
+    m->stop_cb = cb;
+    m->stop_data = data;
+    raft_close(&m->raft, stop_close_cb);
+}

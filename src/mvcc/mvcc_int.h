@@ -1,0 +1,150 @@
+/* MVCC internals shared by the files of src/mvcc (the on-disk layout is
+ * described at the top of store.c). */
+#ifndef KETCH_MVCC_MVCC_INT_H
+#define KETCH_MVCC_MVCC_INT_H
+
+#include <lmdb.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "kv.pb-c.h"
+#include "mvcc/mvcc.h"
+
+/* User keys up to KEY_PREFIX bytes are LMDB keys of the keys table as they
+ * are; longer keys live in a bucket under their first KEY_PREFIX bytes. */
+enum { KEY_PREFIX = 500, KREC_SIZE = 49 };
+
+enum { CH_PUT = 0, CH_TOMBSTONE = 1 };
+
+struct mvcc_store {
+    MDB_env *env;
+    MDB_dbi keys, idx, hist, meta;
+    MDB_txn *rtxn; /* reusable read txn, kept reset between reads */
+    int64_t rev;
+    int64_t compact_rev; /* -1: never compacted (as etcd's compactMainRev) */
+    uint64_t applied;
+    uint64_t next_kid;
+    mvcc_lease_exists_fn lease_exists;
+    void *lease_ctx;
+};
+
+/* The keys-table record of one user key: its id and its latest change. */
+struct krec {
+    uint64_t kid;
+    int64_t main, sub;               /* revision of the latest change */
+    int64_t create, version, lease;  /* of the latest put; 0 if deleted */
+    int deleted;                     /* latest change is a tombstone */
+};
+
+/* One request's view of the store: a read or write LMDB txn. */
+struct op_ctx {
+    mvcc_store *s;
+    MDB_txn *txn;
+    int64_t begin_rev; /* store revision when the request began */
+    int64_t nchanges;  /* changes made so far (next sub-revision) */
+    uint64_t next_kid;
+    int write;
+};
+
+/* The revision reads see: the new one once the request changed something
+ * (etcd's storeTxnWrite.Range). */
+static inline int64_t ctx_rev(const struct op_ctx *c)
+{
+    return c->begin_rev + (c->nchanges > 0 ? 1 : 0);
+}
+
+static inline void put_be64(uint8_t *p, uint64_t v)
+{
+    for (int i = 7; i >= 0; i--) {
+        p[i] = (uint8_t)v;
+        v >>= 8;
+    }
+}
+
+static inline uint64_t get_be64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++) v = (v << 8) | p[i];
+    return v;
+}
+
+/* Bytewise order of Go's bytes.Compare. */
+static inline int bytes_cmp(const uint8_t *a, size_t al, const uint8_t *b, size_t bl)
+{
+    size_t n = al < bl ? al : bl;
+    int c = n ? memcmp(a, b, n) : 0;
+    if (c != 0) return c < 0 ? -1 : 1;
+    return al < bl ? -1 : al > bl ? 1 : 0;
+}
+
+/* ---- store.c ---- */
+int mdb_to_kerr(int rc);
+int store_rtxn_begin(mvcc_store *s, MDB_txn **out);
+void store_rtxn_end(mvcc_store *s);
+
+/* Looks up user key; returns 1 found (rec filled), 0 not, or KERR_*. */
+int krec_get(MDB_txn *txn, mvcc_store *s, const uint8_t *key, size_t klen, struct krec *rec);
+int krec_put(MDB_txn *txn, mvcc_store *s, const uint8_t *key, size_t klen, const struct krec *rec);
+int krec_del(MDB_txn *txn, mvcc_store *s, const uint8_t *key, size_t klen);
+
+/* Iterates the keys table in user-key order. key/rec are borrowed from
+ * LMDB until the txn changes or ends. */
+struct kiter {
+    MDB_cursor *cur;
+    MDB_val k, v;
+    int in_bucket;
+    size_t boff;
+    const uint8_t *key;
+    size_t klen;
+    struct krec rec;
+};
+/* Positions at the first key >= start. Returns 1, 0 at end, or KERR_*. */
+int kiter_seek(struct kiter *it, MDB_txn *txn, mvcc_store *s, const uint8_t *start, size_t len);
+int kiter_next(struct kiter *it);
+void kiter_close(struct kiter *it);
+
+/* History: hist (main, sub) -> change; idx (kid, main, sub) -> kind. */
+int hist_put(struct op_ctx *c, uint64_t kid, int kind, const Mvccpb__KeyValue *kv);
+/* Loads the KeyValue stored at (main, sub) into arena memory. */
+int hist_load(MDB_txn *txn, mvcc_store *s, int64_t main, int64_t sub, arena *a,
+              Mvccpb__KeyValue **out);
+/* Finds the newest change of kid at or below rev. Returns 1 (main, sub,
+ * kind set), 0 if none, or KERR_*. */
+int idx_find(MDB_txn *txn, mvcc_store *s, uint64_t kid, int64_t rev, int64_t *main,
+             int64_t *sub, int *kind);
+int store_compact(struct op_ctx *c, int64_t rev);
+int meta_put_u64(MDB_txn *txn, mvcc_store *s, const char *name, uint64_t v);
+
+/* ---- read.c ---- */
+enum end_kind { END_SINGLE, END_FROM, END_RANGE };
+struct krange {
+    const uint8_t *key;
+    size_t klen;
+    const uint8_t *end;
+    size_t elen;
+    enum end_kind kind;
+};
+/* etcd's mkGteRange: range_end "" = one key, "\0" = from key on. */
+struct krange krange_make(ProtobufCBinaryData key, ProtobufCBinaryData end);
+
+/* etcd's rangeKeys at revision `rev` (<= 0: current): the live kvs of the
+ * range (at most `limit` if > 0; none if count_only) and their count. */
+int range_keys(struct op_ctx *c, const struct krange *r, int64_t rev, int64_t limit,
+               int count_only, int want_values, arena *a, Mvccpb__KeyValue ***kvs,
+               size_t *n, int64_t *count);
+/* etcd's applierV3backend.Range. */
+int range_apply(struct op_ctx *c, const Etcdserverpb__RangeRequest *req, arena *a,
+                Etcdserverpb__RangeResponse *resp);
+/* The current kv of one key, or NULL. */
+int kv_current(struct op_ctx *c, const uint8_t *key, size_t klen, arena *a,
+               Mvccpb__KeyValue **out, struct krec *rec, int *exists);
+
+/* ---- txn.c ---- */
+int txn_exec(struct op_ctx *c, const Etcdserverpb__TxnRequest *req, arena *a,
+             Etcdserverpb__TxnResponse *resp);
+int put_exec(struct op_ctx *c, const Etcdserverpb__PutRequest *p, int checked, arena *a,
+             Etcdserverpb__PutResponse *resp);
+int delete_exec(struct op_ctx *c, const Etcdserverpb__DeleteRangeRequest *d, arena *a,
+                Etcdserverpb__DeleteRangeResponse *resp);
+
+#endif

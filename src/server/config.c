@@ -1,0 +1,244 @@
+#include "server/config.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum flag_type { F_STRING, F_UINT, F_INT, F_BOOL };
+
+struct flag {
+    const char *name;
+    enum flag_type type;
+    size_t offset;
+    const char *def; /* default, as text */
+    const char *help;
+};
+
+#define OFF(field) offsetof(struct config, field)
+
+/* The table of flags, as etcd names and documents them. */
+static const struct flag flags[] = {
+    {"name", F_STRING, OFF(name), "default", "Human-readable name for this member."},
+    {"data-dir", F_STRING, OFF(data_dir), "", "Path to the data directory (default ${name}.ketch)."},
+    {"listen-client-urls", F_STRING, OFF(listen_client_urls), "http://127.0.0.1:2379",
+     "List of URLs to listen on for client traffic."},
+    {"advertise-client-urls", F_STRING, OFF(advertise_client_urls), "http://localhost:2379",
+     "List of this member's client URLs to advertise to the public."},
+    {"listen-peer-urls", F_STRING, OFF(listen_peer_urls), "http://localhost:2380",
+     "List of URLs to listen on for peer traffic."},
+    {"initial-advertise-peer-urls", F_STRING, OFF(initial_advertise_peer_urls),
+     "http://localhost:2380", "List of this member's peer URLs to advertise to the rest of the cluster."},
+    {"initial-cluster", F_STRING, OFF(initial_cluster), "",
+     "Initial cluster configuration for bootstrapping (default ${name}=${initial-advertise-peer-urls})."},
+    {"initial-cluster-state", F_STRING, OFF(initial_cluster_state), "new",
+     "Initial cluster state ('new' or 'existing')."},
+    {"initial-cluster-token", F_STRING, OFF(initial_cluster_token), "etcd-cluster",
+     "Initial cluster token for the etcd cluster during bootstrap."},
+    {"max-request-bytes", F_UINT, OFF(max_request_bytes), "1572864",
+     "Maximum client request size in bytes the server will accept."},
+    {"max-txn-ops", F_UINT, OFF(max_txn_ops), "128",
+     "Maximum number of operations permitted in a transaction."},
+    {"quota-backend-bytes", F_INT, OFF(quota_backend_bytes), "0",
+     "Raise alarms when backend size exceeds the given quota (0 defaults to 2 GiB)."},
+    {"log-level", F_STRING, OFF(log_level), "info", "Configures log level. Only supports debug, info, warn, error."},
+    {"heartbeat-interval", F_UINT, OFF(heartbeat_interval), "100", "Time (in milliseconds) of a heartbeat interval."},
+    {"election-timeout", F_UINT, OFF(election_timeout), "1000", "Time (in milliseconds) for an election to timeout."},
+    {"snapshot-count", F_UINT, OFF(snapshot_count), "100000",
+     "Number of committed transactions to trigger a snapshot to disk."},
+    {"version", F_BOOL, OFF(show_version), "false", "Print the version and exit."},
+    {"help", F_BOOL, OFF(show_help), "false", "Show this help and exit."},
+};
+enum { N_FLAGS = sizeof flags / sizeof flags[0] };
+
+void config_usage(FILE *out)
+{
+    fprintf(out, "Usage:\n\n  ketch [flags]\n    Start a ketch server (an etcd v3 compatible member).\n\nFlags:\n\n");
+    for (size_t i = 0; i < N_FLAGS; i++)
+        fprintf(out, "  --%s '%s'\n      %s\n", flags[i].name, flags[i].def, flags[i].help);
+    fprintf(out, "\nEvery flag can also be set by an environment variable ETCD_<FLAG>, "
+                 "e.g. ETCD_DATA_DIR for --data-dir.\n");
+}
+
+/* Go's flag package wording, so scripts written for etcd see the same. */
+static int set_flag(struct config *c, const struct flag *f, const char *value, const char *origin)
+{
+    char *field = (char *)c + f->offset;
+    char *end;
+    switch (f->type) {
+    case F_STRING:
+        free(*(char **)field);
+        *(char **)field = strdup(value);
+        return 0;
+    case F_UINT: {
+        errno = 0;
+        unsigned long long v = strtoull(value, &end, 0);
+        if (errno || end == value || *end || value[0] == '-') break;
+        *(uint64_t *)field = v;
+        return 0;
+    }
+    case F_INT: {
+        errno = 0;
+        long long v = strtoll(value, &end, 0);
+        if (errno || end == value || *end) break;
+        *(int64_t *)field = v;
+        return 0;
+    }
+    case F_BOOL:
+        if (!strcmp(value, "true") || !strcmp(value, "1") || !strcmp(value, "t") ||
+            !strcmp(value, "TRUE") || !strcmp(value, "True")) {
+            *(bool *)field = true;
+            return 0;
+        }
+        if (!strcmp(value, "false") || !strcmp(value, "0") || !strcmp(value, "f") ||
+            !strcmp(value, "FALSE") || !strcmp(value, "False")) {
+            *(bool *)field = false;
+            return 0;
+        }
+        break;
+    }
+    fprintf(stderr, "invalid value \"%s\" for %s -%s: parse error\n", value, origin, f->name);
+    return 2;
+}
+
+static const struct flag *find_flag(const char *name, size_t len)
+{
+    for (size_t i = 0; i < N_FLAGS; i++)
+        if (strlen(flags[i].name) == len && !strncmp(flags[i].name, name, len)) return &flags[i];
+    return NULL;
+}
+
+int config_parse(struct config *c, int argc, char **argv)
+{
+    memset(c, 0, sizeof *c);
+    for (size_t i = 0; i < N_FLAGS; i++)
+        if (set_flag(c, &flags[i], flags[i].def, "default")) return 2;
+
+    /* Environment first, so flags override it. */
+    for (size_t i = 0; i < N_FLAGS; i++) {
+        char env[64] = "ETCD_";
+        size_t n = 5;
+        for (const char *p = flags[i].name; *p && n < sizeof env - 1; p++)
+            env[n++] = *p == '-' ? '_' : (char)(*p >= 'a' && *p <= 'z' ? *p - 32 : *p);
+        env[n] = 0;
+        const char *v = getenv(env);
+        if (v != NULL && set_flag(c, &flags[i], v, "environment variable")) return 2;
+    }
+
+    for (int i = 1; i < argc; i++) {
+        const char *arg = argv[i];
+        if (arg[0] != '-' || arg[1] == 0) {
+            fprintf(stderr, "'%s' is not a valid flag\n", arg);
+            return 2;
+        }
+        const char *name = arg + (arg[1] == '-' ? 2 : 1);
+        const char *eq = strchr(name, '=');
+        size_t len = eq ? (size_t)(eq - name) : strlen(name);
+        const struct flag *f = find_flag(name, len);
+        if (f == NULL) {
+            fprintf(stderr, "flag provided but not defined: -%.*s\n", (int)len, name);
+            config_usage(stderr);
+            return 2;
+        }
+        const char *value;
+        if (eq) {
+            value = eq + 1;
+        } else if (f->type == F_BOOL) {
+            value = "true";
+        } else if (i + 1 < argc) {
+            value = argv[++i];
+        } else {
+            fprintf(stderr, "flag needs an argument: -%s\n", f->name);
+            return 2;
+        }
+        if (set_flag(c, f, value, "flag")) return 2;
+    }
+
+    if (c->data_dir[0] == 0) {
+        free(c->data_dir);
+        size_t n = strlen(c->name) + sizeof ".ketch";
+        c->data_dir = malloc(n);
+        snprintf(c->data_dir, n, "%s.ketch", c->name);
+    }
+    if (c->initial_cluster[0] == 0) {
+        free(c->initial_cluster);
+        size_t n = strlen(c->name) + strlen(c->initial_advertise_peer_urls) + 2;
+        c->initial_cluster = malloc(n);
+        snprintf(c->initial_cluster, n, "%s=%s", c->name, c->initial_advertise_peer_urls);
+    }
+    if (strcmp(c->initial_cluster_state, "new") && strcmp(c->initial_cluster_state, "existing")) {
+        fprintf(stderr, "invalid value \"%s\" for flag -initial-cluster-state: "
+                        "valid values are \"new\" or \"existing\"\n", c->initial_cluster_state);
+        return 2;
+    }
+    if (c->max_txn_ops == 0 || c->max_request_bytes == 0) {
+        fprintf(stderr, "--max-txn-ops and --max-request-bytes must be greater than 0\n");
+        return 2;
+    }
+    if (c->heartbeat_interval == 0 || c->election_timeout < 5 * c->heartbeat_interval) {
+        fprintf(stderr, "--election-timeout[%llums] should be at least as 5 times as "
+                        "--heartbeat-interval[%llums]\n",
+                (unsigned long long)c->election_timeout, (unsigned long long)c->heartbeat_interval);
+        return 2;
+    }
+    return 0;
+}
+
+void config_free(struct config *c)
+{
+    for (size_t i = 0; i < N_FLAGS; i++)
+        if (flags[i].type == F_STRING) free(*(char **)((char *)c + flags[i].offset));
+}
+
+char **config_split(const char *list, size_t *n)
+{
+    size_t cap = 1;
+    for (const char *p = list; *p; p++) cap += *p == ',';
+    char **v = calloc(cap + 1, sizeof *v);
+    size_t k = 0;
+    const char *start = list;
+    for (;;) {
+        const char *comma = strchr(start, ',');
+        size_t len = comma ? (size_t)(comma - start) : strlen(start);
+        while (len && (*start == ' ')) start++, len--;
+        while (len && start[len - 1] == ' ') len--;
+        if (len) v[k++] = strndup(start, len);
+        if (!comma) break;
+        start = comma + 1;
+    }
+    *n = k;
+    return v;
+}
+
+void config_strv_free(char **v)
+{
+    if (v == NULL) return;
+    for (char **p = v; *p; p++) free(*p);
+    free(v);
+}
+
+int config_parse_url(const char *url, char **host, int *port)
+{
+    const char *p = strstr(url, "://");
+    p = p ? p + 3 : url;
+    const char *colon;
+    const char *hstart = p;
+    size_t hlen;
+    if (*p == '[') {
+        const char *close = strchr(p, ']');
+        if (!close || close[1] != ':') return -1;
+        hstart = p + 1;
+        hlen = (size_t)(close - hstart);
+        colon = close + 1;
+    } else {
+        colon = strrchr(p, ':');
+        if (!colon) return -1;
+        hlen = (size_t)(colon - p);
+    }
+    char *end;
+    long v = strtol(colon + 1, &end, 10);
+    if (end == colon + 1 || (*end && *end != '/') || v <= 0 || v > 65535) return -1;
+    *host = strndup(hstart, hlen);
+    *port = (int)v;
+    return 0;
+}

@@ -1,0 +1,48 @@
+/* The server's configuration: etcd's flags and ETCD_* environment
+ * variables (a flag given on the command line wins over the variable). */
+#ifndef KETCH_SERVER_CONFIG_H
+#define KETCH_SERVER_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+struct config {
+    char *name;
+    char *data_dir;
+    char *listen_client_urls;
+    char *advertise_client_urls;
+    char *listen_peer_urls;
+    char *initial_advertise_peer_urls;
+    char *initial_cluster;
+    char *initial_cluster_state;
+    char *initial_cluster_token;
+    uint64_t max_request_bytes;
+    uint64_t max_txn_ops;
+    int64_t quota_backend_bytes;
+    char *log_level;
+    uint64_t heartbeat_interval;
+    uint64_t election_timeout;
+    uint64_t snapshot_count;
+    bool show_version;
+    bool show_help;
+};
+
+/* Parses argv and the environment into `c`. On a bad flag or value prints
+ * a message to stderr and returns 2 (the exit status etcd uses); returns 0
+ * otherwise. Strings in `c` are heap copies: free with config_free. */
+int config_parse(struct config *c, int argc, char **argv);
+void config_free(struct config *c);
+void config_usage(FILE *out);
+
+/* Splits a comma-separated list into a NULL-terminated heap array of heap
+ * strings (free with config_strv_free). */
+char **config_split(const char *list, size_t *n);
+void config_strv_free(char **v);
+
+/* Parses "http://host:port" (or "https://", or bare "host:port") into
+ * host (heap copy, brackets removed for IPv6) and port. Returns 0 or -1. */
+int config_parse_url(const char *url, char **host, int *port);
+
+#endif
