@@ -440,12 +440,18 @@ static void test_stop_with_pending(void **state)
     uint8_t buf[5] = {'e', 0, 0, 0, 0};
 
     start_leader(f, 0, 0);
-    for (int i = 0; i < 20; i++) {
+    int np = getenv("NP") ? atoi(getenv("NP")) : 20;
+    int nb = getenv("NB") ? atoi(getenv("NB")) : 5;
+    for (int i = 0; i < 20; i++)
+        pst[i] = 0;
+    for (int i = 0; i < 5; i++)
+        bst[i] = 0;
+    for (int i = 0; i < np; i++) {
         pst[i] = 1;
         memcpy(buf + 1, &i, 4);
         assert_int_equal(member_propose(f->m, buf, sizeof buf, late_done, &pst[i]), 0);
     }
-    for (int i = 0; i < 5; i++) {
+    for (int i = 0; i < nb; i++) {
         bst[i] = 1;
         assert_int_equal(member_read_barrier(f->m, late_done, &bst[i]), 0);
     }

@@ -1,0 +1,595 @@
+/* The MVCC store's LMDB environment and tables.
+ *
+ * Four named databases in one environment (integers are big-endian, so
+ * LMDB's memcmp order is numeric order):
+ *
+ *   keys   every user key that has history, in user-key order
+ *          short key (1..500 bytes):
+ *            LMDB key  user key as is
+ *            value     krec (49 bytes)
+ *          long key (> 500 bytes), a bucket per 500-byte prefix:
+ *            LMDB key  prefix[500] 0x00          (501 bytes)
+ *            value     entries sorted by user key, each
+ *                      klen u32 | key[klen] | krec (49 bytes)
+ *          A short key of exactly 500 bytes sorts before the bucket of the
+ *          same prefix, and every short key that is not a prefix of the
+ *          bucket's keys compares the same way against the bucket as
+ *          against its keys, so LMDB order = user-key order.
+ *   krec   offset size field
+ *          0      8    kid      key id (assigned at first put, never reused)
+ *          8      8    main     revision of the latest change
+ *          16     8    sub
+ *          24     8    create   create_revision  } of the latest put;
+ *          32     8    version  version          } 0 when the latest
+ *          40     8    lease    lease ID         } change is a delete
+ *          48     1    flags    bit 0: latest change is a tombstone
+ *   hist   LMDB key  main u64 | sub u64                          (16 bytes)
+ *          value     kind u8 (0 put, 1 tombstone) | kid u64 |
+ *                    packed mvccpb.KeyValue (a tombstone holds key and
+ *                    mod_revision only)
+ *   idx    LMDB key  kid u64 | main u64 | sub u64                (24 bytes)
+ *          value     kind u8
+ *   meta   "applied_index" u64, "revision" i64, "compact_rev" i64 (-1 if
+ *          never compacted), "next_kid" u64
+ *
+ * A key is removed from `keys` when compaction has removed its last change.
+ * Reads at the current revision use `keys` (+ `hist` for values); reads at
+ * older revisions find the newest change <= rev in `idx`. */
+#include <errno.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+
+#include "mvcc/mvcc_int.h"
+#include "util/errors.h"
+#include "util/log.h"
+
+int mdb_to_kerr(int rc)
+{
+    switch (rc) {
+    case 0:
+        return 0;
+    case MDB_MAP_FULL:
+        return KERR_NO_SPACE;
+    case ENOMEM:
+        return KERR_NOMEM;
+    default:
+        log_error("mvcc: lmdb: %s", mdb_strerror(rc));
+        return KERR_IO;
+    }
+}
+
+static void krec_encode(uint8_t *p, const struct krec *r)
+{
+    put_be64(p, r->kid);
+    put_be64(p + 8, (uint64_t)r->main);
+    put_be64(p + 16, (uint64_t)r->sub);
+    put_be64(p + 24, (uint64_t)r->create);
+    put_be64(p + 32, (uint64_t)r->version);
+    put_be64(p + 40, (uint64_t)r->lease);
+    p[48] = r->deleted ? 1 : 0;
+}
+
+static void krec_decode(const uint8_t *p, struct krec *r)
+{
+    r->kid = get_be64(p);
+    r->main = (int64_t)get_be64(p + 8);
+    r->sub = (int64_t)get_be64(p + 16);
+    r->create = (int64_t)get_be64(p + 24);
+    r->version = (int64_t)get_be64(p + 32);
+    r->lease = (int64_t)get_be64(p + 40);
+    r->deleted = p[48] & 1;
+}
+
+static uint32_t get_be32(const uint8_t *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+static void put_be32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)(v >> 24);
+    p[1] = (uint8_t)(v >> 16);
+    p[2] = (uint8_t)(v >> 8);
+    p[3] = (uint8_t)v;
+}
+
+/* ---- meta ---- */
+
+static int meta_get_u64(MDB_txn *txn, mvcc_store *s, const char *name, uint64_t *v)
+{
+    MDB_val k = {strlen(name), (void *)name}, d;
+    int rc = mdb_get(txn, s->meta, &k, &d);
+    if (rc == MDB_NOTFOUND) return 0;
+    if (rc != 0) return mdb_to_kerr(rc);
+    if (d.mv_size != 8) return KERR_CORRUPT;
+    *v = get_be64(d.mv_data);
+    return 1;
+}
+
+int meta_put_u64(MDB_txn *txn, mvcc_store *s, const char *name, uint64_t v)
+{
+    uint8_t b[8];
+    put_be64(b, v);
+    MDB_val k = {strlen(name), (void *)name}, d = {8, b};
+    return mdb_to_kerr(mdb_put(txn, s->meta, &k, &d, 0));
+}
+
+/* ---- open / close ---- */
+
+int mvcc_open(mvcc_store **out, const char *dir, size_t map_size)
+{
+    int rc;
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+        log_error("mvcc: mkdir %s: %s", dir, strerror(errno));
+        return KERR_IO;
+    }
+    mvcc_store *s = calloc(1, sizeof *s);
+    if (s == NULL) return KERR_NOMEM;
+    if ((rc = mdb_env_create(&s->env)) != 0) goto err_after_alloc;
+    mdb_env_set_maxdbs(s->env, 8);
+    if ((rc = mdb_env_set_mapsize(s->env, map_size)) != 0) goto err_after_env;
+    if ((rc = mdb_env_open(s->env, dir, MDB_NOSYNC | MDB_NOTLS, 0600)) != 0) {
+        log_error("mvcc: open %s: %s", dir, mdb_strerror(rc));
+        goto err_after_env;
+    }
+    if (mdb_env_get_maxkeysize(s->env) < KEY_PREFIX + 1) {
+        rc = EINVAL;
+        goto err_after_env;
+    }
+
+    MDB_txn *txn;
+    if ((rc = mdb_txn_begin(s->env, NULL, 0, &txn)) != 0) goto err_after_env;
+    if ((rc = mdb_dbi_open(txn, "keys", MDB_CREATE, &s->keys)) != 0 ||
+        (rc = mdb_dbi_open(txn, "idx", MDB_CREATE, &s->idx)) != 0 ||
+        (rc = mdb_dbi_open(txn, "hist", MDB_CREATE, &s->hist)) != 0 ||
+        (rc = mdb_dbi_open(txn, "meta", MDB_CREATE, &s->meta)) != 0)
+        goto err_after_txn;
+
+    uint64_t rev, crev, applied, kid;
+    int found = meta_get_u64(txn, s, "revision", &rev);
+    if (found < 0) {
+        rc = EIO;
+        goto err_after_txn;
+    }
+    if (found == 0) {
+        rev = 1, crev = (uint64_t)-1, applied = 0, kid = 1;
+        if (meta_put_u64(txn, s, "revision", rev) || meta_put_u64(txn, s, "compact_rev", crev) ||
+            meta_put_u64(txn, s, "applied_index", applied) ||
+            meta_put_u64(txn, s, "next_kid", kid)) {
+            rc = EIO;
+            goto err_after_txn;
+        }
+    } else if (meta_get_u64(txn, s, "compact_rev", &crev) != 1 ||
+               meta_get_u64(txn, s, "applied_index", &applied) != 1 ||
+               meta_get_u64(txn, s, "next_kid", &kid) != 1) {
+        log_error("mvcc: %s: meta table incomplete", dir);
+        rc = EIO;
+        goto err_after_txn;
+    }
+    if ((rc = mdb_txn_commit(txn)) != 0) goto err_after_env;
+    s->rev = (int64_t)rev;
+    s->compact_rev = (int64_t)crev;
+    s->applied = applied;
+    s->next_kid = kid;
+
+    if ((rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &s->rtxn)) != 0) goto err_after_env;
+    mdb_txn_reset(s->rtxn);
+    *out = s;
+    return 0;
+
+err_after_txn:
+    mdb_txn_abort(txn);
+err_after_env:
+    mdb_env_close(s->env);
+err_after_alloc:
+    free(s);
+    return rc == ENOMEM ? KERR_NOMEM : KERR_IO;
+}
+
+void mvcc_close(mvcc_store *s)
+{
+    if (s == NULL) return;
+    mdb_txn_abort(s->rtxn);
+    mdb_env_sync(s->env, 1);
+    mdb_env_close(s->env);
+    free(s);
+}
+
+void mvcc_set_lease_hook(mvcc_store *s, mvcc_lease_exists_fn fn, void *ctx)
+{
+    s->lease_exists = fn;
+    s->lease_ctx = ctx;
+}
+
+int64_t mvcc_revision(const mvcc_store *s) { return s->rev; }
+int64_t mvcc_compact_revision(const mvcc_store *s) { return s->compact_rev < 0 ? 0 : s->compact_rev; }
+uint64_t mvcc_applied_index(const mvcc_store *s) { return s->applied; }
+
+int mvcc_sync(mvcc_store *s)
+{
+    int rc = mdb_env_sync(s->env, 1);
+    if (rc != 0) {
+        log_error("mvcc: sync: %s", mdb_strerror(rc));
+        return KERR_IO;
+    }
+    return 0;
+}
+
+void mvcc_db_size(mvcc_store *s, int64_t *size, int64_t *in_use)
+{
+    MDB_envinfo info;
+    MDB_stat st;
+    mdb_env_info(s->env, &info);
+    mdb_env_stat(s->env, &st);
+    int64_t psize = st.ms_psize;
+    const char *path = NULL;
+    struct stat fst;
+    char buf[4096];
+    *size = (int64_t)(info.me_last_pgno + 1) * psize;
+    if (mdb_env_get_path(s->env, &path) == 0 && path != NULL) {
+        snprintf(buf, sizeof buf, "%s/data.mdb", path);
+        if (stat(buf, &fst) == 0 && fst.st_size > 0) *size = fst.st_size;
+    }
+    /* in use: 2 meta pages + the pages of every tree (free list included) */
+    int64_t pages = 2 + (int64_t)(st.ms_branch_pages + st.ms_leaf_pages + st.ms_overflow_pages);
+    MDB_txn *txn;
+    if (store_rtxn_begin(s, &txn) == 0) {
+        MDB_dbi dbis[] = {0 /* FREE_DBI */, s->keys, s->idx, s->hist, s->meta};
+        for (size_t i = 0; i < sizeof dbis / sizeof dbis[0]; i++)
+            if (mdb_stat(txn, dbis[i], &st) == 0)
+                pages += (int64_t)(st.ms_branch_pages + st.ms_leaf_pages + st.ms_overflow_pages);
+        store_rtxn_end(s);
+    }
+    *in_use = pages * psize;
+    if (*in_use > *size) *in_use = *size;
+}
+
+int store_rtxn_begin(mvcc_store *s, MDB_txn **out)
+{
+    int rc = mdb_txn_renew(s->rtxn);
+    if (rc != 0) return mdb_to_kerr(rc);
+    *out = s->rtxn;
+    return 0;
+}
+
+void store_rtxn_end(mvcc_store *s) { mdb_txn_reset(s->rtxn); }
+
+/* ---- keys table ---- */
+
+static void bucket_key(uint8_t *b, const uint8_t *key)
+{
+    memcpy(b, key, KEY_PREFIX);
+    b[KEY_PREFIX] = 0;
+}
+
+int krec_get(MDB_txn *txn, mvcc_store *s, const uint8_t *key, size_t klen, struct krec *rec)
+{
+    uint8_t bk[KEY_PREFIX + 1];
+    MDB_val k, d;
+    if (klen == 0) return 0;
+    if (klen <= KEY_PREFIX) {
+        k = (MDB_val){klen, (void *)key};
+    } else {
+        bucket_key(bk, key);
+        k = (MDB_val){sizeof bk, bk};
+    }
+    int rc = mdb_get(txn, s->keys, &k, &d);
+    if (rc == MDB_NOTFOUND) return 0;
+    if (rc != 0) return mdb_to_kerr(rc);
+    if (klen <= KEY_PREFIX) {
+        if (d.mv_size != KREC_SIZE) return KERR_CORRUPT;
+        krec_decode(d.mv_data, rec);
+        return 1;
+    }
+    const uint8_t *p = d.mv_data, *e = p + d.mv_size;
+    while (p + 4 <= e) {
+        uint32_t n = get_be32(p);
+        if ((size_t)(e - p) < 4 + (size_t)n + KREC_SIZE) return KERR_CORRUPT;
+        if (n == klen && memcmp(p + 4, key, klen) == 0) {
+            krec_decode(p + 4 + n, rec);
+            return 1;
+        }
+        p += 4 + n + KREC_SIZE;
+    }
+    return 0;
+}
+
+/* Rewrites the bucket of a long key with `key` replaced/inserted (rec) or
+ * removed (rec NULL). */
+static int bucket_update(MDB_txn *txn, mvcc_store *s, const uint8_t *key, size_t klen,
+                         const struct krec *rec)
+{
+    uint8_t bk[KEY_PREFIX + 1];
+    bucket_key(bk, key);
+    MDB_val k = {sizeof bk, bk}, d = {0, NULL};
+    int rc = mdb_get(txn, s->keys, &k, &d);
+    if (rc != 0 && rc != MDB_NOTFOUND) return mdb_to_kerr(rc);
+    size_t cap = d.mv_size + 4 + klen + KREC_SIZE;
+    uint8_t *buf = malloc(cap), *w = buf;
+    if (buf == NULL) return KERR_NOMEM;
+    const uint8_t *p = d.mv_data, *e = p + d.mv_size;
+    int done = 0;
+    while (p != NULL && p + 4 <= e) {
+        uint32_t n = get_be32(p);
+        size_t esz = 4 + (size_t)n + KREC_SIZE;
+        if ((size_t)(e - p) < esz) {
+            free(buf);
+            return KERR_CORRUPT;
+        }
+        int c = bytes_cmp(p + 4, n, key, klen);
+        if (!done && c >= 0) {
+            if (rec != NULL) {
+                put_be32(w, (uint32_t)klen);
+                memcpy(w + 4, key, klen);
+                krec_encode(w + 4 + klen, rec);
+                w += 4 + klen + KREC_SIZE;
+            }
+            done = 1;
+            if (c == 0) {
+                p += esz;
+                continue;
+            }
+        }
+        memcpy(w, p, esz);
+        w += esz;
+        p += esz;
+    }
+    if (!done && rec != NULL) {
+        put_be32(w, (uint32_t)klen);
+        memcpy(w + 4, key, klen);
+        krec_encode(w + 4 + klen, rec);
+        w += 4 + klen + KREC_SIZE;
+    }
+    if (w == buf) {
+        rc = d.mv_data ? mdb_del(txn, s->keys, &k, NULL) : 0;
+    } else {
+        d = (MDB_val){(size_t)(w - buf), buf};
+        rc = mdb_put(txn, s->keys, &k, &d, 0);
+    }
+    free(buf);
+    return mdb_to_kerr(rc);
+}
+
+int krec_put(MDB_txn *txn, mvcc_store *s, const uint8_t *key, size_t klen, const struct krec *rec)
+{
+    if (klen > KEY_PREFIX) return bucket_update(txn, s, key, klen, rec);
+    uint8_t b[KREC_SIZE];
+    krec_encode(b, rec);
+    MDB_val k = {klen, (void *)key}, d = {sizeof b, b};
+    return mdb_to_kerr(mdb_put(txn, s->keys, &k, &d, 0));
+}
+
+int krec_del(MDB_txn *txn, mvcc_store *s, const uint8_t *key, size_t klen)
+{
+    if (klen > KEY_PREFIX) return bucket_update(txn, s, key, klen, NULL);
+    MDB_val k = {klen, (void *)key};
+    int rc = mdb_del(txn, s->keys, &k, NULL);
+    return rc == MDB_NOTFOUND ? 0 : mdb_to_kerr(rc);
+}
+
+/* ---- keys iterator ---- */
+
+/* Loads the entry at it->boff of the current bucket (or the short key). */
+static int kiter_load(struct kiter *it)
+{
+    if (!it->in_bucket) {
+        if (it->v.mv_size != KREC_SIZE) return KERR_CORRUPT;
+        it->key = it->k.mv_data;
+        it->klen = it->k.mv_size;
+        krec_decode(it->v.mv_data, &it->rec);
+        return 1;
+    }
+    const uint8_t *p = (const uint8_t *)it->v.mv_data + it->boff;
+    size_t left = it->v.mv_size - it->boff;
+    if (left < 4) return KERR_CORRUPT;
+    uint32_t n = get_be32(p);
+    if (left < 4 + (size_t)n + KREC_SIZE) return KERR_CORRUPT;
+    it->key = p + 4;
+    it->klen = n;
+    krec_decode(p + 4 + n, &it->rec);
+    return 1;
+}
+
+/* Takes the LMDB entry just read by the cursor (rc from mdb_cursor_get). */
+static int kiter_settle(struct kiter *it, int rc)
+{
+    if (rc == MDB_NOTFOUND) return 0;
+    if (rc != 0) return mdb_to_kerr(rc);
+    it->in_bucket = it->k.mv_size == KEY_PREFIX + 1;
+    it->boff = 0;
+    return kiter_load(it);
+}
+
+int kiter_seek(struct kiter *it, MDB_txn *txn, mvcc_store *s, const uint8_t *start, size_t len)
+{
+    memset(it, 0, sizeof *it);
+    int rc = mdb_cursor_open(txn, s->keys, &it->cur);
+    if (rc != 0) return mdb_to_kerr(rc);
+    if (len == 0) {
+        rc = mdb_cursor_get(it->cur, &it->k, &it->v, MDB_FIRST);
+    } else {
+        it->k = (MDB_val){len < KEY_PREFIX ? len : KEY_PREFIX, (void *)start};
+        rc = mdb_cursor_get(it->cur, &it->k, &it->v, MDB_SET_RANGE);
+    }
+    rc = kiter_settle(it, rc);
+    /* the short key equal to a long start's prefix, and bucket entries
+     * below start, come before start */
+    while (rc == 1 && bytes_cmp(it->key, it->klen, start, len) < 0) rc = kiter_next(it);
+    return rc;
+}
+
+int kiter_next(struct kiter *it)
+{
+    if (it->in_bucket) {
+        size_t next = it->boff + 4 + it->klen + KREC_SIZE;
+        if (next < it->v.mv_size) {
+            it->boff = next;
+            return kiter_load(it);
+        }
+    }
+    int rc = mdb_cursor_get(it->cur, &it->k, &it->v, MDB_NEXT);
+    return kiter_settle(it, rc);
+}
+
+void kiter_close(struct kiter *it)
+{
+    if (it->cur) mdb_cursor_close(it->cur);
+    it->cur = NULL;
+}
+
+/* ---- history ---- */
+
+static void *pb_alloc(void *data, size_t size) { return arena_alloc(data, size); }
+static void pb_free(void *data, void *p) { (void)data, (void)p; }
+
+int hist_put(struct op_ctx *c, uint64_t kid, int kind, const Mvccpb__KeyValue *kv)
+{
+    mvcc_store *s = c->s;
+    int64_t main = c->begin_rev + 1, sub = c->nchanges;
+    uint8_t hk[16], ik[24], kb = (uint8_t)kind;
+    put_be64(hk, (uint64_t)main);
+    put_be64(hk + 8, (uint64_t)sub);
+    put_be64(ik, kid);
+    memcpy(ik + 8, hk, 16);
+    size_t n = mvccpb__key_value__get_packed_size(kv);
+    MDB_val k = {16, hk}, d = {9 + n, NULL};
+    int rc = mdb_put(c->txn, s->hist, &k, &d, MDB_RESERVE | MDB_APPEND);
+    if (rc != 0) return mdb_to_kerr(rc);
+    uint8_t *p = d.mv_data;
+    p[0] = kb;
+    put_be64(p + 1, kid);
+    mvccpb__key_value__pack(kv, p + 9);
+    k = (MDB_val){24, ik};
+    d = (MDB_val){1, &kb};
+    return mdb_to_kerr(mdb_put(c->txn, s->idx, &k, &d, 0));
+}
+
+int hist_load(MDB_txn *txn, mvcc_store *s, int64_t main, int64_t sub, arena *a,
+              Mvccpb__KeyValue **out)
+{
+    uint8_t hk[16];
+    put_be64(hk, (uint64_t)main);
+    put_be64(hk + 8, (uint64_t)sub);
+    MDB_val k = {16, hk}, d;
+    int rc = mdb_get(txn, s->hist, &k, &d);
+    if (rc == MDB_NOTFOUND) {
+        log_error("mvcc: revision (%lld,%lld) missing from history", (long long)main,
+                  (long long)sub);
+        return KERR_CORRUPT;
+    }
+    if (rc != 0) return mdb_to_kerr(rc);
+    if (d.mv_size < 9) return KERR_CORRUPT;
+    ProtobufCAllocator al = {pb_alloc, pb_free, a};
+    *out = mvccpb__key_value__unpack(&al, d.mv_size - 9, (const uint8_t *)d.mv_data + 9);
+    return *out ? 0 : KERR_CORRUPT;
+}
+
+int idx_find(MDB_txn *txn, mvcc_store *s, uint64_t kid, int64_t rev, int64_t *main,
+             int64_t *sub, int *kind)
+{
+    MDB_cursor *cur;
+    uint8_t ik[24];
+    int rc = mdb_cursor_open(txn, s->idx, &cur);
+    if (rc != 0) return mdb_to_kerr(rc);
+    put_be64(ik, kid);
+    put_be64(ik + 8, (uint64_t)rev + 1);
+    put_be64(ik + 16, 0);
+    MDB_val k = {24, ik}, d;
+    rc = mdb_cursor_get(cur, &k, &d, MDB_SET_RANGE);
+    if (rc == 0)
+        rc = mdb_cursor_get(cur, &k, &d, MDB_PREV);
+    else if (rc == MDB_NOTFOUND)
+        rc = mdb_cursor_get(cur, &k, &d, MDB_LAST);
+    int ret = 0;
+    if (rc == 0) {
+        if (k.mv_size == 24 && d.mv_size == 1 && get_be64(k.mv_data) == kid) {
+            *main = (int64_t)get_be64((uint8_t *)k.mv_data + 8);
+            *sub = (int64_t)get_be64((uint8_t *)k.mv_data + 16);
+            *kind = *(uint8_t *)d.mv_data;
+            ret = 1;
+        }
+    } else if (rc != MDB_NOTFOUND) {
+        ret = mdb_to_kerr(rc);
+    }
+    mdb_cursor_close(cur);
+    return ret;
+}
+
+/* ---- compaction ---- */
+
+/* Removes every change at or below `rev` except, per key, the newest one
+ * when it is a put (etcd's keyIndex.compact + scheduleCompaction): reads
+ * at revisions >= rev see the same data as before. */
+int store_compact(struct op_ctx *c, int64_t rev)
+{
+    mvcc_store *s = c->s;
+    MDB_cursor *hc = NULL, *ic = NULL;
+    uint8_t hk[16], ik[24];
+    int rc, ret = 0;
+    if ((rc = mdb_cursor_open(c->txn, s->hist, &hc)) != 0) return mdb_to_kerr(rc);
+    if ((rc = mdb_cursor_open(c->txn, s->idx, &ic)) != 0) {
+        mdb_cursor_close(hc);
+        return mdb_to_kerr(rc);
+    }
+    memset(hk, 0, sizeof hk);
+    for (;;) {
+        MDB_val k = {16, hk}, d;
+        rc = mdb_cursor_get(hc, &k, &d, MDB_SET_RANGE);
+        if (rc == MDB_NOTFOUND) break;
+        if (rc != 0) goto fail;
+        if (k.mv_size != 16 || d.mv_size < 9) {
+            ret = KERR_CORRUPT;
+            goto out;
+        }
+        int64_t main = (int64_t)get_be64(k.mv_data);
+        int64_t sub = (int64_t)get_be64((uint8_t *)k.mv_data + 8);
+        if (main > rev) break;
+        int kind = ((uint8_t *)d.mv_data)[0];
+        uint64_t kid = get_be64((uint8_t *)d.mv_data + 1);
+
+        put_be64(ik, kid);
+        memcpy(ik + 8, k.mv_data, 16);
+        MDB_val ikv = {24, ik}, idv;
+        rc = mdb_cursor_get(ic, &ikv, &idv, MDB_SET_KEY);
+        if (rc != 0) goto fail;
+        int newer_le = 0, newer_any = 0;
+        rc = mdb_cursor_get(ic, &ikv, &idv, MDB_NEXT);
+        if (rc == 0 && get_be64(ikv.mv_data) == kid) {
+            newer_any = 1;
+            newer_le = (int64_t)get_be64((uint8_t *)ikv.mv_data + 8) <= rev;
+        } else if (rc != 0 && rc != MDB_NOTFOUND) {
+            goto fail;
+        }
+
+        if (newer_le || kind == CH_TOMBSTONE) {
+            if (!newer_any) {
+                /* the key's last change goes: forget the key */
+                Mvccpb__KeyValue *kv = mvccpb__key_value__unpack(NULL, d.mv_size - 9,
+                                                                 (uint8_t *)d.mv_data + 9);
+                if (kv == NULL) {
+                    ret = KERR_CORRUPT;
+                    goto out;
+                }
+                ret = krec_del(c->txn, s, kv->key.data, kv->key.len);
+                mvccpb__key_value__free_unpacked(kv, NULL);
+                if (ret != 0) goto out;
+            }
+            ikv = (MDB_val){24, ik};
+            if ((rc = mdb_del(c->txn, s->idx, &ikv, NULL)) != 0) goto fail;
+            put_be64(hk, (uint64_t)main);
+            put_be64(hk + 8, (uint64_t)sub);
+            k = (MDB_val){16, hk};
+            if ((rc = mdb_del(c->txn, s->hist, &k, NULL)) != 0) goto fail;
+        }
+        put_be64(hk, (uint64_t)main);
+        put_be64(hk + 8, (uint64_t)sub + 1);
+    }
+    ret = meta_put_u64(c->txn, s, "compact_rev", (uint64_t)rev);
+    goto out;
+fail:
+    ret = mdb_to_kerr(rc);
+out:
+    mdb_cursor_close(ic);
+    mdb_cursor_close(hc);
+    return ret;
+}
