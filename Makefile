@@ -8,8 +8,8 @@ BUILD   ?= build
 SAN     ?=
 PKGS    := libuv libnghttp2 libprotobuf-c raft lmdb openssl
 CC      ?= cc
-CFLAGS  ?= -O2 -g
-CFLAGS  += -std=c17 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -MMD -MP \
+OPT     ?= -O2 -g
+CFLAGS  += $(OPT) -std=c17 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -MMD -MP \
            -I$(BUILD)/gen -Isrc $(shell pkg-config --cflags $(PKGS)) $(SAN)
 LDLIBS  += $(shell pkg-config --libs $(PKGS)) -lm
 LDFLAGS += $(SAN)
@@ -59,7 +59,7 @@ $(BUILD)/tools/%: tests/tools/%.c $(BUILD)/libketch.a $(GEN_H)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libketch.a $(LDLIBS)
 
 asan:
-	$(MAKE) BUILD=build-asan SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" CFLAGS="-O1 -g"
+	$(MAKE) BUILD=build-asan SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" OPT="-O1 -g"
 
 unit: all
 	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; $$t; done

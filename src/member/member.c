@@ -93,11 +93,14 @@ struct member {
     member_apply_fn apply;
     int (*sync)(void *ctx);
     void *apply_ctx;
+    unsigned sync_failures; /* in a row */
 
     struct barrier *inflight; /* at most one raft barrier at a time */
     struct waiter *wait_head, *wait_tail; /* for the next barrier */
 
     bool stopping;
+    uv_timer_t drain;  /* member_stop: waits for in-flight writes */
+    uint64_t drain_start;
     void (*stop_cb)(void *data);
     void *stop_data;
 };
@@ -166,10 +169,14 @@ static int fsm_snapshot(struct raft_fsm *fsm, struct raft_buffer *bufs[],
     if (m->sync != NULL) {
         rv = m->sync(m->apply_ctx);
         if (rv != 0) {
-            log_warn("member: snapshot at %" PRIu64 " abandoned: sync failed (%d)",
-                     index, rv);
+            /* libraft retries after every apply: log the first of a run. */
+            if (m->sync_failures++ % 1000 == 0)
+                log_warn("member: snapshot at %" PRIu64 " abandoned: state "
+                         "machine sync failed (%d; %u times)",
+                         index, rv, m->sync_failures);
             return RAFT_IOERR;
         }
+        m->sync_failures = 0;
     }
     *bufs = raft_malloc(sizeof **bufs);
     if (*bufs == NULL)
@@ -363,7 +370,7 @@ int member_start(member **out, uv_loop_t *loop, const struct member_config *cfg)
     rv = raft_start(&m->raft);
     if (rv != 0) {
         log_error("member: raft start in %s on %s: %s", m->dir, m->address,
-                  raft_errmsg(&m->raft));
+                  raft_errmsg(&m->raft)[0] ? raft_errmsg(&m->raft) : "fsm restore failed");
         rv = rv == RAFT_NOMEM ? KERR_NOMEM : KERR_IO;
         goto err_after_raft;
     }
@@ -562,26 +569,62 @@ bool member_is_leader(const member *m)
 
 /* ---- stop --------------------------------------------------------------- */
 
+/* How long member_stop waits for in-flight log writes before closing. */
+#define DRAIN_TIMEOUT_MS 5000
+
+static void drain_closed(uv_handle_t *h)
+{
+    member *m = h->data;
+    void (*cb)(void *) = m->stop_cb;
+    void *data = m->stop_data;
+
+    free_member(m);
+    if (cb != NULL)
+        cb(data);
+}
+
 static void stop_close_cb(struct raft *r)
 {
     member *m = r->data;
-    void (*cb)(void *) = m->stop_cb;
-    void *data = m->stop_data;
     struct waiter *waiting = m->wait_head;
 
     m->wait_head = m->wait_tail = NULL;
     raft_uv_close(&m->io);
     raft_uv_tcp_close(&m->transport);
-    /* libraft failed the in-flight barrier (RAFT_SHUTDOWN) while closing. */
+    /* libraft failed the in-flight barrier (RAFT_LEADERSHIPLOST) while
+     * closing; this is only a safety net. */
     if (m->inflight != NULL) {
         log_warn("member: barrier still in flight after close");
         fire_waiters(m->inflight->batch, KERR_STOPPED);
         free(m->inflight);
+        m->inflight = NULL;
     }
-    free_member(m);
     fire_waiters(waiting, KERR_STOPPED);
-    if (cb != NULL)
-        cb(data);
+    uv_close((uv_handle_t *)&m->drain, drain_closed);
+}
+
+/* libraft 0.15 crashes in raft_close when more than one log write is queued
+ * in the libuv backend (the queued ones are cancelled synchronously and its
+ * cancellation path touches freed state). So member_stop first lets the
+ * writes in flight finish (their entries then commit and apply normally),
+ * and closes once the log is all on disk and no snapshot is being stored. */
+static bool writes_in_flight(const member *m)
+{
+    return m->raft.last_stored < raft_last_index((struct raft *)&m->raft) ||
+           m->raft.snapshot.put.data != NULL;
+}
+
+static void drain_tick(uv_timer_t *t)
+{
+    member *m = t->data;
+
+    if (writes_in_flight(m) &&
+        uv_now(m->loop) - m->drain_start < DRAIN_TIMEOUT_MS)
+        return;
+    if (writes_in_flight(m))
+        log_warn("member: closing with log writes still in flight");
+    uv_timer_stop(t);
+    raft_close(&m->raft, stop_close_cb);
 }
 
 void member_stop(member *m, void (*cb)(void *data), void *data)
@@ -591,5 +634,8 @@ void member_stop(member *m, void (*cb)(void *data), void *data)
     m->stopping = true;
     m->stop_cb = cb;
     m->stop_data = data;
-    raft_close(&m->raft, stop_close_cb);
+    uv_timer_init(m->loop, &m->drain);
+    m->drain.data = m;
+    m->drain_start = uv_now(m->loop);
+    uv_timer_start(&m->drain, drain_tick, 0, 1);
 }

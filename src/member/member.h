@@ -63,13 +63,18 @@ struct member_config {
  * points to are copied. A lone voter is leader when this returns; entries
  * committed before a restart (above cfg->applied_index) are re-applied from
  * the loop soon after, and a member_read_barrier completes only once they
- * are. On error, some of libraft's cleanup may still be pending on the loop:
- * keep running it before uv_loop_close. */
+ * are. A lone voter commits its whole log as it elects itself, so the
+ * apply callback may run (for the replay) before member_start returns: the
+ * state machine must be ready first. On error, some of libraft's cleanup may
+ * still be pending on the loop: keep running it before uv_loop_close.
+ * The process must ignore SIGPIPE (the Raft transport writes to peers'
+ * sockets, which may close at any time). */
 int member_start(member **out, uv_loop_t *loop, const struct member_config *cfg);
 
-/* Proposes `buf` (copied) as a new log entry. `cb` runs once, after the
- * entry was applied locally (status 0), or with an error. If this returns
- * non-zero, cb never runs. */
+/* Proposes `buf` (copied; len may be 0) as a new log entry. `cb` runs once,
+ * after the entry was applied locally (status 0), or with an error. Returns
+ * 0, KERR_NOT_LEADER (a leader is known: ask it), KERR_NO_LEADER,
+ * KERR_STOPPED or KERR_NOMEM; if this returns non-zero, cb never runs. */
 int member_propose(member *m, const uint8_t *buf, size_t len, member_done_fn cb,
                    void *data);
 
@@ -85,8 +90,11 @@ uint64_t member_commit_index(const member *m);
 uint64_t member_applied_index(const member *m);
 bool member_is_leader(const member *m);
 
-/* Stops the member; pending callbacks run with KERR_STOPPED. `cb` runs when
- * libraft has closed everything and `m` is freed. */
+/* Stops the member: new calls fail with KERR_STOPPED; log writes already in
+ * flight are first let finish (up to 5 s), so their proposals may still
+ * complete with 0; every other pending callback runs with KERR_STOPPED.
+ * `cb` runs when libraft has closed everything and `m` is freed; it never
+ * runs inside member_stop. */
 void member_stop(member *m, void (*cb)(void *data), void *data);
 
 #endif

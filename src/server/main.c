@@ -46,7 +46,8 @@ struct server {
     bool stopping;
 };
 
-static int member_sync(void *ctx) { return mvcc_sync(ctx); }
+/* Called before libraft drops log entries: the store must be on disk. */
+static int member_sync(void *ctx) { return mvcc_sync(((api_server *)ctx)->store); }
 
 static void on_member_stopped(void *data)
 {
@@ -179,7 +180,6 @@ static int start_member(struct server *srv)
         .apply = api_apply,
         .apply_ctx = &srv->api,
         .sync = member_sync,
-        .sync_ctx = srv->store,
     };
     int rv = member_start(&srv->member, srv->loop, &mc);
     if (rv != 0) {
