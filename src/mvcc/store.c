@@ -36,6 +36,7 @@
  * Reads at the current revision use `keys` (+ `hist` for values); reads at
  * older revisions find the newest change <= rev in `idx`. */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
 
