@@ -28,7 +28,10 @@ TOOL_BIN := $(patsubst tests/tools/%.c,$(BUILD)/tools/%,$(TOOL_SRC))
 
 .PHONY: all asan run test unit deps clean
 .SECONDARY:
-all: $(BUILD)/ketch $(UNIT_BIN) $(TOOL_BIN)
+BENCH_SRC := $(wildcard bench/*.c)
+BENCH_BIN := $(if $(BENCH_SRC),$(BUILD)/ketch-bench)
+
+all: $(BUILD)/ketch $(BENCH_BIN) $(UNIT_BIN) $(TOOL_BIN)
 
 deps:
 	@bash scripts/deps.sh
@@ -48,6 +51,9 @@ $(BUILD)/libketch.a: $(LIB_OBJ)
 	rm -f $@; ar rcs $@ $^
 
 $(BUILD)/ketch: $(BUILD)/obj/src/server/main.o $(BUILD)/libketch.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/ketch-bench: $(patsubst %.c,$(BUILD)/obj/%.o,$(BENCH_SRC)) $(BUILD)/libketch.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libketch.a $(GEN_H)
