@@ -9,7 +9,7 @@ PKGS=(
   libssl-dev liblmdb-dev libraft-dev
   libcmocka-dev
   etcd-client etcd-server
-  python3 python3-etcd3 python3-pytest
+  python3 python3-etcd3 python3-pytest python3-h2
   procps psmisc
 )
 

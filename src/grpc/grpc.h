@@ -37,8 +37,11 @@ typedef void (*grpc_message_fn)(grpc_call *call, const uint8_t *msg, size_t len,
                                 void *server_ctx);
 
 /* GRPC_STREAM only: the stream ended (half-close by the client, reset,
- * deadline, or connection loss). Called at most once; after it the call is
- * no longer alive (or is about to be finished by the layer). */
+ * deadline, or connection loss). Called exactly once for every GRPC_STREAM
+ * call that reached its handler (its method was found), also when the
+ * layer finished the call itself first: it is the one place to release
+ * per-call state. After a half-close the call is still alive and the layer
+ * is expected to finish it; in every other case it is no longer alive. */
 typedef void (*grpc_close_fn)(grpc_call *call, void *server_ctx);
 
 typedef struct grpc_method {
@@ -61,9 +64,10 @@ int grpc_server_new(grpc_server **out, uv_loop_t *loop, const grpc_method *metho
  * or a negative libuv error code (e.g. UV_EADDRINUSE) with nothing bound. */
 int grpc_server_listen(grpc_server *s, const char *host, int port);
 
-/* Stops listening, closes every connection (open calls become not alive),
- * and frees the server once libuv has closed all handles; `cb` (may be NULL)
- * runs then. */
+/* Stops listening, closes every connection (open calls become not alive,
+ * GRPC_STREAM calls get on_close), and frees the server once libuv has
+ * closed all handles; `cb` (may be NULL) runs then. Calls still referenced
+ * by the layer stay valid (not alive) until their last grpc_call_unref. */
 void grpc_server_close(grpc_server *s, void (*cb)(void *data), void *data);
 
 /* ---- calls ---- */
@@ -87,6 +91,11 @@ uint64_t grpc_call_deadline(const grpc_call *call);
  * most one before finishing. Returns 0, or a negative KERR_* code if the
  * call is not alive. */
 int grpc_call_send(grpc_call *call, const uint8_t *msg, size_t len);
+
+/* Bytes queued by grpc_call_send that HTTP/2 has not taken yet (the client
+ * is slow or its flow-control window is closed): lets a streaming handler
+ * (watch) apply back-pressure. */
+size_t grpc_call_pending_bytes(const grpc_call *call);
 
 /* Packs `msg` with protobuf-c and sends it (as grpc_call_send). */
 int grpc_call_send_pb(grpc_call *call, const ProtobufCMessage *msg);

@@ -22,49 +22,49 @@
 /* Byte buffer with an optional inline first block (no malloc for small
  * messages). `inl`/`inl_cap` describe the inline block; p == inl until the
  * buffer outgrows it. */
-struct gbuf {
+struct grpc_buf {
     uint8_t *p;
     size_t len, cap;
     uint8_t *inl;
     size_t inl_cap;
 };
 
-void gbuf_init(struct gbuf *b, uint8_t *inl, size_t inl_cap);
+void grpc_buf_init(struct grpc_buf *b, uint8_t *inl, size_t inl_cap);
 /* Returns 0 or -1 (out of memory; the buffer is unchanged). */
-int gbuf_reserve(struct gbuf *b, size_t extra);
-int gbuf_append(struct gbuf *b, const void *data, size_t len);
-void gbuf_free(struct gbuf *b);
+int grpc_buf_reserve(struct grpc_buf *b, size_t extra);
+int grpc_buf_append(struct grpc_buf *b, const void *data, size_t len);
+void grpc_buf_free(struct grpc_buf *b);
 /* Drops the first n bytes. */
-void gbuf_consume(struct gbuf *b, size_t n);
+void grpc_buf_consume(struct grpc_buf *b, size_t n);
 
 struct grpc_conn;
 
 /* The method table, hashed by path. */
-struct method_table {
+struct grpc_method_table {
     const grpc_method *methods;
     size_t n;
     uint32_t *slots; /* index+1, 0 = empty; nslots is a power of two */
     size_t nslots;
 };
 
-int methods_init(struct method_table *t, const grpc_method *methods, size_t n);
-void methods_free(struct method_table *t);
-const grpc_method *methods_find(const struct method_table *t, const char *path, size_t len);
+int grpc_methods_init(struct grpc_method_table *t, const grpc_method *methods, size_t n);
+void grpc_methods_free(struct grpc_method_table *t);
+const grpc_method *grpc_methods_find(const struct grpc_method_table *t, const char *path, size_t len);
 /* grpc-go's UNIMPLEMENTED text for an unknown path, into buf. */
-void methods_unknown_text(const struct method_table *t, const char *path, char *buf,
+void grpc_methods_unknown_text(const struct grpc_method_table *t, const char *path, char *buf,
                           size_t size);
 
 struct grpc_server {
     uv_loop_t *loop;
     nghttp2_session_callbacks *cbs;
     nghttp2_option *opt;
-    struct method_table table;
+    struct grpc_method_table table;
     void *ctx;
     size_t max_recv;
     struct grpc_listener *listeners;
     struct grpc_conn *conns;       /* doubly linked */
     struct grpc_conn *dirty;       /* conns with output to flush (singly linked) */
-    uv_prepare_t flusher;          /* flushes dirty conns before the loop polls */
+    uv_idle_t flusher;             /* active while some conn is dirty */
     int open_handles;              /* handles whose close callback is pending */
     bool closing;
     void (*close_cb)(void *data);
@@ -94,7 +94,7 @@ struct grpc_conn {
     bool writing;        /* a uv_write is in flight on `out` */
     bool read_paused;    /* stopped because output is backed up */
     uv_write_t wreq;
-    struct gbuf out;     /* pending or in-flight output */
+    struct grpc_buf out;     /* pending or in-flight output */
     size_t out_off;      /* bytes of `out` already handed to the kernel */
     struct grpc_call *calls; /* open calls, doubly linked */
 };
@@ -124,10 +124,10 @@ struct grpc_call {
     int status;
     char *message;          /* grpc-message, percent-encoded, or NULL */
     char *encoding;         /* grpc-encoding of the request, or NULL */
-    struct gbuf hdrs;       /* "name\0value\0" pairs; the first is :path */
+    struct grpc_buf hdrs;       /* "name\0value\0" pairs; the first is :path */
     size_t path_len;
-    struct gbuf req;        /* request bytes not yet dispatched */
-    struct gbuf resp;       /* response bytes queued for the data provider */
+    struct grpc_buf req;        /* request bytes not yet dispatched */
+    struct grpc_buf resp;       /* response bytes queued for the data provider */
     size_t resp_off;
     uint8_t hdrs_inl[256];
     uint8_t req_inl[512];
@@ -135,30 +135,30 @@ struct grpc_call {
 };
 
 /* server.c */
-void conn_mark_dirty(struct grpc_conn *c);
+void grpc_conn_mark_dirty(struct grpc_conn *c);
 
 /* session.c */
-int session_callbacks_new(grpc_server *s);
-void session_callbacks_free(grpc_server *s);
-int session_new(struct grpc_conn *c);
+int grpc_session_callbacks_new(grpc_server *s);
+void grpc_session_callbacks_free(grpc_server *s);
+int grpc_session_new(struct grpc_conn *c);
 
 /* call.c */
-struct grpc_call *call_new(struct grpc_conn *c, int32_t stream_id);
+struct grpc_call *grpc_call_new(struct grpc_conn *c, int32_t stream_id);
 /* The stream is gone (closed by nghttp2, or the connection died): the call
  * is no longer alive, on_close fires for streams, the conn's reference is
  * dropped. */
-void call_detach(struct grpc_call *call);
+void grpc_call_detach(struct grpc_call *call);
 /* Starts the deadline timer from a grpc-timeout value; -1 if malformed. */
-int call_set_timeout(struct grpc_call *call, const uint8_t *v, size_t len);
+int grpc_call_set_timeout(struct grpc_call *call, const uint8_t *v, size_t len);
 /* Finishes with a given HTTP :status (trailers-only), for requests that are
  * not gRPC at all. */
-void call_finish_http(struct grpc_call *call, const char *http_status, int status,
+void grpc_call_finish_http(struct grpc_call *call, const char *http_status, int status,
                       const char *message);
 /* Data provider read callback for responses. */
-ssize_t call_data_read(nghttp2_session *h2, int32_t stream_id, uint8_t *buf, size_t len,
+ssize_t grpc_call_data_read(nghttp2_session *h2, int32_t stream_id, uint8_t *buf, size_t len,
                        uint32_t *flags, nghttp2_data_source *src, void *user);
 /* Delivers on_close once (GRPC_STREAM only). */
-void call_deliver_close(struct grpc_call *call);
+void grpc_call_deliver_close(struct grpc_call *call);
 /* Parses a grpc-timeout value into milliseconds (rounded up); -1 if bad. */
 int64_t grpc_timeout_parse_ms(const char *v, size_t len);
 /* Percent-encodes a grpc-message (gRPC spec); returns malloc'd string. */

@@ -15,7 +15,7 @@ static uint32_t hash(const char *p, size_t len)
     return h;
 }
 
-int methods_init(struct method_table *t, const grpc_method *methods, size_t n)
+int grpc_methods_init(struct grpc_method_table *t, const grpc_method *methods, size_t n)
 {
     size_t nslots = 16;
     while (nslots < n * 2) nslots *= 2;
@@ -32,13 +32,13 @@ int methods_init(struct method_table *t, const grpc_method *methods, size_t n)
     return 0;
 }
 
-void methods_free(struct method_table *t)
+void grpc_methods_free(struct grpc_method_table *t)
 {
     free(t->slots);
     t->slots = NULL;
 }
 
-const grpc_method *methods_find(const struct method_table *t, const char *path, size_t len)
+const grpc_method *grpc_methods_find(const struct grpc_method_table *t, const char *path, size_t len)
 {
     size_t j = hash(path, len) & (t->nslots - 1);
     while (t->slots[j]) {
@@ -52,7 +52,7 @@ const grpc_method *methods_find(const struct method_table *t, const char *path, 
 /* As grpc-go: "/svc/method" → "unknown service svc" when no method of svc is
  * registered, else "unknown method method for service svc"; a path without
  * a second '/' is "malformed method name: \"path\"". */
-void methods_unknown_text(const struct method_table *t, const char *path, char *buf,
+void grpc_methods_unknown_text(const struct grpc_method_table *t, const char *path, char *buf,
                           size_t size)
 {
     const char *sm = path[0] == '/' ? path + 1 : path;

@@ -4,11 +4,14 @@
  * to nghttp2 at once (nghttp2_session_mem_recv copies what it keeps).
  *
  * Writing is coalesced: anything that may produce output (a read, a call
- * sending or finishing, a deadline) only marks the connection dirty. A
- * uv_prepare handle, which runs just before the loop polls for I/O, drains
- * nghttp2 into one buffer per connection and hands it to the kernel with a
- * single uv_try_write (falling back to uv_write for the rest). So all the
- * frames one loop iteration produced for a connection go out in one syscall.
+ * sending or finishing, a deadline) only marks the connection dirty and
+ * starts a uv_idle handle. Its callback drains nghttp2 into one buffer per
+ * connection and hands it to the kernel with a single uv_try_write (falling
+ * back to uv_write for the rest), then stops. So all the frames one loop
+ * iteration produced for a connection go out in one syscall. An idle
+ * handle rather than a prepare handle: while one is active the loop polls
+ * without blocking, so output queued from any phase (even from a later
+ * prepare callback) is flushed in the very next iteration.
  *
  * Back-pressure: at most OUT_CAP bytes are taken from nghttp2 at a time;
  * while a write is pending (the kernel buffer is full, the client is not
@@ -28,7 +31,7 @@ static void conn_flush(struct grpc_conn *c);
 
 /* ---- byte buffers ---- */
 
-void gbuf_init(struct gbuf *b, uint8_t *inl, size_t inl_cap)
+void grpc_buf_init(struct grpc_buf *b, uint8_t *inl, size_t inl_cap)
 {
     b->p = inl;
     b->inl = inl;
@@ -37,7 +40,7 @@ void gbuf_init(struct gbuf *b, uint8_t *inl, size_t inl_cap)
     b->cap = inl_cap;
 }
 
-int gbuf_reserve(struct gbuf *b, size_t extra)
+int grpc_buf_reserve(struct grpc_buf *b, size_t extra)
 {
     if (b->len + extra <= b->cap) return 0;
     size_t cap = b->cap ? b->cap : 256;
@@ -56,15 +59,15 @@ int gbuf_reserve(struct gbuf *b, size_t extra)
     return 0;
 }
 
-int gbuf_append(struct gbuf *b, const void *data, size_t len)
+int grpc_buf_append(struct grpc_buf *b, const void *data, size_t len)
 {
-    if (gbuf_reserve(b, len)) return -1;
+    if (grpc_buf_reserve(b, len)) return -1;
     if (len) memcpy(b->p + b->len, data, len);
     b->len += len;
     return 0;
 }
 
-void gbuf_consume(struct gbuf *b, size_t n)
+void grpc_buf_consume(struct grpc_buf *b, size_t n)
 {
     if (n >= b->len) {
         b->len = 0;
@@ -74,7 +77,7 @@ void gbuf_consume(struct gbuf *b, size_t n)
     b->len -= n;
 }
 
-void gbuf_free(struct gbuf *b)
+void grpc_buf_free(struct grpc_buf *b)
 {
     if (b->p != b->inl) free(b->p);
     b->p = b->inl;
@@ -86,9 +89,10 @@ void gbuf_free(struct gbuf *b)
 
 static void handle_closed(uv_handle_t *h);
 
-static void flush_dirty(uv_prepare_t *p)
+static void flush_dirty(uv_idle_t *p)
 {
     grpc_server *s = p->data;
+    uv_idle_stop(p);
     while (s->dirty) {
         struct grpc_conn *c = s->dirty;
         s->dirty = c->dirty_next;
@@ -106,21 +110,19 @@ int grpc_server_new(grpc_server **out, uv_loop_t *loop, const grpc_method *metho
     s->loop = loop;
     s->ctx = server_ctx;
     s->max_recv = max_recv_bytes;
-    int rv = methods_init(&s->table, methods, n);
+    int rv = grpc_methods_init(&s->table, methods, n);
     if (rv) {
         free(s);
         return rv;
     }
-    rv = session_callbacks_new(s);
+    rv = grpc_session_callbacks_new(s);
     if (rv) {
-        methods_free(&s->table);
+        grpc_methods_free(&s->table);
         free(s);
         return rv;
     }
-    uv_prepare_init(loop, &s->flusher);
+    uv_idle_init(loop, &s->flusher);
     s->flusher.data = s;
-    uv_prepare_start(&s->flusher, flush_dirty);
-    uv_unref((uv_handle_t *)&s->flusher);
     *out = s;
     return 0;
 }
@@ -130,8 +132,8 @@ static void maybe_free_server(grpc_server *s)
     if (!s->closing || s->open_handles > 0 || s->conns) return;
     void (*cb)(void *) = s->close_cb;
     void *data = s->close_data;
-    methods_free(&s->table);
-    session_callbacks_free(s);
+    grpc_methods_free(&s->table);
+    grpc_session_callbacks_free(s);
     free(s);
     if (cb) cb(data);
 }
@@ -171,7 +173,7 @@ void grpc_server_close(grpc_server *s, void (*cb)(void *data), void *data)
         conn_close(c);
     }
     s->open_handles++;
-    uv_prepare_stop(&s->flusher);
+    uv_idle_stop(&s->flusher);
     uv_close((uv_handle_t *)&s->flusher, handle_closed);
 }
 
@@ -181,7 +183,7 @@ static void conn_freed(uv_handle_t *h)
 {
     struct grpc_conn *c = h->data;
     grpc_server *s = c->s;
-    gbuf_free(&c->out);
+    grpc_buf_free(&c->out);
     free(c);
     s->open_handles--;
     maybe_free_server(s);
@@ -206,19 +208,20 @@ static void conn_close(struct grpc_conn *c)
         *pp = c->dirty_next;
         c->in_dirty = false;
     }
-    while (c->calls) call_detach(c->calls);
+    while (c->calls) grpc_call_detach(c->calls);
     if (c->h2) nghttp2_session_del(c->h2);
     c->h2 = NULL;
     s->open_handles++;
     uv_close((uv_handle_t *)&c->tcp, conn_freed);
 }
 
-void conn_mark_dirty(struct grpc_conn *c)
+void grpc_conn_mark_dirty(struct grpc_conn *c)
 {
-    if (c->in_dirty || c->closing) return;
+    if (c->in_dirty || c->closing || c->s->closing) return;
     c->in_dirty = true;
     c->dirty_next = c->s->dirty;
     c->s->dirty = c;
+    uv_idle_start(&c->s->flusher, flush_dirty);
 }
 
 static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
@@ -263,7 +266,7 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
         nghttp2_session_terminate_session(c->h2, NGHTTP2_PROTOCOL_ERROR);
         c->close_after_write = true;
     }
-    conn_mark_dirty(c);
+    grpc_conn_mark_dirty(c);
 }
 
 static void read_start(struct grpc_conn *c)
@@ -312,7 +315,7 @@ static void conn_flush(struct grpc_conn *c)
             return;
         }
         if (n == 0) break;
-        if (gbuf_append(&c->out, data, (size_t)n)) {
+        if (grpc_buf_append(&c->out, data, (size_t)n)) {
             log_error("grpc: out of memory buffering output");
             conn_close(c);
             return;
@@ -346,11 +349,11 @@ static void conn_flush(struct grpc_conn *c)
         c->out.len = c->out_off = 0;
         /* More frames may be waiting in nghttp2 beyond OUT_CAP. */
         if (nghttp2_session_want_write(c->h2)) {
-            conn_mark_dirty(c);
+            grpc_conn_mark_dirty(c);
             return;
         }
     }
-    if (c->out.cap > 4 * OUT_CAP) gbuf_free(&c->out); /* shrink after a burst */
+    if (c->out.cap > 4 * OUT_CAP) grpc_buf_free(&c->out); /* shrink after a burst */
     if (c->close_after_write ||
         (!nghttp2_session_want_read(c->h2) && !nghttp2_session_want_write(c->h2)))
         conn_close(c);
@@ -366,17 +369,17 @@ static void on_connection(uv_stream_t *ls, int status)
     c->s = s;
     uv_tcp_init(s->loop, &c->tcp);
     c->tcp.data = c;
-    gbuf_init(&c->out, NULL, 0);
+    grpc_buf_init(&c->out, NULL, 0);
     c->next = s->conns;
     if (s->conns) s->conns->prev = c;
     s->conns = c;
-    if (uv_accept(ls, (uv_stream_t *)&c->tcp) < 0 || session_new(c) < 0) {
+    if (uv_accept(ls, (uv_stream_t *)&c->tcp) < 0 || grpc_session_new(c) < 0) {
         conn_close(c);
         return;
     }
     uv_tcp_nodelay(&c->tcp, 1);
     read_start(c);
-    conn_mark_dirty(c); /* our SETTINGS */
+    grpc_conn_mark_dirty(c); /* our SETTINGS */
 }
 
 int grpc_server_listen(grpc_server *s, const char *host, int port)

@@ -45,7 +45,7 @@ static int on_begin_headers(nghttp2_session *h2, const nghttp2_frame *f, void *u
 {
     struct grpc_conn *c = user;
     if (f->hd.type != NGHTTP2_HEADERS || f->headers.cat != NGHTTP2_HCAT_REQUEST) return 0;
-    struct grpc_call *call = call_new(c, f->hd.stream_id);
+    struct grpc_call *call = grpc_call_new(c, f->hd.stream_id);
     if (!call) return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* resets the stream */
     nghttp2_session_set_stream_user_data(h2, f->hd.stream_id, call);
     return 0;
@@ -66,9 +66,8 @@ static int on_header(nghttp2_session *h2, const nghttp2_frame *f, const uint8_t 
         size_t n = sizeof ct - 1;
         call->bad_ctype = !(valuelen >= n && memcmp(value, ct, n) == 0 &&
                             (valuelen == n || value[n] == '+' || value[n] == ';'));
-        return 0;
     } else if (eq(name, namelen, "grpc-timeout")) {
-        if (call_set_timeout(call, value, valuelen) < 0) call->bad_timeout = true;
+        if (grpc_call_set_timeout(call, value, valuelen) < 0) call->bad_timeout = true;
         return 0;
     } else if (eq(name, namelen, "grpc-encoding")) {
         free(call->encoding);
@@ -79,8 +78,8 @@ static int on_header(nghttp2_session *h2, const nghttp2_frame *f, const uint8_t 
         return 0;
     }
     /* Keep the rest for grpc_call_header ("name\0value\0"); :path too. */
-    struct gbuf *b = &call->hdrs;
-    if (gbuf_reserve(b, namelen + valuelen + 2)) return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    struct grpc_buf *b = &call->hdrs;
+    if (grpc_buf_reserve(b, namelen + valuelen + 2)) return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
     memcpy(b->p + b->len, name, namelen);
     b->p[b->len + namelen] = '\0';
     memcpy(b->p + b->len + namelen + 1, value, valuelen);
@@ -93,7 +92,7 @@ static int on_header(nghttp2_session *h2, const nghttp2_frame *f, const uint8_t 
 static void headers_done(struct grpc_call *call)
 {
     if (!call->is_post) {
-        call_finish_http(call, "405", GRPC_INTERNAL,
+        grpc_call_finish_http(call, "405", GRPC_INTERNAL,
                          "invalid gRPC request method (want POST)");
         call->rx_failed = true;
         return;
@@ -101,7 +100,7 @@ static void headers_done(struct grpc_call *call)
     const char *path = grpc_call_header(call, ":path");
     if (call->bad_ctype || !grpc_call_header(call, "content-type")) {
         /* as grpc-go: HTTP 415 */
-        call_finish_http(call, "415", GRPC_INTERNAL, "invalid gRPC request content-type");
+        grpc_call_finish_http(call, "415", GRPC_INTERNAL, "invalid gRPC request content-type");
         call->rx_failed = true;
         return;
     }
@@ -109,10 +108,10 @@ static void headers_done(struct grpc_call *call)
         rx_reject(call, GRPC_INTERNAL, "transport: malformed grpc-timeout");
         return;
     }
-    const grpc_method *m = path ? methods_find(&call->conn->s->table, path, strlen(path)) : NULL;
+    const grpc_method *m = path ? grpc_methods_find(&call->conn->s->table, path, strlen(path)) : NULL;
     if (!m) {
         char text[512];
-        methods_unknown_text(&call->conn->s->table, path ? path : "", text, sizeof text);
+        grpc_methods_unknown_text(&call->conn->s->table, path ? path : "", text, sizeof text);
         rx_reject(call, GRPC_UNIMPLEMENTED, text);
         return;
     }
@@ -157,10 +156,10 @@ static void stream_data(struct grpc_call *call, const uint8_t *data, size_t len)
     grpc_call_ref(call);
     void *ctx = call->ctx;
     /* Complete the buffered message first. */
-    while (call->req.len > 0 && len > 0 && !call->rx_failed) {
+    while (call->req.len > 0 && len > 0 && !call->rx_failed && grpc_call_alive(call)) {
         if (call->req.len < 5) {
             size_t n = 5 - call->req.len < len ? 5 - call->req.len : len;
-            if (gbuf_append(&call->req, data, n)) goto nomem;
+            if (grpc_buf_append(&call->req, data, n)) goto nomem;
             data += n;
             len -= n;
             if (call->req.len < 5) break;
@@ -169,23 +168,23 @@ static void stream_data(struct grpc_call *call, const uint8_t *data, size_t len)
         if (check_prefix(call, call->req.p, &mlen)) goto out;
         size_t need = 5 + (size_t)mlen - call->req.len;
         size_t n = need < len ? need : len;
-        if (gbuf_append(&call->req, data, n)) goto nomem;
+        if (grpc_buf_append(&call->req, data, n)) goto nomem;
         data += n;
         len -= n;
         if (call->req.len < 5 + (size_t)mlen) break;
         call->req.len = 0;
-        if (call->conn) call->method->on_message(call, call->req.p + 5, mlen, ctx);
+        call->method->on_message(call, call->req.p + 5, mlen, ctx);
     }
     /* Then messages straight from the frame, without copying. */
-    while (len > 0 && !call->rx_failed && call->conn) {
+    while (len > 0 && !call->rx_failed && grpc_call_alive(call)) {
         uint32_t mlen;
         if (len < 5) {
-            if (gbuf_append(&call->req, data, len)) goto nomem;
+            if (grpc_buf_append(&call->req, data, len)) goto nomem;
             break;
         }
         if (check_prefix(call, data, &mlen)) goto out;
         if (len < 5 + (size_t)mlen) {
-            if (gbuf_append(&call->req, data, len)) goto nomem;
+            if (grpc_buf_append(&call->req, data, len)) goto nomem;
             break;
         }
         call->method->on_message(call, data + 5, mlen, ctx);
@@ -210,7 +209,7 @@ static int on_data_chunk(nghttp2_session *h2, uint8_t flags, int32_t stream_id,
     }
     /* Unary: buffer it all; check the prefix as soon as it is there. */
     size_t before = call->req.len;
-    if (gbuf_append(&call->req, data, len)) {
+    if (grpc_buf_append(&call->req, data, len)) {
         rx_reject(call, GRPC_RESOURCE_EXHAUSTED, "ketch: out of memory");
         return 0;
     }
@@ -245,7 +244,7 @@ static void remote_end(struct grpc_call *call)
     }
     if (call->req.len > 0 && !call->rx_failed)
         rx_reject(call, GRPC_INTERNAL, "grpc: unexpected EOF inside a request message");
-    call_deliver_close(call);
+    grpc_call_deliver_close(call);
 }
 
 static int on_frame_recv(nghttp2_session *h2, const nghttp2_frame *f, void *user)
@@ -278,12 +277,12 @@ static int on_stream_close(nghttp2_session *h2, int32_t stream_id, uint32_t erro
     struct grpc_call *call = stream_call(h2, stream_id);
     if (call) {
         nghttp2_session_set_stream_user_data(h2, stream_id, NULL);
-        call_detach(call);
+        grpc_call_detach(call);
     }
     return 0;
 }
 
-int session_callbacks_new(grpc_server *s)
+int grpc_session_callbacks_new(grpc_server *s)
 {
     nghttp2_session_callbacks *cbs;
     if (nghttp2_session_callbacks_new(&cbs)) return KERR_NOMEM;
@@ -307,13 +306,13 @@ int session_callbacks_new(grpc_server *s)
     return 0;
 }
 
-void session_callbacks_free(grpc_server *s)
+void grpc_session_callbacks_free(grpc_server *s)
 {
     nghttp2_session_callbacks_del(s->cbs);
     nghttp2_option_del(s->opt);
 }
 
-int session_new(struct grpc_conn *c)
+int grpc_session_new(struct grpc_conn *c)
 {
     if (nghttp2_session_server_new2(&c->h2, c->s->cbs, c, c->s->opt)) return KERR_NOMEM;
     nghttp2_settings_entry iv[] = {
