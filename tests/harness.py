@@ -15,12 +15,12 @@ Only 127.0.0.1 is ever bound.  Every server started through the fixtures
 below is stopped (SIGTERM, then SIGKILL) and its data dir removed.
 """
 
+import atexit
 import os
 import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 
@@ -32,6 +32,18 @@ ETCDCTL = os.environ.get("KETCH_ETCDCTL", "/usr/bin/etcdctl")
 
 READY_TIMEOUT = float(os.environ.get("KETCH_TEST_READY_TIMEOUT", "10"))
 STOP_TIMEOUT = 10.0
+TEST_TIMEOUT = float(os.environ.get("KETCH_TEST_TIMEOUT", "150"))
+
+_live = set()   # every Server started by this process, killed at exit
+
+
+@atexit.register
+def _kill_leftovers():
+    for s in list(_live):
+        try:
+            s.cleanup()
+        except Exception:
+            pass
 
 
 def server_under_test_binary():
@@ -138,6 +150,7 @@ class Server:
             stderr=subprocess.STDOUT, env=env, cwd=self.workdir,
             start_new_session=True)
         self.starts += 1
+        _live.add(self)
         if wait:
             self.wait_ready()
         return self
@@ -231,14 +244,18 @@ class Server:
 
     def cleanup(self):
         self.kill()
-        shutil.rmtree(self.workdir, ignore_errors=True)
+        _live.discard(self)
+        if os.environ.get("KETCH_TEST_KEEP"):
+            print("kept %s: %s" % (self.label, self.workdir))
+        else:
+            shutil.rmtree(self.workdir, ignore_errors=True)
 
     # -- clients ---------------------------------------------------------
     def channel(self):
         import grpc
         return grpc.insecure_channel(self.endpoint)
 
-    def etcdctl(self, *args, stdin=None, timeout=15, json_out=False):
+    def etcdctl(self, *args, stdin=None, timeout=15):
         return run_etcdctl(self.endpoint, *args, stdin=stdin, timeout=timeout)
 
     def __repr__(self):
@@ -258,6 +275,24 @@ def run_etcdctl(endpoint, *args, stdin=None, timeout=15):
 # ---------------------------------------------------------------------------
 # pytest fixtures (import them into a test module: `from harness import *`
 # or via conftest).  Each yields a running Server and always cleans up.
+
+@pytest.fixture(autouse=True)
+def _test_deadline():
+    """No pytest-timeout in Debian's set: bound every test with SIGALRM
+    (KETCH_TEST_TIMEOUT seconds, default 150).  Autouse in every module
+    that imports anything from harness via `from harness import ...`."""
+    import signal as _signal
+
+    def on_alarm(signum, frame):
+        raise TimeoutError("test exceeded KETCH_TEST_TIMEOUT=%.0fs" % TEST_TIMEOUT)
+    old = _signal.signal(_signal.SIGALRM, on_alarm)
+    _signal.setitimer(_signal.ITIMER_REAL, TEST_TIMEOUT)
+    try:
+        yield
+    finally:
+        _signal.setitimer(_signal.ITIMER_REAL, 0)
+        _signal.signal(_signal.SIGALRM, old)
+
 
 def _make(request, **kw):
     s = Server(**kw)
