@@ -32,7 +32,7 @@ unit() { # unit BUILD_DIR
 }
 
 pysuite() { # pysuite BUILD_DIR
-  KETCH_BUILD="$1" KETCH_BIN="$PWD/$1/ketch" timeout 900 "$PY" -m pytest -q -x \
+  KETCH_BUILD="$1" KETCH_BIN="$PWD/$1/ketch" timeout 900 "$PY" -m pytest -q \
     -p no:cacheprovider tests/integration tests/diff tests/crash
 }
 

@@ -100,8 +100,9 @@ def _tmp_base(tmpfs):
 class Server:
     """One single-member server process (ketch or etcd)."""
 
-    def __init__(self, binary=None, name="default", tmpfs=False, label="sut"):
+    def __init__(self, binary=None, name="default", tmpfs=False, label="sut", extra_args=()):
         self.binary = binary or server_under_test_binary()
+        self.extra_args = list(extra_args)
         self.name = name
         self.label = label
         self.workdir = tempfile.mkdtemp(prefix="ketch-test-%s-" % label, dir=_tmp_base(tmpfs))
@@ -135,13 +136,14 @@ class Server:
             "--listen-peer-urls", self.peer_url,
             "--initial-advertise-peer-urls", self.peer_url,
             "--initial-cluster", "%s=%s" % (self.name, self.peer_url),
-        ]
+        ] + self.extra_args
         return a
 
     # -- lifecycle -------------------------------------------------------
     def start(self, wait=True):
         assert self.proc is None or self.proc.poll() is not None, "already running"
         env = {k: v for k, v in os.environ.items() if not k.startswith("ETCD_")}
+        env.update(getattr(self, "start_env", {}))
         self._log = open(self.log_path, "ab")
         self._log.write(("\n===== start #%d: %s\n" % (self.starts, " ".join(self.args()))).encode())
         self._log.flush()
@@ -242,9 +244,29 @@ class Server:
                 pass
             self._log = None
 
+    def sanitizer_report(self):
+        """The first AddressSanitizer / LeakSanitizer / UBSan report in the
+        server's log, or None. The sanitized build runs the whole suite, so
+        a report fails the test that started the server."""
+        try:
+            with open(self.log_path, "rb") as f:
+                text = f.read().decode("utf-8", "replace")
+        except OSError:
+            return None
+        for marker in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:"):
+            i = text.find(marker)
+            if i >= 0:
+                return text[max(0, i - 200):i + 4000]
+        return None
+
     def cleanup(self):
-        self.kill()
+        # SIGTERM rather than kill -9, so LeakSanitizer gets to look.
+        self.stop()
         _live.discard(self)
+        report = self.sanitizer_report()
+        if report:
+            print("kept %s after a sanitizer report: %s" % (self.label, self.workdir))
+            raise AssertionError("sanitizer report from %s:\n%s" % (self.label, report))
         if os.environ.get("KETCH_TEST_KEEP"):
             print("kept %s: %s" % (self.label, self.workdir))
         else:

@@ -1,0 +1,5 @@
+# Makes tests/harness.py importable from every suite under tests/.
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
