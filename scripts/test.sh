@@ -26,7 +26,9 @@ unit() { # unit BUILD_DIR
   local rc=0
   for t in "$1"/tests/test_*; do
     [ -x "$t" ] || continue
+    local t0=$SECONDS
     timeout 300 "$t" || rc=1
+    echo "--- $t: $((SECONDS - t0))s"
   done
   return $rc
 }

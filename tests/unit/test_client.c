@@ -268,6 +268,7 @@ struct result {
     uint8_t data[4096];
     size_t len;
     int conn_err;
+    int connected;
 };
 
 static void reply_cb(void *arg, const struct client_reply *r)
@@ -286,13 +287,25 @@ static void conn_cb(struct client_conn *c, int err, void *arg)
     struct result *res = arg;
     if (err)
         res->conn_err = err;
+    else
+        res->connected++;
 }
 
+static void wake(uv_timer_t *t)
+{
+}
+
+/* Runs the loop until *flag reaches want or ms pass. */
 static void run_until(uv_loop_t *loop, int *flag, int want, int ms)
 {
+    uv_timer_t t;
+    uv_timer_init(loop, &t);
+    uv_timer_start(&t, wake, 10, 10);
     uint64_t end = uv_hrtime() + (uint64_t)ms * 1000000;
     while (*flag < want && uv_hrtime() < end)
         uv_run(loop, UV_RUN_ONCE);
+    uv_close((uv_handle_t *)&t, NULL);
+    uv_run(loop, UV_RUN_NOWAIT);
 }
 
 static int call(uv_loop_t *loop, const char *ep, const char *path, const ProtobufCMessage *req,
@@ -487,7 +500,8 @@ static void test_etcd_round_trip(void **state)
     /* Killed server: pending calls fail with UNAVAILABLE, not a hang. */
     struct result dead = {0};
     assert_int_equal(client_conn_open(&loop, e.ep, conn_cb, &dead, &c), 0);
-    run_until(&loop, &dead.fired, 1, 200); /* connect */
+    run_until(&loop, &dead.connected, 1, 5000);
+    assert_int_equal(dead.connected, 1);
     stop_etcd(&e);
     e.pid = 0;
     if (client_unary(c, "/etcdserverpb.KV/Range", &rr.base, reply_cb, &dead) == 0) {
