@@ -5,6 +5,7 @@
 
 #include "api/cluster.h"
 #include "api/kv.h"
+#include "api/lease.h"
 #include "api/maintenance.h"
 
 static const grpc_method methods[] = {
@@ -16,6 +17,11 @@ static const grpc_method methods[] = {
     {"/etcdserverpb.Maintenance/Status", GRPC_UNARY, maintenance_status, NULL},
     {"/etcdserverpb.Maintenance/Alarm", GRPC_UNARY, maintenance_alarm, NULL},
     {"/etcdserverpb.Cluster/MemberList", GRPC_UNARY, cluster_member_list, NULL},
+    {"/etcdserverpb.Lease/LeaseGrant", GRPC_UNARY, lease_grant, NULL},
+    {"/etcdserverpb.Lease/LeaseRevoke", GRPC_UNARY, lease_revoke, NULL},
+    {"/etcdserverpb.Lease/LeaseKeepAlive", GRPC_STREAM, lease_keep_alive, lease_keep_alive_close},
+    {"/etcdserverpb.Lease/LeaseTimeToLive", GRPC_UNARY, lease_time_to_live, NULL},
+    {"/etcdserverpb.Lease/LeaseLeases", GRPC_UNARY, lease_leases, NULL},
 };
 
 const grpc_method *api_methods(size_t *n)

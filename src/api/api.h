@@ -45,6 +45,7 @@ typedef struct api_server {
     u64map proposals;
     uint64_t next_request_id;
     bool fatal; /* storage failed during apply: stop serving writes */
+    struct lease_api *lease; /* leases (api/lease.c); NULL until lease_api_init */
 } api_server;
 
 /* Prepares `s` (fields above the line must be filled by the caller). */

@@ -156,7 +156,8 @@ static int check_intervals(arena *a, Etcdserverpb__RequestOp **ops, size_t n,
             if (has_put(out, els.puts[j]) && !has_put(&then, els.puts[j]))
                 return KERR_DUPLICATE_KEY;
             if (dels_cover(out, els.puts[j])) return KERR_DUPLICATE_KEY;
-            add_put(a, out, els.puts[j]);
+            /* etcd's puts is a set: a key put in both branches is one entry */
+            if (!has_put(out, els.puts[j])) add_put(a, out, els.puts[j]);
         }
         for (size_t j = 0; j < then.n_dels; j++) add_del(a, out, then.dels[j]);
         for (size_t j = 0; j < els.n_dels; j++) add_del(a, out, els.dels[j]);

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "api/lease.h"
 #include "util/arena.h"
 #include "util/errors.h"
 #include "util/log.h"
@@ -108,6 +109,15 @@ static void deliver(api_server *s, struct proposal *p, struct mvcc_result *res, 
     } else if (res->compaction) {
         res->compaction->header = h;
         msg = &res->compaction->base;
+    } else if (res->lease_grant) {
+        res->lease_grant->header = h;
+        msg = &res->lease_grant->base;
+    } else if (res->lease_revoke) {
+        res->lease_revoke->header = h;
+        msg = &res->lease_revoke->base;
+    } else if (res->lease_checkpoint) {
+        res->lease_checkpoint->header = h;
+        msg = &res->lease_checkpoint->base;
     }
     if (msg == NULL) {
         p->err = KERR_INTERNAL;
@@ -144,6 +154,7 @@ void api_apply(void *ctx, uint64_t index, const uint8_t *buf, size_t len)
                   (unsigned long long)index, kerr_text(rv));
         abort();
     }
+    lease_api_applied(s, req, &res);
     if (req != NULL && req->id != 0) {
         struct proposal *p = u64map_get(&s->proposals, req->id);
         if (p != NULL) deliver(s, p, &res, &a);

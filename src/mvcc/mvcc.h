@@ -35,8 +35,9 @@ void mvcc_close(mvcc_store *s);
 
 /* Lease hook: returns nonzero if lease `id` exists. Puts with a nonzero
  * lease (and no ignore_lease) fail with KERR_LEASE_NOT_FOUND when it
- * returns 0. Without a hook (the default, fn NULL) every lease is unknown,
- * as etcd with an empty lessor. The lease ID is stored in the KeyValue. */
+ * returns 0. Without a hook (the default, fn NULL) the store's own lease
+ * table decides (leases granted by mvcc_apply; none at first, as etcd with
+ * an empty lessor). The lease ID is stored in the KeyValue. */
 typedef int (*mvcc_lease_exists_fn)(void *ctx, int64_t id);
 void mvcc_set_lease_hook(mvcc_store *s, mvcc_lease_exists_fn fn, void *ctx);
 
@@ -72,6 +73,9 @@ struct mvcc_result {
     Etcdserverpb__DeleteRangeResponse *delete_range;
     Etcdserverpb__TxnResponse *txn;
     Etcdserverpb__CompactionResponse *compaction;
+    Etcdserverpb__LeaseGrantResponse *lease_grant;
+    Etcdserverpb__LeaseRevokeResponse *lease_revoke;
+    Etcdserverpb__LeaseCheckpointResponse *lease_checkpoint;
 };
 
 /* Applies the entry at Raft `index` in one LMDB write transaction, and
@@ -82,5 +86,34 @@ struct mvcc_result {
  * Returns 0, or a negative KERR_* code if storage failed (fatal). */
 int mvcc_apply(mvcc_store *s, uint64_t index, const Ketchpb__InternalRequest *req,
                arena *a, struct mvcc_result *out);
+
+/* ---- leases (tables in the same LMDB environment, written by mvcc_apply
+ * in the same transaction as the keys they delete or attach) ----
+ *
+ * mvcc_apply of a lease_grant: KERR_LEASE_NOT_FOUND if its ID is 0 (etcd's
+ * lessor.Grant), KERR_LEASE_TTL_TOO_LARGE above MVCC_MAX_LEASE_TTL,
+ * KERR_LEASE_EXIST if the ID is taken; the TTL is stored as given (the
+ * proposer raises it to the minimum). lease_revoke: KERR_LEASE_NOT_FOUND,
+ * else deletes every attached key (in key order, as etcd sorts them) in one
+ * revision (none if it has no keys) and the lease. lease_checkpoint:
+ * records remaining_TTL of each listed lease that exists. A put attaches
+ * its key to its lease (detaching it from the previous one); a delete
+ * detaches. */
+#define MVCC_MAX_LEASE_TTL 9000000000LL
+
+struct mvcc_lease {
+    int64_t id;
+    int64_t ttl;       /* granted TTL, seconds */
+    int64_t remaining; /* last checkpointed remaining TTL; 0 if none */
+};
+
+/* Every lease, in ID order (as unsigned). *out is malloc'd (free() it; NULL
+ * when *n is 0). Returns 0, KERR_NOMEM or KERR_IO. */
+int mvcc_lease_list(mvcc_store *s, struct mvcc_lease **out, size_t *n);
+
+/* The keys attached to lease `id`, sorted; in arena memory. An unknown lease
+ * has none. Returns 0 or a negative KERR_* code. */
+int mvcc_lease_keys(mvcc_store *s, int64_t id, arena *a, ProtobufCBinaryData **keys,
+                    size_t *n);
 
 #endif

@@ -19,6 +19,7 @@ enum { CH_PUT = 0, CH_TOMBSTONE = 1 };
 struct mvcc_store {
     MDB_env *env;
     MDB_dbi keys, idx, hist, meta;
+    MDB_dbi lease, lkeys; /* leases and lease -> key attachments (lease.c) */
     MDB_txn *rtxn; /* reusable read txn, kept reset between reads */
     int64_t rev;
     int64_t compact_rev; /* -1: never compacted (as etcd's compactMainRev) */
@@ -138,6 +139,19 @@ int range_apply(struct op_ctx *c, const Etcdserverpb__RangeRequest *req, arena *
 /* The current kv of one key, or NULL. */
 int kv_current(struct op_ctx *c, const uint8_t *key, size_t klen, arena *a,
                Mvccpb__KeyValue **out, struct krec *rec, int *exists);
+
+/* ---- lease.c ---- */
+/* 1 if lease id exists in the table, 0 if not, or KERR_*. */
+int leasetab_exists(MDB_txn *txn, mvcc_store *s, int64_t id);
+/* Moves key `kid` (user key `key`) from lease `from` to lease `to` (either
+ * may be 0: no lease). */
+int leasetab_move(MDB_txn *txn, mvcc_store *s, uint64_t kid, const uint8_t *key, size_t klen,
+                  int64_t from, int64_t to);
+int leasetab_grant(struct op_ctx *c, const Etcdserverpb__LeaseGrantRequest *r, arena *a,
+                   Etcdserverpb__LeaseGrantResponse *resp);
+int leasetab_revoke(struct op_ctx *c, const Etcdserverpb__LeaseRevokeRequest *r, arena *a,
+                    Etcdserverpb__LeaseRevokeResponse *resp);
+int leasetab_checkpoint(struct op_ctx *c, const Etcdserverpb__LeaseCheckpointRequest *r);
 
 /* ---- txn.c ---- */
 int txn_exec(struct op_ctx *c, const Etcdserverpb__TxnRequest *req, arena *a,

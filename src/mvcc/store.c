@@ -31,6 +31,12 @@
  *          value     kind u8
  *   meta   "applied_index" u64, "revision" i64, "compact_rev" i64 (-1 if
  *          never compacted), "next_kid" u64
+ *   lease  LMDB key  lease ID i64                                 (8 bytes)
+ *          value     granted TTL i64 | checkpointed remaining TTL i64
+ *                    (0: none)                                   (16 bytes)
+ *   lkeys  LMDB key  lease ID i64 | kid u64                      (16 bytes)
+ *          value     the user key (any length): the keys attached to a
+ *                    lease, found by a prefix scan (lease.c)
  *
  * A key is removed from `keys` when compaction has removed its last change.
  * Reads at the current revision use `keys` (+ `hist` for values); reads at
@@ -143,7 +149,9 @@ int mvcc_open(mvcc_store **out, const char *dir, size_t map_size)
     if ((rc = mdb_dbi_open(txn, "keys", MDB_CREATE, &s->keys)) != 0 ||
         (rc = mdb_dbi_open(txn, "idx", MDB_CREATE, &s->idx)) != 0 ||
         (rc = mdb_dbi_open(txn, "hist", MDB_CREATE, &s->hist)) != 0 ||
-        (rc = mdb_dbi_open(txn, "meta", MDB_CREATE, &s->meta)) != 0)
+        (rc = mdb_dbi_open(txn, "meta", MDB_CREATE, &s->meta)) != 0 ||
+        (rc = mdb_dbi_open(txn, "lease", MDB_CREATE, &s->lease)) != 0 ||
+        (rc = mdb_dbi_open(txn, "lkeys", MDB_CREATE, &s->lkeys)) != 0)
         goto err_after_txn;
 
     uint64_t rev, crev, applied, kid;
@@ -235,7 +243,8 @@ void mvcc_db_size(mvcc_store *s, int64_t *size, int64_t *in_use)
     int64_t pages = 2 + (int64_t)(st.ms_branch_pages + st.ms_leaf_pages + st.ms_overflow_pages);
     MDB_txn *txn;
     if (store_rtxn_begin(s, &txn) == 0) {
-        MDB_dbi dbis[] = {0 /* FREE_DBI */, s->keys, s->idx, s->hist, s->meta};
+        MDB_dbi dbis[] = {0 /* FREE_DBI */, s->keys, s->idx, s->hist, s->meta, s->lease,
+                          s->lkeys};
         for (size_t i = 0; i < sizeof dbis / sizeof dbis[0]; i++)
             if (mdb_stat(txn, dbis[i], &st) == 0)
                 pages += (int64_t)(st.ms_branch_pages + st.ms_leaf_pages + st.ms_overflow_pages);

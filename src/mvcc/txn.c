@@ -14,9 +14,13 @@ static Etcdserverpb__ResponseHeader *new_header(arena *a, int64_t rev)
     return h;
 }
 
-static int lease_ok(mvcc_store *s, int64_t id)
+/* 1 if lease `id` exists (the hook if set, else the lease table), 0 if
+ * not, or a negative KERR_*. */
+static int lease_ok(struct op_ctx *c, int64_t id)
 {
-    return s->lease_exists != NULL && s->lease_exists(s->lease_ctx, id);
+    mvcc_store *s = c->s;
+    if (s->lease_exists != NULL) return s->lease_exists(s->lease_ctx, id) != 0;
+    return leasetab_exists(c->txn, s, id);
 }
 
 /* etcd's applierV3backend.Put. `checked`: inside a txn, whose lease and
@@ -26,12 +30,14 @@ int put_exec(struct op_ctx *c, const Etcdserverpb__PutRequest *p, int checked, a
 {
     if (p->key.len == 0) return KERR_EMPTY_KEY;
     /* as etcd: a top-level put checks the lease before anything else */
-    if (!checked && p->lease != 0 && !lease_ok(c->s, p->lease)) return KERR_LEASE_NOT_FOUND;
+    int rc;
+    if (!checked && p->lease != 0 && (rc = lease_ok(c, p->lease)) != 1)
+        return rc < 0 ? rc : KERR_LEASE_NOT_FOUND;
 
     Mvccpb__KeyValue *prev;
     struct krec rec;
     int exists;
-    int rc = kv_current(c, p->key.data, p->key.len, a, &prev, &rec, &exists);
+    rc = kv_current(c, p->key.data, p->key.len, a, &prev, &rec, &exists);
     if (rc != 0) return rc;
     if ((p->ignore_value || p->ignore_lease) && prev == NULL) return KERR_KEY_NOT_FOUND;
 
@@ -48,6 +54,10 @@ int put_exec(struct op_ctx *c, const Etcdserverpb__PutRequest *p, int checked, a
     if ((rc = hist_put(c, kid, CH_PUT, &kv)) != 0) return rc;
     struct krec nrec = {kid, rev, c->nchanges, kv.create_revision, kv.version, kv.lease, 0};
     if ((rc = krec_put(c->txn, c->s, p->key.data, p->key.len, &nrec)) != 0) return rc;
+    /* as etcd's storeTxnWrite.put: detach from the old lease, attach to the new */
+    if ((rc = leasetab_move(c->txn, c->s, kid, p->key.data, p->key.len,
+                            exists && !rec.deleted ? rec.lease : 0, kv.lease)) != 0)
+        return rc;
     c->nchanges++;
     if (p->prev_kv && prev) resp->prev_kv = prev;
     return 0;
@@ -75,6 +85,9 @@ int delete_exec(struct op_ctx *c, const Etcdserverpb__DeleteRangeRequest *d, are
         if ((rc = hist_put(c, rec.kid, CH_TOMBSTONE, &tomb)) != 0) return rc;
         struct krec nrec = {rec.kid, rev, c->nchanges, 0, 0, 0, 1};
         if ((rc = krec_put(c->txn, c->s, key.data, key.len, &nrec)) != 0) return rc;
+        if (rec.lease != 0 &&
+            (rc = leasetab_move(c->txn, c->s, rec.kid, key.data, key.len, rec.lease, 0)) != 0)
+            return rc;
         c->nchanges++;
     }
     resp->deleted = (int64_t)n;
@@ -216,7 +229,10 @@ static int check_put(struct op_ctx *c, const Etcdserverpb__RequestOp *op)
         if (rc < 0) return rc;
         if (rc == 0 || rec.deleted) return KERR_KEY_NOT_FOUND;
     }
-    if (p->lease != 0 && !lease_ok(c->s, p->lease)) return KERR_LEASE_NOT_FOUND;
+    if (p->lease != 0) {
+        int rc = lease_ok(c, p->lease);
+        if (rc != 1) return rc < 0 ? rc : KERR_LEASE_NOT_FOUND;
+    }
     return 0;
 }
 
@@ -381,6 +397,8 @@ static int is_request_error(int rc)
     case KERR_COMPACTED:
     case KERR_FUTURE_REV:
     case KERR_LEASE_NOT_FOUND:
+    case KERR_LEASE_EXIST:
+    case KERR_LEASE_TTL_TOO_LARGE:
     case KERR_BAD_REQUEST:
     case KERR_NO_SPACE:
         return 1;
@@ -419,6 +437,21 @@ static int exec_request(struct op_ctx *c, const Ketchpb__InternalRequest *req, a
         etcdserverpb__compaction_response__init(out->compaction);
         return 0;
     }
+    if (req->lease_grant) {
+        out->lease_grant = arena_alloc(a, sizeof *out->lease_grant);
+        etcdserverpb__lease_grant_response__init(out->lease_grant);
+        return leasetab_grant(c, req->lease_grant, a, out->lease_grant);
+    }
+    if (req->lease_revoke) {
+        out->lease_revoke = arena_alloc(a, sizeof *out->lease_revoke);
+        etcdserverpb__lease_revoke_response__init(out->lease_revoke);
+        return leasetab_revoke(c, req->lease_revoke, a, out->lease_revoke);
+    }
+    if (req->lease_checkpoint) {
+        out->lease_checkpoint = arena_alloc(a, sizeof *out->lease_checkpoint);
+        etcdserverpb__lease_checkpoint_response__init(out->lease_checkpoint);
+        return leasetab_checkpoint(c, req->lease_checkpoint);
+    }
     return KERR_BAD_REQUEST;
 }
 
@@ -437,6 +470,7 @@ int mvcc_apply(mvcc_store *s, uint64_t index, const Ketchpb__InternalRequest *re
             /* drop the partial changes; keep only the index */
             mdb_txn_abort(c.txn);
             out->put = NULL, out->delete_range = NULL, out->txn = NULL, out->compaction = NULL;
+            out->lease_grant = NULL, out->lease_revoke = NULL, out->lease_checkpoint = NULL;
             out->err = rc;
             c.nchanges = 0;
             c.next_kid = s->next_kid;

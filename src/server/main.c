@@ -8,6 +8,7 @@
 #include <uv.h>
 
 #include "api/api.h"
+#include "api/lease.h"
 #include "grpc/grpc.h"
 #include "member/member.h"
 #include "mvcc/mvcc.h"
@@ -73,6 +74,7 @@ static void server_stop(struct server *srv)
     if (srv->stopping) return;
     srv->stopping = true;
     log_info("stopping");
+    lease_api_stop(&srv->api);
     if (srv->grpc != NULL)
         grpc_server_close(srv->grpc, on_grpc_closed, srv);
     else
@@ -261,7 +263,13 @@ int main(int argc, char **argv)
              ", applied index %" PRIu64,
              srv.cfg.name, a->member_id, a->cluster_id, srv.cfg.data_dir, mvcc_revision(srv.store),
              mvcc_applied_index(srv.store));
+    if (lease_api_init(a, (unsigned)srv.cfg.heartbeat_interval,
+                       (unsigned)srv.cfg.election_timeout) != 0) {
+        fprintf(stderr, "ketch: cannot load the leases from %s\n", kv_dir);
+        goto out_store;
+    }
     if (start_member(&srv) != 0) goto out_store;
+    lease_api_start(a);
 
     uv_signal_init(srv.loop, &srv.sigterm);
     uv_signal_init(srv.loop, &srv.sigint);
@@ -272,12 +280,14 @@ int main(int argc, char **argv)
     uv_run(srv.loop, UV_RUN_DEFAULT);
     srv.exit_code = 0;
     mvcc_sync(srv.store);
+    lease_api_fini(a);
     api_fini(a);
     mvcc_close(srv.store);
     free_members(&srv);
     goto out_peers;
 
 out_store:
+    lease_api_fini(a);
     api_fini(a);
     mvcc_close(srv.store);
 out_members:
