@@ -6,7 +6,7 @@
 
 BUILD   ?= build
 SAN     ?=
-PKGS    := libuv libnghttp2 libprotobuf-c raft lmdb openssl
+PKGS    := libuv libnghttp2 libprotobuf-c raft lmdb openssl jansson
 CC      ?= cc
 OPT     ?= -O2 -g
 CFLAGS  += $(OPT) -std=c17 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -MMD -MP \
@@ -30,8 +30,10 @@ TOOL_BIN := $(patsubst tests/tools/%.c,$(BUILD)/tools/%,$(TOOL_SRC))
 .SECONDARY:
 BENCH_SRC := $(wildcard bench/*.c)
 BENCH_BIN := $(if $(BENCH_SRC),$(BUILD)/ketch-bench)
+CTL_SRC := $(wildcard ctl/*.c)
+CTL_BIN := $(if $(CTL_SRC),$(BUILD)/ketchctl)
 
-all: $(BUILD)/ketch $(BENCH_BIN) $(UNIT_BIN) $(TOOL_BIN)
+all: $(BUILD)/ketch $(BENCH_BIN) $(CTL_BIN) $(UNIT_BIN) $(TOOL_BIN)
 
 deps:
 	@bash scripts/deps.sh
@@ -54,6 +56,9 @@ $(BUILD)/ketch: $(BUILD)/obj/src/server/main.o $(BUILD)/libketch.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/ketch-bench: $(patsubst %.c,$(BUILD)/obj/%.o,$(BENCH_SRC)) $(BUILD)/libketch.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/ketchctl: $(patsubst %.c,$(BUILD)/obj/%.o,$(CTL_SRC)) $(BUILD)/libketch.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libketch.a $(GEN_H)

@@ -6,7 +6,7 @@ set -euo pipefail
 PKGS=(
   build-essential pkg-config make gcc
   libuv1-dev libnghttp2-dev libprotobuf-c-dev protobuf-c-compiler
-  libssl-dev liblmdb-dev libraft-dev
+  libssl-dev liblmdb-dev libraft-dev libjansson-dev
   libcmocka-dev
   etcd-client etcd-server
   python3 python3-etcd3 python3-pytest python3-h2

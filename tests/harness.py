@@ -100,9 +100,16 @@ def _tmp_base(tmpfs):
 class Server:
     """One single-member server process (ketch or etcd)."""
 
-    def __init__(self, binary=None, name="default", tmpfs=False, label="sut", extra_args=()):
+    def __init__(self, binary=None, name="default", tmpfs=False, label="sut", extra_args=(),
+                 scheme="http", tls_client=None):
+        """scheme "https" serves clients over TLS (pass the TLS flags in
+        extra_args); tls_client=(ca, cert, key) file paths are what the
+        readiness check connects with (cert/key may be None); without
+        them it only waits for a TLS handshake, certificate unchecked."""
         self.binary = binary or server_under_test_binary()
         self.extra_args = list(extra_args)
+        self.scheme = scheme
+        self.tls_client = tls_client
         self.name = name
         self.label = label
         self.workdir = tempfile.mkdtemp(prefix="ketch-test-%s-" % label, dir=_tmp_base(tmpfs))
@@ -120,7 +127,7 @@ class Server:
 
     @property
     def client_url(self):
-        return "http://127.0.0.1:%d" % self.client_port
+        return "%s://127.0.0.1:%d" % (self.scheme, self.client_port)
 
     @property
     def peer_url(self):
@@ -175,7 +182,30 @@ class Server:
             if self.proc.poll() is not None:
                 raise RuntimeError("%s (%s) exited with %s during start-up; log:\n%s" % (
                     self.label, self.binary, self.proc.returncode, self.log_tail()))
-            ch = grpc.insecure_channel(self.endpoint)
+            if self.scheme == "https" and not self.tls_client:
+                import ssl
+                ctx = ssl.create_default_context()
+                ctx.check_hostname = False
+                ctx.verify_mode = ssl.CERT_NONE
+                try:
+                    with socket.create_connection(("127.0.0.1", self.client_port), timeout=1) as raw:
+                        with ctx.wrap_socket(raw):
+                            return
+                except OSError as e:
+                    last = e
+                    time.sleep(0.05)
+                    continue
+            if self.scheme == "https":
+                def rd(p):
+                    if not p:
+                        return None
+                    with open(p, "rb") as f:
+                        return f.read()
+                ca, cert, key = self.tls_client
+                ch = grpc.secure_channel(self.endpoint, grpc.ssl_channel_credentials(
+                    root_certificates=rd(ca), private_key=rd(key), certificate_chain=rd(cert)))
+            else:
+                ch = grpc.insecure_channel(self.endpoint)
             try:
                 stub = rpc_pb2_grpc.KVStub(ch)
                 stub.Range(rpc_pb2.RangeRequest(key=b"\0ketch-test-ready"), timeout=1.0)

@@ -4,9 +4,12 @@
 #include <time.h>
 
 #include "api/cluster.h"
+#include "api/election.h"
 #include "api/kv.h"
 #include "api/lease.h"
+#include "api/lock.h"
 #include "api/maintenance.h"
+#include "api/watch.h"
 
 static const grpc_method methods[] = {
     {"/etcdserverpb.KV/Range", GRPC_UNARY, kv_range, NULL},
@@ -22,6 +25,14 @@ static const grpc_method methods[] = {
     {"/etcdserverpb.Lease/LeaseKeepAlive", GRPC_STREAM, lease_keep_alive, lease_keep_alive_close},
     {"/etcdserverpb.Lease/LeaseTimeToLive", GRPC_UNARY, lease_time_to_live, NULL},
     {"/etcdserverpb.Lease/LeaseLeases", GRPC_UNARY, lease_leases, NULL},
+    {"/etcdserverpb.Watch/Watch", GRPC_STREAM, watch_watch, watch_watch_close},
+    {"/v3lockpb.Lock/Lock", GRPC_UNARY, lock_lock, NULL},
+    {"/v3lockpb.Lock/Unlock", GRPC_UNARY, lock_unlock, NULL},
+    {"/v3electionpb.Election/Campaign", GRPC_UNARY, election_campaign, NULL},
+    {"/v3electionpb.Election/Proclaim", GRPC_UNARY, election_proclaim, NULL},
+    {"/v3electionpb.Election/Leader", GRPC_UNARY, election_leader, NULL},
+    {"/v3electionpb.Election/Observe", GRPC_STREAM, election_observe, election_observe_close},
+    {"/v3electionpb.Election/Resign", GRPC_UNARY, election_resign, NULL},
 };
 
 const grpc_method *api_methods(size_t *n)

@@ -46,6 +46,8 @@ typedef struct api_server {
     uint64_t next_request_id;
     bool fatal; /* storage failed during apply: stop serving writes */
     struct lease_api *lease; /* leases (api/lease.c); NULL until lease_api_init */
+    struct conc_api *conc;   /* lock/election waiters (api/concurrency.c); NULL when none */
+    struct watch_api *watch; /* watch streams and hub (api/watch.c); NULL until watch_api_init */
 } api_server;
 
 /* Prepares `s` (fields above the line must be filled by the caller). */

@@ -253,6 +253,19 @@ void lease_api_applied(api_server *s, const Ketchpb__InternalRequest *req,
 
 /* ---- handlers ---- */
 
+void lease_api_prepare_grant(api_server *s, Etcdserverpb__LeaseGrantRequest *req)
+{
+    /* etcd's EtcdServer.LeaseGrant: a positive ID from the request-ID
+     * generator (we also skip IDs in use); etcd's lessor raises the TTL
+     * to the minimum at apply, we do it here so that the apply does not
+     * depend on this member's flags. */
+    while (req->id == 0) {
+        int64_t id = (int64_t)(++s->next_request_id & (uint64_t)INT64_MAX);
+        if (id != 0 && lessor_get(s->lease->lessor, id) == NULL) req->id = id;
+    }
+    if (req->ttl < s->lease->min_ttl) req->ttl = s->lease->min_ttl;
+}
+
 void lease_grant(grpc_call *call, const uint8_t *msg, size_t len, void *ctx)
 {
     api_server *s = ctx;
@@ -264,15 +277,7 @@ void lease_grant(grpc_call *call, const uint8_t *msg, size_t len, void *ctx)
     } else if (req->ttl > MVCC_MAX_LEASE_TTL) {
         grpc_call_fail(call, KERR_LEASE_TTL_TOO_LARGE);
     } else {
-        /* etcd's EtcdServer.LeaseGrant: a positive ID from the request-ID
-         * generator (we also skip IDs in use); etcd's lessor raises the TTL
-         * to the minimum at apply, we do it here so that the apply does not
-         * depend on this member's flags. */
-        while (req->id == 0) {
-            int64_t id = (int64_t)(++s->next_request_id & (uint64_t)INT64_MAX);
-            if (id != 0 && lessor_get(s->lease->lessor, id) == NULL) req->id = id;
-        }
-        if (req->ttl < s->lease->min_ttl) req->ttl = s->lease->min_ttl;
+        lease_api_prepare_grant(s, req);
         Ketchpb__InternalRequest ir = KETCHPB__INTERNAL_REQUEST__INIT;
         ir.lease_grant = req;
         api_propose(s, call, &ir);

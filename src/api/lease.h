@@ -25,6 +25,10 @@ void lease_api_fini(api_server *s);
 void lease_api_applied(api_server *s, const Ketchpb__InternalRequest *req,
                        const struct mvcc_result *res);
 
+/* Makes a grant proposable as LeaseGrant does: picks a free ID when
+ * req->id is 0 and raises the TTL to the minimum. s->lease must be set. */
+void lease_api_prepare_grant(api_server *s, Etcdserverpb__LeaseGrantRequest *req);
+
 /* gRPC handlers. */
 void lease_grant(grpc_call *call, const uint8_t *msg, size_t len, void *ctx);
 void lease_revoke(grpc_call *call, const uint8_t *msg, size_t len, void *ctx);

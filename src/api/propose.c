@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "api/concurrency.h"
 #include "api/lease.h"
 #include "util/arena.h"
 #include "util/errors.h"
@@ -12,7 +13,9 @@
 
 struct proposal {
     api_server *s;
-    grpc_call *call;
+    grpc_call *call;       /* NULL for api_propose_internal */
+    api_propose_fn cb;     /* api_propose_internal only */
+    void *cb_data;
     uint64_t id;
     int err;        /* KERR_* set by apply */
     uint8_t *resp;  /* packed response, set by apply */
@@ -21,7 +24,7 @@ struct proposal {
 
 static void proposal_free(struct proposal *p)
 {
-    grpc_call_unref(p->call);
+    if (p->call != NULL) grpc_call_unref(p->call);
     free(p->resp);
     free(p);
 }
@@ -30,7 +33,10 @@ static void proposal_done(void *data, int status)
 {
     struct proposal *p = data;
     u64map_del(&p->s->proposals, p->id);
-    if (status != 0) {
+    if (p->cb != NULL) {
+        int err = status != 0 ? status : p->err != 0 ? p->err : p->resp ? 0 : KERR_INTERNAL;
+        p->cb(p->s, p->cb_data, err, err ? NULL : p->resp, err ? 0 : p->resp_len);
+    } else if (status != 0) {
         grpc_call_fail(p->call, status);
     } else if (p->err != 0) {
         grpc_call_fail(p->call, p->err);
@@ -84,6 +90,36 @@ void api_propose(api_server *s, grpc_call *call, Ketchpb__InternalRequest *req)
         grpc_call_fail(call, rv);
         proposal_free(p);
     }
+}
+
+int api_propose_internal(api_server *s, Ketchpb__InternalRequest *req, api_propose_fn cb,
+                         void *data)
+{
+    if (s->member == NULL) return KERR_STOPPED;
+    struct proposal *p = calloc(1, sizeof *p);
+    if (p == NULL) return KERR_NOMEM;
+    p->s = s;
+    p->cb = cb;
+    p->cb_data = data;
+    p->id = ++s->next_request_id;
+    req->id = p->id;
+    size_t len = ketchpb__internal_request__get_packed_size(req);
+    int rv = KERR_REQUEST_TOO_LARGE;
+    if (len > s->max_request_bytes) goto err_after_alloc;
+    uint8_t *buf = malloc(len ? len : 1);
+    rv = KERR_NOMEM;
+    if (buf == NULL || u64map_put(&s->proposals, p->id, p) != 0) {
+        free(buf);
+        goto err_after_alloc;
+    }
+    ketchpb__internal_request__pack(req, buf);
+    rv = member_propose(s->member, buf, len, proposal_done, p);
+    free(buf);
+    if (rv == 0) return 0;
+    u64map_del(&s->proposals, p->id);
+err_after_alloc:
+    free(p);
+    return rv;
 }
 
 /* Packs the response of `res` into the waiting proposal, header filled. */
@@ -155,6 +191,7 @@ void api_apply(void *ctx, uint64_t index, const uint8_t *buf, size_t len)
         abort();
     }
     lease_api_applied(s, req, &res);
+    conc_applied(s);
     if (req != NULL && req->id != 0) {
         struct proposal *p = u64map_get(&s->proposals, req->id);
         if (p != NULL) deliver(s, p, &res, &a);

@@ -10,6 +10,22 @@
  * propose, the call is failed right away. */
 void api_propose(api_server *s, grpc_call *call, Ketchpb__InternalRequest *req);
 
+/* Completion of api_propose_internal. err 0: the entry was applied and
+ * `resp` (len bytes, borrowed for the call) is the packed response message
+ * mvcc produced for it (e.g. a TxnResponse), header filled. Otherwise
+ * a KERR_* code: the request failed at apply (resp NULL), or was never
+ * committed (KERR_STOPPED, KERR_NOT_LEADER...). Runs after the apply, from
+ * the member's completion, never inside api_apply: it may propose again. */
+typedef void (*api_propose_fn)(api_server *s, void *data, int err, const uint8_t *resp,
+                               size_t len);
+
+/* Proposes `req` (its id is set here) on behalf of the server itself (lock
+ * and election services): as api_propose, but the outcome goes to `cb`.
+ * Returns 0, or a KERR_* code (KERR_STOPPED, KERR_REQUEST_TOO_LARGE,
+ * KERR_NOMEM, KERR_NOT_LEADER...) and then `cb` never runs. */
+int api_propose_internal(api_server *s, Ketchpb__InternalRequest *req, api_propose_fn cb,
+                         void *data);
+
 /* A read that runs once it may observe every write committed before it
  * arrived (linearizable), or at once if serializable. Takes ownership of
  * `req` (an unpacked message, freed after `exec` returns); `exec` must

@@ -41,6 +41,7 @@ struct grpc_call *grpc_call_new(struct grpc_conn *c, int32_t stream_id)
     call->stream_id = stream_id;
     call->conn = c;
     call->ctx = c->s->ctx;
+    call->server = c->s;
     grpc_buf_init(&call->hdrs, call->hdrs_inl, sizeof call->hdrs_inl);
     grpc_buf_init(&call->req, call->req_inl, sizeof call->req_inl);
     grpc_buf_init(&call->resp, call->resp_inl, sizeof call->resp_inl);
@@ -71,6 +72,7 @@ void grpc_call_detach(struct grpc_call *call)
     if (call->next) call->next->prev = call->prev;
     call->prev = call->next = NULL;
     call->conn = NULL;
+    if (!call->finished) grpc_count_handled(call, GRPC_CANCELLED);
     if (call->timer) {
         uv_timer_stop(call->timer);
         call->timer->data = NULL;
@@ -91,6 +93,13 @@ void grpc_call_unref(grpc_call *call)
     assert(call->refs > 0);
     if (--call->refs > 0) return;
     assert(!call->conn);
+    if (call->local) {
+        /* Dropped without an answer (the server is stopping). */
+        if (call->local->done)
+            call->local->done(GRPC_UNAVAILABLE, "etcdserver: server stopped", NULL, 0,
+                              call->local->data);
+        free(call->local);
+    }
     grpc_buf_free(&call->hdrs);
     grpc_buf_free(&call->req);
     grpc_buf_free(&call->resp);
@@ -101,7 +110,7 @@ void grpc_call_unref(grpc_call *call)
 
 bool grpc_call_alive(const grpc_call *call)
 {
-    return call->conn && !call->finished;
+    return (call->conn || call->local) && !call->finished;
 }
 
 const char *grpc_call_header(const grpc_call *call, const char *name)
@@ -151,6 +160,7 @@ static int submit_headers(struct grpc_call *call)
 /* After bytes were queued or the call finished: get nghttp2 to pull. */
 static int kick(struct grpc_call *call)
 {
+    if (call->local) return 0; /* the response waits in call->resp */
     int rv = 0;
     if (!call->headers_sent) rv = submit_headers(call);
     else if (call->deferred) {
@@ -205,6 +215,16 @@ static void finish(struct grpc_call *call, const char *http_status, int status,
     call->finished = true;
     if (status < 0 || status > 16) status = GRPC_UNKNOWN;
     call->status = status;
+    grpc_count_handled(call, status);
+    if (call->local) {
+        struct grpc_local *l = call->local;
+        grpc_local_done_fn done = l->done;
+        l->done = NULL;
+        size_t avail = call->resp.len - call->resp_off;
+        const uint8_t *r = avail >= 5 ? call->resp.p + call->resp_off + 5 : NULL;
+        done(status, message && *message ? message : NULL, r, r ? avail - 5 : 0, l->data);
+        return;
+    }
     if (message && *message) call->message = grpc_message_encode(message);
     if (call->headers_sent) {
         kick(call);
@@ -345,4 +365,48 @@ char *grpc_message_encode(const char *msg)
     }
     *o = '\0';
     return out;
+}
+
+/* ---- in-process calls and counters ---- */
+
+void grpc_count_handled(struct grpc_call *call, int status)
+{
+    if (call->counted || !call->method || !call->server) return;
+    call->counted = true;
+    if (status < 0 || status > 16) status = GRPC_UNKNOWN;
+    call->server->handled[call->method - call->server->table.methods][status]++;
+}
+
+void grpc_server_call_local(grpc_server *s, const char *path, const uint8_t *msg, size_t len,
+                            grpc_local_done_fn done, void *data)
+{
+    const grpc_method *m = grpc_methods_find(&s->table, path, strlen(path));
+    if (!m || m->kind != GRPC_UNARY) {
+        char text[512];
+        grpc_methods_unknown_text(&s->table, path, text, sizeof text);
+        done(GRPC_UNIMPLEMENTED, text, NULL, 0, data);
+        return;
+    }
+    struct grpc_call *call = malloc(sizeof *call);
+    struct grpc_local *l = malloc(sizeof *l);
+    if (!call || !l) {
+        free(call);
+        free(l);
+        done(GRPC_RESOURCE_EXHAUSTED, "ketch: out of memory", NULL, 0, data);
+        return;
+    }
+    memset(call, 0, offsetof(struct grpc_call, hdrs_inl));
+    l->done = done;
+    l->data = data;
+    call->refs = 1;
+    call->ctx = s->ctx;
+    call->server = s;
+    call->method = m;
+    call->local = l;
+    grpc_buf_init(&call->hdrs, call->hdrs_inl, sizeof call->hdrs_inl);
+    grpc_buf_init(&call->req, call->req_inl, sizeof call->req_inl);
+    grpc_buf_init(&call->resp, call->resp_inl, sizeof call->resp_inl);
+    s->started[m - s->table.methods]++;
+    m->on_message(call, msg, len, s->ctx);
+    grpc_call_unref(call);
 }

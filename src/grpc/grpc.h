@@ -17,6 +17,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <uv.h>
 
 #include <protobuf-c/protobuf-c.h>
@@ -63,6 +64,54 @@ int grpc_server_new(grpc_server **out, uv_loop_t *loop, const grpc_method *metho
 /* Listens on host:port (IPv4 or IPv6 literal, or "localhost"). Returns 0,
  * or a negative libuv error code (e.g. UV_EADDRINUSE) with nothing bound. */
 int grpc_server_listen(grpc_server *s, const char *host, int port);
+
+struct tls_ctx;
+
+/* As grpc_server_listen, serving TLS with `tls` (borrowed: must outlive
+ * the server; see net/tls.h) when it is not NULL. */
+int grpc_server_listen_tls(grpc_server *s, const char *host, int port, struct tls_ctx *tls);
+
+/* ---- HTTP/1.1 on the same port ----
+ * A connection whose first bytes are not the HTTP/2 preface is served as
+ * HTTP/1.1 (cleartext or inside TLS): each complete request (request line,
+ * headers, a Content-Length body; "Expect: 100-continue" honoured) goes
+ * to the handler set here, one at a time per connection. */
+typedef struct grpc_http_req grpc_http_req;
+
+/* The handler owns `req` until it calls grpc_http_respond (exactly once,
+ * now or later). Without a handler every request gets 404. */
+typedef void (*grpc_http_fn)(grpc_http_req *req, void *ctx);
+void grpc_server_set_http_handler(grpc_server *s, grpc_http_fn fn, void *ctx);
+
+/* The request's method ("GET"), path (without the query), and body.
+ * Borrowed until grpc_http_respond. */
+const char *grpc_http_method(const grpc_http_req *req);
+const char *grpc_http_path(const grpc_http_req *req);
+const uint8_t *grpc_http_body(const grpc_http_req *req, size_t *len);
+/* A request header by lower-case name, or NULL. */
+const char *grpc_http_header(const grpc_http_req *req, const char *name);
+
+/* Sends the response (copies body) and frees req. If the connection is
+ * gone by then, only frees req. */
+void grpc_http_respond(grpc_http_req *req, int http_status, const char *content_type,
+                       const void *body, size_t len);
+
+/* ---- in-process calls (the JSON gateway) ----
+ * Runs the unary method at `path` on the request message msg (packed
+ * protobuf, borrowed for the duration of the call) as if a client had
+ * sent it, through the same handler. `done` runs exactly once, maybe
+ * before grpc_server_call_local returns: with the gRPC status, the
+ * grpc-message (or NULL) and the response message (packed, without the
+ * 5-byte prefix; NULL/0 when there is none), all borrowed for the
+ * duration of `done`. An unknown or streaming path gets UNIMPLEMENTED. */
+typedef void (*grpc_local_done_fn)(int status, const char *message, const uint8_t *resp,
+                                   size_t len, void *data);
+void grpc_server_call_local(grpc_server *s, const char *path, const uint8_t *msg, size_t len,
+                            grpc_local_done_fn done, void *data);
+
+/* Writes grpc-prometheus' grpc_server_started_total and
+ * grpc_server_handled_total (with HELP and TYPE lines) for every method. */
+void grpc_server_write_metrics(grpc_server *s, FILE *out);
 
 /* Stops listening, closes every connection (open calls become not alive,
  * GRPC_STREAM calls get on_close), and frees the server once libuv has

@@ -7,6 +7,8 @@
  *   call.c     the grpc_call API (refcounts, send, finish), grpc-timeout
  *              deadlines, grpc-message percent-encoding
  *   methods.c  the method table: path → method, grpc-go's UNIMPLEMENTED texts
+ *   http1.c    HTTP/1.1 on the same port (sniffed), for the JSON gateway,
+ *              /health, /version, /metrics; local (in-process) calls
  *
  * Ownership: the server owns listeners and connections; a connection owns
  * its nghttp2 session and holds one reference on each of its open calls
@@ -18,6 +20,7 @@
 #include <nghttp2/nghttp2.h>
 
 #include "grpc/grpc.h"
+#include "net/tls.h"
 
 /* Byte buffer with an optional inline first block (no malloc for small
  * messages). `inl`/`inl_cap` describe the inline block; p == inl until the
@@ -71,18 +74,35 @@ struct grpc_server {
     void *close_data;
     uint8_t rbuf[256 * 1024];      /* read buffer shared by all conns */
     bool rbuf_busy;
+    uint8_t pbuf[64 * 1024];       /* decrypted bytes (TLS), shared likewise */
+    grpc_http_fn http_fn;          /* HTTP/1.1 requests; NULL: 404 */
+    void *http_ctx;
+    /* grpc-prometheus counters, per method (index in table.methods). */
+    uint64_t *started;
+    uint64_t (*handled)[17];
 };
 
 struct grpc_listener {
     uv_tcp_t tcp;
     grpc_server *s;
+    tls_ctx *tls;        /* borrowed; NULL: cleartext */
     struct grpc_listener *next;
 };
+
+/* What a connection speaks, decided by its first (plaintext) bytes. */
+enum grpc_conn_proto { CONN_SNIFF, CONN_H2, CONN_HTTP1 };
 
 struct grpc_conn {
     uv_tcp_t tcp;
     grpc_server *s;
-    nghttp2_session *h2;
+    nghttp2_session *h2;  /* CONN_H2 only */
+    enum grpc_conn_proto proto;
+    tls_conn *tls;        /* NULL: cleartext */
+    struct grpc_buf tplain; /* TLS: plaintext waiting to be encrypted */
+    uint8_t sniff[24];    /* CONN_SNIFF: what matched the HTTP/2 preface so far */
+    size_t sniff_len;
+    struct grpc_http1 *h1; /* CONN_HTTP1 only */
+    char peer[64];        /* "ip:port" of the client, for logs */
     struct grpc_conn *prev, *next;
     struct grpc_conn *dirty_next;
     bool in_dirty;
@@ -101,6 +121,12 @@ struct grpc_conn {
 
 enum call_kind_state { CALL_HEADERS, CALL_OPEN, CALL_REJECTED };
 
+/* A call made in-process (grpc_server_call_local), not on a stream. */
+struct grpc_local {
+    grpc_local_done_fn done;
+    void *data;
+};
+
 struct grpc_call {
     int refs;
     int32_t stream_id;
@@ -111,6 +137,9 @@ struct grpc_call {
     void *ctx;              /* the server's server_ctx */
     uint64_t deadline;
     uv_timer_t *timer;      /* deadline timer, separately allocated */
+    grpc_server *server;
+    struct grpc_local *local; /* non-NULL for in-process calls */
+    bool counted;           /* handled_total already counted */
 
     /* request */
     bool is_post, bad_ctype, bad_timeout;
@@ -136,6 +165,21 @@ struct grpc_call {
 
 /* server.c */
 void grpc_conn_mark_dirty(struct grpc_conn *c);
+
+/* Counts a finished call in grpc_server_handled_total (once per call). */
+void grpc_count_handled(struct grpc_call *call, int status);
+
+/* http1.c: input once a connection is known to be HTTP/1.1; -1 means
+ * close it now. grpc_http1_take moves pending response bytes into b. */
+int grpc_http1_recv(struct grpc_conn *c, const uint8_t *p, size_t n);
+int grpc_http1_take(struct grpc_conn *c, struct grpc_buf *b, size_t max);
+/* The connection is going away: requests in progress lose it. */
+void grpc_http1_free(struct grpc_conn *c);
+/* Response bytes not taken yet. */
+bool grpc_http1_pending(const struct grpc_conn *c);
+/* True once a response said "Connection: close" and all of it was taken:
+ * close once written. */
+bool grpc_http1_done(const struct grpc_conn *c);
 
 /* session.c */
 int grpc_session_callbacks_new(grpc_server *s);

@@ -73,3 +73,52 @@ void grpc_methods_unknown_text(const struct grpc_method_table *t, const char *pa
     }
     snprintf(buf, size, "unknown service %.*s", (int)svc_len, sm);
 }
+
+/* grpc-go's codes.Code names, as grpc-prometheus labels them. */
+static const char *const code_names[17] = {
+    "OK",          "Canceled",          "Unknown",      "InvalidArgument", "DeadlineExceeded",
+    "NotFound",    "AlreadyExists",     "PermissionDenied", "ResourceExhausted",
+    "FailedPrecondition", "Aborted",    "OutOfRange",   "Unimplemented",   "Internal",
+    "Unavailable", "DataLoss",          "Unauthenticated"};
+
+/* "/etcdserverpb.KV/Range" → service "etcdserverpb.KV", method "Range". */
+static void split_path(const char *path, const char **svc, int *svc_len, const char **m)
+{
+    const char *p = path[0] == '/' ? path + 1 : path;
+    const char *slash = strchr(p, '/');
+    *svc = p;
+    *svc_len = slash ? (int)(slash - p) : (int)strlen(p);
+    *m = slash ? slash + 1 : "";
+}
+
+void grpc_server_write_metrics(grpc_server *s, FILE *out)
+{
+    const struct grpc_method_table *t = &s->table;
+    /* As grpc-prometheus after InitializeMetrics: every method and code,
+     * zeros included, so rates work from the first scrape. */
+    fprintf(out, "# HELP grpc_server_handled_total Total number of RPCs completed on the server, "
+                 "regardless of success or failure.\n# TYPE grpc_server_handled_total counter\n");
+    for (size_t i = 0; i < t->n; i++) {
+        const char *svc, *m;
+        int sl;
+        split_path(t->methods[i].path, &svc, &sl, &m);
+        const char *type = t->methods[i].kind == GRPC_STREAM ? "bidi_stream" : "unary";
+        for (int c = 0; c < 17; c++)
+            fprintf(out,
+                    "grpc_server_handled_total{grpc_code=\"%s\",grpc_method=\"%s\","
+                    "grpc_service=\"%.*s\",grpc_type=\"%s\"} %llu\n",
+                    code_names[c], m, sl, svc, type, (unsigned long long)s->handled[i][c]);
+    }
+    fprintf(out, "# HELP grpc_server_started_total Total number of RPCs started on the server.\n"
+                 "# TYPE grpc_server_started_total counter\n");
+    for (size_t i = 0; i < t->n; i++) {
+        const char *svc, *m;
+        int sl;
+        split_path(t->methods[i].path, &svc, &sl, &m);
+        fprintf(out,
+                "grpc_server_started_total{grpc_method=\"%s\",grpc_service=\"%.*s\","
+                "grpc_type=\"%s\"} %llu\n",
+                m, sl, svc, t->methods[i].kind == GRPC_STREAM ? "bidi_stream" : "unary",
+                (unsigned long long)s->started[i]);
+    }
+}

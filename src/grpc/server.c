@@ -16,9 +16,21 @@
  * Back-pressure: at most OUT_CAP bytes are taken from nghttp2 at a time;
  * while a write is pending (the kernel buffer is full, the client is not
  * reading) the connection stops reading requests, which bounds what
- * nghttp2 queues for it. */
+ * nghttp2 queues for it.
+ *
+ * TLS (listeners given a tls_ctx): bytes read go through tls_conn_feed /
+ * tls_conn_read before anything below sees them; output is gathered as
+ * plaintext in c->tplain and encrypted once per flush (so TLS records are
+ * full-sized), then taken from the TLS layer into c->out.
+ *
+ * Sniffing: a connection starts in CONN_SNIFF; its first plaintext bytes
+ * are compared with the HTTP/2 client preface. All 24 matching: HTTP/2
+ * (nghttp2, which checks the preface itself); the first byte that differs:
+ * HTTP/1.1 (http1.c). Our SETTINGS go out once HTTP/2 is known. */
 #include <stdlib.h>
 #include <string.h>
+
+#include <stdio.h>
 
 #include "grpc/grpc_int.h"
 #include "util/errors.h"
@@ -28,6 +40,7 @@
 
 static void conn_close(struct grpc_conn *c);
 static void conn_flush(struct grpc_conn *c);
+static int conn_input(struct grpc_conn *c, const uint8_t *p, size_t n);
 
 /* ---- byte buffers ---- */
 
@@ -116,10 +129,15 @@ int grpc_server_new(grpc_server **out, uv_loop_t *loop, const grpc_method *metho
         return rv;
     }
     rv = grpc_session_callbacks_new(s);
-    if (rv) {
+    s->started = calloc(n ? n : 1, sizeof *s->started);
+    s->handled = calloc(n ? n : 1, sizeof *s->handled);
+    if (rv || !s->started || !s->handled) {
+        if (!rv) grpc_session_callbacks_free(s);
+        free(s->started);
+        free(s->handled);
         grpc_methods_free(&s->table);
         free(s);
-        return rv;
+        return rv ? rv : KERR_NOMEM;
     }
     uv_idle_init(loop, &s->flusher);
     s->flusher.data = s;
@@ -134,6 +152,8 @@ static void maybe_free_server(grpc_server *s)
     void *data = s->close_data;
     grpc_methods_free(&s->table);
     grpc_session_callbacks_free(s);
+    free(s->started);
+    free(s->handled);
     free(s);
     if (cb) cb(data);
 }
@@ -184,6 +204,8 @@ static void conn_freed(uv_handle_t *h)
     struct grpc_conn *c = h->data;
     grpc_server *s = c->s;
     grpc_buf_free(&c->out);
+    grpc_buf_free(&c->tplain);
+    tls_conn_free(c->tls);
     free(c);
     s->open_handles--;
     maybe_free_server(s);
@@ -209,6 +231,7 @@ static void conn_close(struct grpc_conn *c)
         c->in_dirty = false;
     }
     while (c->calls) grpc_call_detach(c->calls);
+    grpc_http1_free(c);
     if (c->h2) nghttp2_session_del(c->h2);
     c->h2 = NULL;
     s->open_handles++;
@@ -238,6 +261,66 @@ static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
     buf->len = sizeof s->rbuf;
 }
 
+static const char preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+static int h2_recv(struct grpc_conn *c, const uint8_t *p, size_t n)
+{
+    c->in_recv = true;
+    ssize_t rv = nghttp2_session_mem_recv(c->h2, p, n);
+    c->in_recv = false;
+    if (c->close_pending) {
+        conn_close(c);
+        return -1;
+    }
+    if (rv < 0) {
+        log_debug("grpc: http2: %s", nghttp2_strerror((int)rv));
+        if (rv == NGHTTP2_ERR_BAD_CLIENT_MAGIC || nghttp2_is_fatal((int)rv)) {
+            /* Not HTTP/2 at all, or nghttp2 cannot go on: just close. */
+            conn_close(c);
+            return -1;
+        }
+        nghttp2_session_terminate_session(c->h2, NGHTTP2_PROTOCOL_ERROR);
+        c->close_after_write = true;
+    }
+    return 0;
+}
+
+/* Plaintext from the client. Returns 0, or -1 when the connection was
+ * closed (nothing more may be fed). */
+static int conn_input(struct grpc_conn *c, const uint8_t *p, size_t n)
+{
+    if (c->proto == CONN_SNIFF) {
+        size_t want = sizeof preface - 1 - c->sniff_len;
+        size_t take = n < want ? n : want;
+        if (memcmp(p, preface + c->sniff_len, take) == 0) {
+            memcpy(c->sniff + c->sniff_len, p, take);
+            c->sniff_len += take;
+            if (c->sniff_len < sizeof preface - 1) return 0;
+            if (grpc_session_new(c) < 0) {
+                conn_close(c);
+                return -1;
+            }
+            c->proto = CONN_H2;
+            if (h2_recv(c, c->sniff, c->sniff_len)) return -1;
+            p += take;
+            n -= take;
+        } else {
+            c->proto = CONN_HTTP1;
+            if (c->sniff_len && grpc_http1_recv(c, c->sniff, c->sniff_len)) {
+                conn_close(c);
+                return -1;
+            }
+        }
+        if (n == 0) return 0;
+    }
+    if (c->proto == CONN_H2) return h2_recv(c, p, n);
+    if (grpc_http1_recv(c, p, n)) {
+        conn_close(c);
+        return -1;
+    }
+    return 0;
+}
+
 static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
 {
     struct grpc_conn *c = st->data;
@@ -249,24 +332,33 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
         return;
     }
     if (c->close_after_write) return;
-    c->in_recv = true;
-    ssize_t rv = nghttp2_session_mem_recv(c->h2, (const uint8_t *)buf->base, (size_t)nread);
-    c->in_recv = false;
-    if (c->close_pending) {
+    if (!c->tls) {
+        if (conn_input(c, (const uint8_t *)buf->base, (size_t)nread) == 0) grpc_conn_mark_dirty(c);
+        return;
+    }
+    if (tls_conn_feed(c->tls, (const uint8_t *)buf->base, (size_t)nread)) {
         conn_close(c);
         return;
     }
-    if (rv < 0) {
-        log_debug("grpc: http2: %s", nghttp2_strerror((int)rv));
-        if (rv == NGHTTP2_ERR_BAD_CLIENT_MAGIC || nghttp2_is_fatal((int)rv)) {
-            /* Not HTTP/2 at all, or nghttp2 cannot go on: just close. */
-            conn_close(c);
-            return;
+    grpc_server *s = c->s;
+    for (;;) {
+        ssize_t n = tls_conn_read(c->tls, s->pbuf, sizeof s->pbuf);
+        if (n > 0) {
+            if (conn_input(c, s->pbuf, (size_t)n)) return;
+            if (c->close_after_write) break;
+            continue;
         }
-        nghttp2_session_terminate_session(c->h2, NGHTTP2_PROTOCOL_ERROR);
-        c->close_after_write = true;
+        if (n == TLS_CLOSED) {
+            c->close_after_write = true;
+        } else if (n == TLS_FAILED) {
+            /* Refused in the handshake (e.g. no or a bad client
+             * certificate), or not TLS at all: say why, send the alert. */
+            log_warn("rejected connection from %s: %s", c->peer, tls_conn_error(c->tls));
+            c->close_after_write = true;
+        }
+        break;
     }
-    grpc_conn_mark_dirty(c);
+    grpc_conn_mark_dirty(c); /* handshake messages, alerts, responses */
 }
 
 static void read_start(struct grpc_conn *c)
@@ -306,7 +398,9 @@ static void conn_flush(struct grpc_conn *c)
 {
     if (c->closing || c->writing) return;
     if (c->out_off == c->out.len) c->out.len = c->out_off = 0;
-    while (c->out.len < OUT_CAP) {
+    /* Plaintext goes to c->out, or to c->tplain to be encrypted. */
+    struct grpc_buf *dst = c->tls ? &c->tplain : &c->out;
+    while (c->proto == CONN_H2 && c->out.len + c->tplain.len < OUT_CAP) {
         const uint8_t *data;
         ssize_t n = nghttp2_session_mem_send(c->h2, &data);
         if (n < 0) {
@@ -315,10 +409,35 @@ static void conn_flush(struct grpc_conn *c)
             return;
         }
         if (n == 0) break;
-        if (grpc_buf_append(&c->out, data, (size_t)n)) {
+        if (grpc_buf_append(dst, data, (size_t)n)) {
             log_error("grpc: out of memory buffering output");
             conn_close(c);
             return;
+        }
+    }
+    if (c->proto == CONN_HTTP1 &&
+        grpc_http1_take(c, dst, OUT_CAP - (c->out.len + c->tplain.len < OUT_CAP
+                                               ? c->out.len + c->tplain.len : OUT_CAP))) {
+        conn_close(c);
+        return;
+    }
+    if (c->tls) {
+        if (c->tplain.len) {
+            if (tls_conn_write(c->tls, c->tplain.p, c->tplain.len)) {
+                log_debug("grpc: tls write: %s", tls_conn_error(c->tls));
+                conn_close(c);
+                return;
+            }
+            c->tplain.len = 0;
+            if (c->tplain.cap > 4 * OUT_CAP) grpc_buf_free(&c->tplain);
+        }
+        size_t pend = tls_conn_pending(c->tls);
+        if (pend) {
+            if (grpc_buf_reserve(&c->out, pend)) {
+                conn_close(c);
+                return;
+            }
+            c->out.len += tls_conn_take(c->tls, c->out.p + c->out.len, pend);
         }
     }
     if (c->out.len > c->out_off) {
@@ -348,14 +467,20 @@ static void conn_flush(struct grpc_conn *c)
         }
         c->out.len = c->out_off = 0;
         /* More frames may be waiting in nghttp2 beyond OUT_CAP. */
-        if (nghttp2_session_want_write(c->h2)) {
+        if (c->proto == CONN_H2 && nghttp2_session_want_write(c->h2)) {
+            grpc_conn_mark_dirty(c);
+            return;
+        }
+        if (c->proto == CONN_HTTP1 && grpc_http1_pending(c)) {
             grpc_conn_mark_dirty(c);
             return;
         }
     }
     if (c->out.cap > 4 * OUT_CAP) grpc_buf_free(&c->out); /* shrink after a burst */
     if (c->close_after_write ||
-        (!nghttp2_session_want_read(c->h2) && !nghttp2_session_want_write(c->h2)))
+        (c->proto == CONN_H2 && !nghttp2_session_want_read(c->h2) &&
+         !nghttp2_session_want_write(c->h2)) ||
+        (c->proto == CONN_HTTP1 && grpc_http1_done(c)))
         conn_close(c);
 }
 
@@ -370,19 +495,43 @@ static void on_connection(uv_stream_t *ls, int status)
     uv_tcp_init(s->loop, &c->tcp);
     c->tcp.data = c;
     grpc_buf_init(&c->out, NULL, 0);
+    grpc_buf_init(&c->tplain, NULL, 0);
     c->next = s->conns;
     if (s->conns) s->conns->prev = c;
     s->conns = c;
-    if (uv_accept(ls, (uv_stream_t *)&c->tcp) < 0 || grpc_session_new(c) < 0) {
+    if (uv_accept(ls, (uv_stream_t *)&c->tcp) < 0) {
+        conn_close(c);
+        return;
+    }
+    struct sockaddr_storage sa;
+    int salen = sizeof sa;
+    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&sa, &salen) == 0) {
+        char ip[48] = "?";
+        int port = 0;
+        if (sa.ss_family == AF_INET6) {
+            uv_ip6_name((struct sockaddr_in6 *)&sa, ip, sizeof ip);
+            port = ntohs(((struct sockaddr_in6 *)&sa)->sin6_port);
+            snprintf(c->peer, sizeof c->peer, "[%s]:%d", ip, port);
+        } else {
+            uv_ip4_name((struct sockaddr_in *)&sa, ip, sizeof ip);
+            port = ntohs(((struct sockaddr_in *)&sa)->sin_port);
+            snprintf(c->peer, sizeof c->peer, "%s:%d", ip, port);
+        }
+    }
+    if (l->tls && !(c->tls = tls_conn_new(l->tls))) {
         conn_close(c);
         return;
     }
     uv_tcp_nodelay(&c->tcp, 1);
     read_start(c);
-    grpc_conn_mark_dirty(c); /* our SETTINGS */
 }
 
 int grpc_server_listen(grpc_server *s, const char *host, int port)
+{
+    return grpc_server_listen_tls(s, host, port, NULL);
+}
+
+int grpc_server_listen_tls(grpc_server *s, const char *host, int port, struct tls_ctx *tls)
 {
     struct sockaddr_storage addr;
     char h[64];
@@ -410,6 +559,7 @@ int grpc_server_listen(grpc_server *s, const char *host, int port)
         return rv;
     }
     l->s = s;
+    l->tls = tls;
     l->next = s->listeners;
     s->listeners = l;
     return 0;

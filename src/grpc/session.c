@@ -116,6 +116,7 @@ static void headers_done(struct grpc_call *call)
         return;
     }
     call->method = m;
+    call->conn->s->started[m - call->conn->s->table.methods]++;
 }
 
 /* Checks the 5-byte prefix at p: 0 and the length, or -1 (call rejected). */

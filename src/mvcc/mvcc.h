@@ -116,4 +116,26 @@ int mvcc_lease_list(mvcc_store *s, struct mvcc_lease **out, size_t *n);
 int mvcc_lease_keys(mvcc_store *s, int64_t id, arena *a, ProtobufCBinaryData **keys,
                     size_t *n);
 
+/* ---- watch events (events.c) ----
+ *
+ * mvcc_apply calls the event hook (if set) after the LMDB commit of every
+ * request that made a new revision, with that revision and its changes in
+ * sub-revision order: PUT events carry the stored KeyValue, DELETE events a
+ * KeyValue holding only the key and mod_revision (the deletion revision),
+ * as etcd's. The events are borrowed for the duration of the call; the
+ * store's revision is already `rev` then. The hook may read the store but
+ * must not apply. fn NULL removes the hook. */
+typedef void (*mvcc_event_fn)(void *ctx, int64_t rev, Mvccpb__Event **evs, size_t n);
+void mvcc_set_event_hook(mvcc_store *s, mvcc_event_fn fn, void *ctx);
+
+/* Reads the history of revisions from..to (inclusive) as events, in
+ * (main, sub) order, into arena `a` (*evs NULL when *n is 0). With
+ * max_events > 0 it stops once it has that many, but only at a revision
+ * boundary (a revision is never split). *next is the first revision not
+ * read (to + 1 when all were). Compaction removed the changes it removed:
+ * the caller checks mvcc_compact_revision() first, as etcd's watchers do.
+ * Returns 0 or KERR_CORRUPT / KERR_IO. */
+int mvcc_events(mvcc_store *s, int64_t from, int64_t to, size_t max_events, arena *a,
+                Mvccpb__Event ***evs, size_t *n, int64_t *next);
+
 #endif

@@ -27,6 +27,8 @@ struct mvcc_store {
     uint64_t next_kid;
     mvcc_lease_exists_fn lease_exists;
     void *lease_ctx;
+    mvcc_event_fn event_fn; /* watch hook (events.c); NULL: none */
+    void *event_ctx;
 };
 
 /* The keys-table record of one user key: its id and its latest change. */
@@ -152,6 +154,10 @@ int leasetab_grant(struct op_ctx *c, const Etcdserverpb__LeaseGrantRequest *r, a
 int leasetab_revoke(struct op_ctx *c, const Etcdserverpb__LeaseRevokeRequest *r, arena *a,
                     Etcdserverpb__LeaseRevokeResponse *resp);
 int leasetab_checkpoint(struct op_ctx *c, const Etcdserverpb__LeaseCheckpointRequest *r);
+
+/* ---- events.c ---- */
+/* Hands the events of revision `rev` (just committed) to the event hook. */
+void events_notify(mvcc_store *s, int64_t rev);
 
 /* ---- txn.c ---- */
 int txn_exec(struct op_ctx *c, const Etcdserverpb__TxnRequest *req, arena *a,

@@ -489,6 +489,8 @@ int mvcc_apply(mvcc_store *s, uint64_t index, const Ketchpb__InternalRequest *re
     s->next_kid = c.next_kid;
     if (compact_to != -2) s->compact_rev = compact_to;
     out->revision = rev;
+    /* after the commit, as etcd notifies watchers at the end of the txn */
+    if (c.nchanges > 0) events_notify(s, rev);
     return 0;
 
 err_after_txn_begin:

@@ -46,6 +46,30 @@ static const struct flag flags[] = {
     {"election-timeout", F_UINT, OFF(election_timeout), "1000", "Time (in milliseconds) for an election to timeout."},
     {"snapshot-count", F_UINT, OFF(snapshot_count), "100000",
      "Number of committed transactions to trigger a snapshot to disk."},
+    {"experimental-watch-progress-notify-interval", F_STRING, OFF(watch_progress_notify_interval),
+     "10m0s", "Duration of periodic watch progress notifications."},
+    {"cert-file", F_STRING, OFF(cert_file), "", "Path to the client server TLS cert file."},
+    {"key-file", F_STRING, OFF(key_file), "", "Path to the client server TLS key file."},
+    {"trusted-ca-file", F_STRING, OFF(trusted_ca_file), "", "Path to the client server TLS trusted CA cert file."},
+    {"client-cert-auth", F_BOOL, OFF(client_cert_auth), "false", "Enable client cert authentication."},
+    {"auto-tls", F_BOOL, OFF(auto_tls), "false",
+     "Client TLS using generated certificates (in <data-dir>/fixtures/client)."},
+    {"cipher-suites", F_STRING, OFF(cipher_suites), "",
+     "Comma-separated list of supported TLS cipher suites between client/server and peers (empty will be auto-populated by Go)."},
+    {"tls-min-version", F_STRING, OFF(tls_min_version), "TLS1.2",
+     "Minimum TLS version supported by etcd. Possible values: TLS1.2, TLS1.3."},
+    {"tls-max-version", F_STRING, OFF(tls_max_version), "",
+     "Maximum TLS version supported by etcd. Possible values: TLS1.2, TLS1.3 (empty defers to Go)."},
+    {"peer-cert-file", F_STRING, OFF(peer_cert_file), "",
+     "Path to the peer server TLS cert file. (Accepted and checked; peer TLS comes with clustering.)"},
+    {"peer-key-file", F_STRING, OFF(peer_key_file), "",
+     "Path to the peer server TLS key file. (Accepted and checked; peer TLS comes with clustering.)"},
+    {"peer-trusted-ca-file", F_STRING, OFF(peer_trusted_ca_file), "",
+     "Path to the peer server TLS trusted CA file. (Accepted and checked; peer TLS comes with clustering.)"},
+    {"peer-client-cert-auth", F_BOOL, OFF(peer_client_cert_auth), "false",
+     "Enable peer client cert authentication. (Accepted; peer TLS comes with clustering.)"},
+    {"peer-auto-tls", F_BOOL, OFF(peer_auto_tls), "false",
+     "Peer TLS using generated certificates. (Accepted; peer TLS comes with clustering.)"},
     {"version", F_BOOL, OFF(show_version), "false", "Print the version and exit."},
     {"help", F_BOOL, OFF(show_help), "false", "Show this help and exit."},
 };
@@ -181,6 +205,12 @@ int config_parse(struct config *c, int argc, char **argv)
                 (unsigned long long)c->election_timeout, (unsigned long long)c->heartbeat_interval);
         return 2;
     }
+    uint64_t ms;
+    if (config_parse_duration_ms(c->watch_progress_notify_interval, &ms) != 0) {
+        fprintf(stderr, "invalid value \"%s\" for flag -experimental-watch-progress-notify-interval: "
+                        "parse error\n", c->watch_progress_notify_interval);
+        return 2;
+    }
     return 0;
 }
 
@@ -240,5 +270,39 @@ int config_parse_url(const char *url, char **host, int *port)
     if (end == colon + 1 || (*end && *end != '/') || v <= 0 || v > 65535) return -1;
     *host = strndup(hstart, hlen);
     *port = (int)v;
+    return 0;
+}
+
+/* Go's time.ParseDuration for the units a flag uses: "10m0s", "1h", "1.5s",
+ * "250ms"; a bare "0" is zero. */
+int config_parse_duration_ms(const char *s, uint64_t *ms)
+{
+    static const struct {
+        const char *unit;
+        double ms;
+    } units[] = {{"ns", 1e-6}, {"us", 1e-3}, {"\xc2\xb5s", 1e-3}, {"ms", 1},
+                 {"s", 1000},  {"m", 60000}, {"h", 3600000}};
+    double total = 0;
+    if (strcmp(s, "0") == 0) {
+        *ms = 0;
+        return 0;
+    }
+    if (*s == 0) return -1;
+    while (*s) {
+        char *end;
+        if (!((*s >= '0' && *s <= '9') || *s == '.')) return -1;
+        double v = strtod(s, &end);
+        if (end == s) return -1;
+        s = end;
+        size_t best = 0, bi = 0;
+        for (size_t i = 0; i < sizeof units / sizeof units[0]; i++) {
+            size_t n = strlen(units[i].unit);
+            if (n > best && strncmp(s, units[i].unit, n) == 0) best = n, bi = i;
+        }
+        if (best == 0) return -1;
+        total += v * units[bi].ms;
+        s += best;
+    }
+    *ms = (uint64_t)(total + 0.5);
     return 0;
 }

@@ -25,6 +25,14 @@ struct config {
     uint64_t heartbeat_interval;
     uint64_t election_timeout;
     uint64_t snapshot_count;
+    char *watch_progress_notify_interval; /* a Go duration; see config_parse_duration_ms */
+    /* TLS for clients (etcd's security flags). */
+    char *cert_file, *key_file, *trusted_ca_file;
+    bool client_cert_auth, auto_tls;
+    char *cipher_suites, *tls_min_version, *tls_max_version;
+    /* TLS for peers: parsed and checked; used once peers talk (clustering). */
+    char *peer_cert_file, *peer_key_file, *peer_trusted_ca_file;
+    bool peer_client_cert_auth, peer_auto_tls;
     bool show_version;
     bool show_help;
 };
@@ -44,5 +52,9 @@ void config_strv_free(char **v);
 /* Parses "http://host:port" (or "https://", or bare "host:port") into
  * host (heap copy, brackets removed for IPv6) and port. Returns 0 or -1. */
 int config_parse_url(const char *url, char **host, int *port);
+
+/* Parses a Go duration ("10m0s", "500ms", "1h") into milliseconds.
+ * Returns 0 or -1 if it is not one. */
+int config_parse_duration_ms(const char *s, uint64_t *ms);
 
 #endif

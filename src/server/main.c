@@ -9,11 +9,14 @@
 
 #include "api/api.h"
 #include "api/lease.h"
+#include "gateway/gateway.h"
+#include "api/watch.h"
 #include "grpc/grpc.h"
 #include "member/member.h"
 #include "mvcc/mvcc.h"
 #include "server/config.h"
 #include "server/identity.h"
+#include "server/security.h"
 #include "util/errors.h"
 #include "util/log.h"
 
@@ -38,6 +41,8 @@ struct server {
     struct identity id;
     api_server api;
     grpc_server *grpc;
+    tls_ctx *client_tls; /* NULL unless some client URL is https */
+    struct gateway gateway; /* HTTP/1.1 on the client ports */
     mvcc_store *store;
     member *member;
     uv_signal_t sigterm, sigint;
@@ -75,6 +80,7 @@ static void server_stop(struct server *srv)
     srv->stopping = true;
     log_info("stopping");
     lease_api_stop(&srv->api);
+    watch_api_stop(&srv->api);
     if (srv->grpc != NULL)
         grpc_server_close(srv->grpc, on_grpc_closed, srv);
     else
@@ -105,16 +111,21 @@ static int listen_clients(struct server *srv)
     size_t n;
     char **urls = config_split(srv->cfg.listen_client_urls, &n);
     int rv = 0;
+    bool need_tls = false;
+    for (size_t i = 0; i < n; i++) need_tls |= strncmp(urls[i], "https://", 8) == 0;
+    if (security_setup(&srv->cfg, need_tls, &srv->client_tls) != 0) rv = -1;
     for (size_t i = 0; i < n && rv == 0; i++) {
         char *host;
         int port;
-        if (strncmp(urls[i], "http://", 7) != 0 || config_parse_url(urls[i], &host, &port) != 0) {
-            fprintf(stderr, "ketch: --listen-client-urls: unsupported URL %s (want http://host:port)\n",
-                    urls[i]);
+        bool tls = strncmp(urls[i], "https://", 8) == 0;
+        if ((!tls && strncmp(urls[i], "http://", 7) != 0) ||
+            config_parse_url(urls[i], &host, &port) != 0) {
+            fprintf(stderr, "ketch: --listen-client-urls: unsupported URL %s (want http:// or "
+                            "https://host:port)\n", urls[i]);
             rv = -1;
             break;
         }
-        int err = grpc_server_listen(srv->grpc, host, port);
+        int err = grpc_server_listen_tls(srv->grpc, host, port, tls ? srv->client_tls : NULL);
         if (err != 0) {
             fprintf(stderr, "ketch: listen tcp %s:%d: bind: %s\n", host, port,
                     err == UV_EADDRINUSE ? "address already in use" : uv_strerror(err));
@@ -241,6 +252,9 @@ int main(int argc, char **argv)
         fprintf(stderr, "ketch: cannot create the gRPC server\n");
         goto out_identity;
     }
+    srv.gateway = (struct gateway){.grpc = srv.grpc, .api = a, .version = ETCD_COMPAT_VERSION,
+                                   .cluster_version = ETCD_COMPAT_VERSION};
+    gateway_start(&srv.gateway);
     /* Bind the client ports before touching the data dir: a port in use
      * stops us with nothing written. */
     if (listen_clients(&srv) != 0) goto out_grpc;
@@ -268,6 +282,12 @@ int main(int argc, char **argv)
         fprintf(stderr, "ketch: cannot load the leases from %s\n", kv_dir);
         goto out_store;
     }
+    uint64_t progress_ms = 0;
+    config_parse_duration_ms(srv.cfg.watch_progress_notify_interval, &progress_ms);
+    if (watch_api_init(a, progress_ms) != 0) {
+        fprintf(stderr, "ketch: cannot create the watch hub\n");
+        goto out_store;
+    }
     if (start_member(&srv) != 0) goto out_store;
     lease_api_start(a);
 
@@ -280,6 +300,7 @@ int main(int argc, char **argv)
     uv_run(srv.loop, UV_RUN_DEFAULT);
     srv.exit_code = 0;
     mvcc_sync(srv.store);
+    watch_api_fini(a);
     lease_api_fini(a);
     api_fini(a);
     mvcc_close(srv.store);
@@ -287,6 +308,7 @@ int main(int argc, char **argv)
     goto out_peers;
 
 out_store:
+    watch_api_fini(a);
     lease_api_fini(a);
     api_fini(a);
     mvcc_close(srv.store);
@@ -300,6 +322,7 @@ out_peers:
     free(srv.peers);
 out_identity:
     identity_free(&srv.id);
+    tls_ctx_free(srv.client_tls);
 out_config:
     uv_loop_close(srv.loop);
     config_free(&srv.cfg);

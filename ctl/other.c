@@ -1,0 +1,425 @@
+/* watch, lease, member, endpoint, alarm (etcdctl's watch_command.go,
+ * lease_command.go, member_command.go, ep_command.go, alarm_command.go). */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "ctl.h"
+
+#define FEND {NULL, 0, 0, NULL, false}
+
+static void die_reply(struct ctl_reply *r, int code, const char *wrap)
+{
+    const char *t = ctl_err_text(r->status, r->message);
+    if (wrap)
+        ctl_die(code, wrap, t);
+    ctl_die(code, "%s", t);
+}
+
+/* ---- watch ---- */
+
+static bool on_watch(void *arg, const uint8_t *data, size_t len)
+{
+    Etcdserverpb__WatchResponse *w = etcdserverpb__watch_response__unpack(NULL, len, data);
+    if (!w)
+        return true;
+    if (w->created && !w->n_events) {
+        /* clientv3 keeps the creation reply to itself */
+        etcdserverpb__watch_response__free_unpacked(w, NULL);
+        return true;
+    }
+    if (w->canceled) {
+        const char *why = w->compact_revision ? "etcdserver: mvcc: required revision has been compacted"
+                                              : (w->cancel_reason ? w->cancel_reason : "");
+        fflush(stdout);
+        fprintf(stderr, "watch was canceled (%s)\n", why);
+    }
+    print_watch(w);
+    fflush(stdout);
+    bool go_on = !w->canceled;
+    etcdserverpb__watch_response__free_unpacked(w, NULL);
+    return go_on;
+}
+
+int cmd_watch(int argc, char **argv)
+{
+    bool interactive = false, prefix = false, prev = false;
+    int64_t rev = 0;
+    struct flag fl[] = {
+        {"interactive", 'i', F_BOOL, &interactive, false},
+        {"prefix", 0, F_BOOL, &prefix, false},
+        {"rev", 0, F_INT, &rev, false},
+        {"prev-kv", 0, F_BOOL, &prev, false},
+        FEND,
+    };
+    int n = ctl_parse(argc, argv, fl);
+    const char *env_key = getenv("ETCDCTL_WATCH_KEY"), *env_end = getenv("ETCDCTL_WATCH_RANGE_END");
+    if ((!env_key || !*env_key) && env_end && *env_end)
+        ctl_die(EXIT_BAD_ARGS, "ETCDCTL_WATCH_KEY is empty but got ETCDCTL_WATCH_RANGE_END=\"%s\"", env_end);
+    if (interactive)
+        ctl_die(EXIT_BAD_FEATURE, "watch --interactive is not implemented in ketchctl yet");
+    const char *key, *end = NULL;
+    if (env_key && *env_key) {
+        if (n > 0)
+            ctl_die(EXIT_BAD_ARGS, "bad number of arguments (found conflicting environment key)");
+        key = env_key;
+        end = env_end && *env_end ? env_end : NULL;
+    } else {
+        if (n < 1)
+            ctl_die(EXIT_BAD_ARGS, "bad number of arguments");
+        key = argv[0];
+        if (n >= 2)
+            end = argv[1];
+    }
+    if (end && prefix)
+        ctl_die(EXIT_BAD_ARGS, "`range_end` and `--prefix` are mutually exclusive");
+    ctl_init_display();
+    Etcdserverpb__WatchCreateRequest cr = ETCDSERVERPB__WATCH_CREATE_REQUEST__INIT;
+    cr.key = (ProtobufCBinaryData){strlen(key), (uint8_t *)key};
+    if (end)
+        cr.range_end = (ProtobufCBinaryData){strlen(end), (uint8_t *)end};
+    if (prefix) {
+        if (!*key) {
+            cr.key = (ProtobufCBinaryData){1, (uint8_t *)"\0"};
+            cr.range_end = (ProtobufCBinaryData){1, (uint8_t *)"\0"};
+        } else {
+            size_t l;
+            char *e = prefix_end((const uint8_t *)key, strlen(key), &l);
+            cr.range_end = (ProtobufCBinaryData){l, (uint8_t *)e};
+        }
+    }
+    cr.start_revision = rev;
+    cr.prev_kv = prev;
+    Etcdserverpb__WatchRequest wr = ETCDSERVERPB__WATCH_REQUEST__INIT;
+    wr.request_union_case = ETCDSERVERPB__WATCH_REQUEST__REQUEST_UNION_CREATE_REQUEST;
+    wr.create_request = &cr;
+    char *msg = NULL;
+    int st = ctl_stream("/etcdserverpb.Watch/Watch", &wr.base, on_watch, NULL, 0, &msg);
+    if (st == 4 && msg && !strcmp(msg, "context deadline exceeded"))
+        ctl_die(EXIT_BAD_CONN, "context deadline exceeded");
+    ctl_die(EXIT_INTERRUPTED, "watch is canceled by the server");
+}
+
+/* ---- lease ---- */
+
+static int64_t lease_arg(const char *s)
+{
+    char *end;
+    errno = 0;
+    long long id = strtoll(s, &end, 16);
+    if (!*s || *end || errno)
+        ctl_die(EXIT_BAD_ARGS, "bad lease ID arg (strconv.ParseInt: parsing \"%s\": %s), expecting ID in Hex",
+                s, errno ? "value out of range" : "invalid syntax");
+    return id;
+}
+
+static int lease_grant(int argc, char **argv)
+{
+    int n = ctl_parse(argc, argv, (struct flag[]){FEND});
+    if (n != 1)
+        ctl_die(EXIT_BAD_ARGS, "lease grant command needs TTL argument");
+    char *end;
+    errno = 0;
+    long long ttl = strtoll(argv[0], &end, 10);
+    if (!*argv[0] || *end || errno)
+        ctl_die(EXIT_BAD_ARGS, "bad TTL (strconv.ParseInt: parsing \"%s\": %s)", argv[0],
+                errno ? "value out of range" : "invalid syntax");
+    ctl_init_display();
+    Etcdserverpb__LeaseGrantRequest req = ETCDSERVERPB__LEASE_GRANT_REQUEST__INIT;
+    req.ttl = ttl;
+    struct ctl_reply r;
+    if (ctl_call("/etcdserverpb.Lease/LeaseGrant", &req.base, &r))
+        die_reply(&r, EXIT_ERR, "failed to grant lease (%s)");
+    Etcdserverpb__LeaseGrantResponse *resp = etcdserverpb__lease_grant_response__unpack(NULL, r.len, r.data);
+    if (!resp)
+        ctl_die(EXIT_ERR, "cannot decode the reply");
+    print_grant(resp);
+    return 0;
+}
+
+static int lease_revoke(int argc, char **argv)
+{
+    int n = ctl_parse(argc, argv, (struct flag[]){FEND});
+    if (n != 1)
+        ctl_die(EXIT_BAD_ARGS, "lease revoke command needs 1 argument");
+    int64_t id = lease_arg(argv[0]);
+    ctl_init_display();
+    Etcdserverpb__LeaseRevokeRequest req = ETCDSERVERPB__LEASE_REVOKE_REQUEST__INIT;
+    req.id = id;
+    struct ctl_reply r;
+    if (ctl_call("/etcdserverpb.Lease/LeaseRevoke", &req.base, &r))
+        die_reply(&r, EXIT_ERR, "failed to revoke lease (%s)");
+    Etcdserverpb__LeaseRevokeResponse *resp = etcdserverpb__lease_revoke_response__unpack(NULL, r.len, r.data);
+    if (!resp)
+        ctl_die(EXIT_ERR, "cannot decode the reply");
+    print_revoke(id, resp);
+    return 0;
+}
+
+static int lease_ttl(int argc, char **argv)
+{
+    bool keys = false;
+    struct flag fl[] = {{"keys", 0, F_BOOL, &keys, false}, FEND};
+    int n = ctl_parse(argc, argv, fl);
+    if (n != 1)
+        ctl_die(EXIT_BAD_ARGS, "lease timetolive command needs lease ID as argument");
+    int64_t id = lease_arg(argv[0]);
+    ctl_init_display();
+    Etcdserverpb__LeaseTimeToLiveRequest req = ETCDSERVERPB__LEASE_TIME_TO_LIVE_REQUEST__INIT;
+    req.id = id;
+    req.keys = keys;
+    struct ctl_reply r;
+    if (ctl_call("/etcdserverpb.Lease/LeaseTimeToLive", &req.base, &r))
+        die_reply(&r, EXIT_BAD_CONN, NULL);
+    Etcdserverpb__LeaseTimeToLiveResponse *resp =
+        etcdserverpb__lease_time_to_live_response__unpack(NULL, r.len, r.data);
+    if (!resp)
+        ctl_die(EXIT_ERR, "cannot decode the reply");
+    print_ttl(resp, keys);
+    return 0;
+}
+
+static int lease_list(int argc, char **argv)
+{
+    ctl_parse(argc, argv, (struct flag[]){FEND});
+    ctl_init_display();
+    Etcdserverpb__LeaseLeasesRequest req = ETCDSERVERPB__LEASE_LEASES_REQUEST__INIT;
+    struct ctl_reply r;
+    if (ctl_call("/etcdserverpb.Lease/LeaseLeases", &req.base, &r))
+        die_reply(&r, EXIT_BAD_CONN, NULL);
+    Etcdserverpb__LeaseLeasesResponse *resp = etcdserverpb__lease_leases_response__unpack(NULL, r.len, r.data);
+    if (!resp)
+        ctl_die(EXIT_ERR, "cannot decode the reply");
+    print_leases(resp);
+    return 0;
+}
+
+struct ka {
+    int64_t id;
+    bool once;
+    bool expired;
+    int count;
+};
+
+static bool on_keepalive(void *arg, const uint8_t *data, size_t len)
+{
+    struct ka *k = arg;
+    Etcdserverpb__LeaseKeepAliveResponse *r =
+        etcdserverpb__lease_keep_alive_response__unpack(NULL, len, data);
+    if (!r)
+        return true;
+    if (r->ttl <= 0) {
+        k->expired = true;
+        etcdserverpb__lease_keep_alive_response__free_unpacked(r, NULL);
+        return false;
+    }
+    print_keepalive(r);
+    k->count++;
+    /* clientv3 renews every TTL/3 seconds */
+    ctl_stream_interval_ms = r->ttl * 1000 / 3;
+    if (ctl_stream_interval_ms < 500)
+        ctl_stream_interval_ms = 500;
+    etcdserverpb__lease_keep_alive_response__free_unpacked(r, NULL);
+    return !k->once;
+}
+
+static int lease_keepalive(int argc, char **argv)
+{
+    bool once = false;
+    struct flag fl[] = {{"once", 0, F_BOOL, &once, false}, FEND};
+    int n = ctl_parse(argc, argv, fl);
+    if (n != 1)
+        ctl_die(EXIT_BAD_ARGS, "lease keep-alive command needs lease ID as argument");
+    int64_t id = lease_arg(argv[0]);
+    ctl_init_display();
+    Etcdserverpb__LeaseKeepAliveRequest req = ETCDSERVERPB__LEASE_KEEP_ALIVE_REQUEST__INIT;
+    req.id = id;
+    struct ka k = {.id = id, .once = once};
+    char *msg = NULL;
+    int st = ctl_stream("/etcdserverpb.Lease/LeaseKeepAlive", &req.base, on_keepalive, &k,
+                        once ? g.command_timeout_ms : 0, &msg);
+    if (once) {
+        if (k.expired)
+            ctl_die(EXIT_BAD_CONN, "etcdserver: requested lease not found");
+        if (!k.count)
+            ctl_die(EXIT_BAD_CONN, "%s", st ? ctl_err_text(st, msg ? msg : "") : "context canceled");
+        return 0;
+    }
+    if (g.out == OUT_SIMPLE)
+        printf("lease %016" PRIx64 " expired or revoked.\n", (uint64_t)id);
+    return 0;
+}
+
+int cmd_lease(int argc, char **argv)
+{
+    if (argc < 1) {
+        printf("lease <subcommand>: grant, revoke, timetolive, list, keep-alive\n");
+        return 0;
+    }
+    const char *sub = argv[0];
+    if (!strcmp(sub, "grant"))
+        return lease_grant(argc - 1, argv + 1);
+    if (!strcmp(sub, "revoke"))
+        return lease_revoke(argc - 1, argv + 1);
+    if (!strcmp(sub, "timetolive"))
+        return lease_ttl(argc - 1, argv + 1);
+    if (!strcmp(sub, "list"))
+        return lease_list(argc - 1, argv + 1);
+    if (!strcmp(sub, "keep-alive"))
+        return lease_keepalive(argc - 1, argv + 1);
+    ctl_die(EXIT_ERR, "unknown command \"%s\" for \"ketchctl lease\"", sub);
+}
+
+/* ---- member ---- */
+
+static Etcdserverpb__MemberListResponse *member_list_call(void)
+{
+    Etcdserverpb__MemberListRequest req = ETCDSERVERPB__MEMBER_LIST_REQUEST__INIT;
+    struct ctl_reply r;
+    if (ctl_call("/etcdserverpb.Cluster/MemberList", &req.base, &r))
+        die_reply(&r, EXIT_ERR, NULL);
+    Etcdserverpb__MemberListResponse *resp = etcdserverpb__member_list_response__unpack(NULL, r.len, r.data);
+    if (!resp)
+        ctl_die(EXIT_ERR, "cannot decode the reply");
+    return resp;
+}
+
+int cmd_member(int argc, char **argv)
+{
+    if (argc < 1 || strcmp(argv[0], "list")) {
+        if (argc >= 1 && (!strcmp(argv[0], "add") || !strcmp(argv[0], "remove") ||
+                          !strcmp(argv[0], "update") || !strcmp(argv[0], "promote")))
+            ctl_die(EXIT_BAD_FEATURE, "member %s is not implemented in ketchctl yet", argv[0]);
+        ctl_die(EXIT_ERR, "member <subcommand>: list");
+    }
+    ctl_parse(argc - 1, argv + 1, (struct flag[]){FEND});
+    ctl_init_display();
+    print_members(member_list_call());
+    return 0;
+}
+
+/* ---- endpoint ---- */
+
+/* endpointsFromCluster: --cluster asks the member list for client URLs. */
+static char **endpoints(bool cluster, size_t *n)
+{
+    if (!cluster) {
+        *n = g.n_endpoints;
+        return g.endpoints;
+    }
+    Etcdserverpb__MemberListResponse *m = member_list_call();
+    char **eps = NULL;
+    *n = 0;
+    for (size_t i = 0; i < m->n_members; i++)
+        for (size_t j = 0; j < m->members[i]->n_clienturls; j++) {
+            eps = realloc(eps, (*n + 1) * sizeof *eps);
+            eps[(*n)++] = m->members[i]->clienturls[j];
+        }
+    return eps;
+}
+
+static int64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+int cmd_endpoint(int argc, char **argv)
+{
+    bool cluster = false;
+    int64_t rev = 0;
+    if (argc < 1)
+        ctl_die(EXIT_ERR, "endpoint <subcommand>: health, status");
+    const char *sub = argv[0];
+    struct flag fl[] = {{"cluster", 0, F_BOOL, &cluster, false}, {"rev", 0, F_INT, &rev, false}, FEND};
+    ctl_parse(argc - 1, argv + 1, fl);
+    ctl_init_display();
+    size_t n;
+    char **eps = endpoints(cluster, &n);
+    if (!strcmp(sub, "status")) {
+        struct ep_status *st = calloc(n + 1, sizeof *st);
+        size_t ok = 0;
+        bool err = false;
+        for (size_t i = 0; i < n; i++) {
+            Etcdserverpb__StatusRequest req = ETCDSERVERPB__STATUS_REQUEST__INIT;
+            struct ctl_reply r;
+            if (ctl_call_ep(eps[i], "/etcdserverpb.Maintenance/Status", &req.base, &r)) {
+                fflush(stdout);
+                fprintf(stderr, "Failed to get the status of endpoint %s (%s)\n", eps[i],
+                        ctl_err_text(r.status, r.message));
+                err = true;
+                continue;
+            }
+            st[ok].ep = eps[i];
+            st[ok].resp = etcdserverpb__status_response__unpack(NULL, r.len, r.data);
+            if (st[ok].resp)
+                ok++;
+        }
+        print_ep_status(st, ok);
+        if (err)
+            ctl_die(EXIT_ERR, "context deadline exceeded");
+        return 0;
+    }
+    if (!strcmp(sub, "health")) {
+        struct ep_health *h = calloc(n + 1, sizeof *h);
+        bool err = false;
+        for (size_t i = 0; i < n; i++) {
+            Etcdserverpb__RangeRequest req = ETCDSERVERPB__RANGE_REQUEST__INIT;
+            req.key = (ProtobufCBinaryData){6, (uint8_t *)"health"};
+            struct ctl_reply r;
+            int64_t t0 = now_ns();
+            int st = ctl_call_ep(eps[i], "/etcdserverpb.KV/Range", &req.base, &r);
+            struct buf b = {0};
+            out_duration(&b, now_ns() - t0);
+            h[i].ep = eps[i];
+            snprintf(h[i].took, sizeof h[i].took, "%s", b.p);
+            buf_free(&b);
+            h[i].health = st == 0 || !strcmp(r.message ? r.message : "", "etcdserver: permission denied");
+            if (!h[i].health) {
+                h[i].error = strdup(ctl_err_text(st, r.message));
+                err = true;
+            }
+        }
+        print_ep_health(h, n);
+        if (err)
+            ctl_die(EXIT_ERR, "unhealthy cluster");
+        return 0;
+    }
+    if (!strcmp(sub, "hashkv"))
+        ctl_die(EXIT_BAD_FEATURE, "endpoint hashkv is not implemented in ketchctl yet");
+    ctl_die(EXIT_ERR, "unknown command \"%s\" for \"ketchctl endpoint\"", sub);
+}
+
+/* ---- alarm ---- */
+
+int cmd_alarm(int argc, char **argv)
+{
+    if (argc < 1)
+        ctl_die(EXIT_ERR, "alarm <subcommand>: list, disarm");
+    const char *sub = argv[0];
+    int n = ctl_parse(argc - 1, argv + 1, (struct flag[]){FEND});
+    Etcdserverpb__AlarmRequest req = ETCDSERVERPB__ALARM_REQUEST__INIT;
+    if (!strcmp(sub, "list")) {
+        if (n)
+            ctl_die(EXIT_BAD_ARGS, "alarm list command accepts no arguments");
+        req.action = ETCDSERVERPB__ALARM_REQUEST__ALARM_ACTION__GET;
+    } else if (!strcmp(sub, "disarm")) {
+        if (n)
+            ctl_die(EXIT_BAD_ARGS, "alarm disarm command accepts no arguments");
+        req.action = ETCDSERVERPB__ALARM_REQUEST__ALARM_ACTION__DEACTIVATE;
+    } else {
+        ctl_die(EXIT_ERR, "unknown command \"%s\" for \"ketchctl alarm\"", sub);
+    }
+    ctl_init_display();
+    struct ctl_reply r;
+    if (ctl_call("/etcdserverpb.Maintenance/Alarm", &req.base, &r))
+        die_reply(&r, EXIT_ERR, NULL);
+    Etcdserverpb__AlarmResponse *resp = etcdserverpb__alarm_response__unpack(NULL, r.len, r.data);
+    if (!resp)
+        ctl_die(EXIT_ERR, "cannot decode the reply");
+    print_alarm(resp);
+    return 0;
+}

@@ -1,0 +1,398 @@
+/* A synchronous layer over the asynchronous client (src/client): run the
+ * loop until the reply arrives or --command-timeout passes, failing over to
+ * the next endpoint when one cannot be connected to. ketchctl is a one-shot
+ * process: on a timeout it exits, so nothing that was left running on the
+ * loop needs unwinding. */
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "client/client.h"
+#include "ctl.h"
+
+static uv_loop_t loop;
+static bool loop_ready;
+static struct client_conn *conn;
+static const char *conn_ep;
+static int conn_err;        /* 1 = pending, 0 = up, <0 = failed */
+static bool timer_fired;
+static uv_timer_t timer;
+static char client_uuid[40];
+
+static void loop_init(void)
+{
+    if (loop_ready)
+        return;
+    uv_loop_init(&loop);
+    uv_timer_init(&loop, &timer);
+    loop_ready = true;
+    /* clientv3 names its resolver target endpoint://client-<uuid>/<ep> */
+    srand((unsigned)time(NULL) ^ (unsigned)getpid());
+    unsigned r[8];
+    for (int i = 0; i < 8; i++)
+        r[i] = (unsigned)rand() & 0xffff;
+    snprintf(client_uuid, sizeof client_uuid, "%04x%04x-%04x-4%03x-%04x-%04x%04x%04x", r[0], r[1],
+             r[2], r[3] & 0xfff, (r[4] & 0x3fff) | 0x8000, r[5], r[6], r[7]);
+}
+
+static void on_timer(uv_timer_t *t)
+{
+    timer_fired = true;
+    uv_stop(t->loop);
+}
+
+/* Runs the loop until *flag becomes true or ms pass. Returns false on timeout. */
+static bool run_until(volatile bool *flag, int64_t ms)
+{
+    timer_fired = false;
+    if (ms < 1)
+        ms = 1;
+    uv_timer_start(&timer, on_timer, (uint64_t)ms, 0);
+    while (!*flag && !timer_fired)
+        uv_run(&loop, UV_RUN_ONCE);
+    uv_timer_stop(&timer);
+    return *flag;
+}
+
+static bool conn_settled;
+static void on_conn(struct client_conn *c, int err, void *arg)
+{
+    if (c != conn)
+        return;
+    conn_err = err;
+    conn_settled = true;
+}
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void drop_conn(void)
+{
+    if (conn) {
+        client_conn_close(conn);
+        conn = NULL;
+        uv_run(&loop, UV_RUN_NOWAIT);
+    }
+}
+
+/* Tries endpoints in order (then again) until one connects or deadline. */
+static bool connect_any(char **eps, size_t n, int64_t deadline)
+{
+    loop_init();
+    if (conn && conn_err == 0)
+        return true;
+    size_t i = 0;
+    while (now_ms() < deadline) {
+        drop_conn();
+        const char *ep = eps[i % n];
+        conn_settled = false;
+        conn_err = 1;
+        if (client_conn_open(&loop, ep, on_conn, NULL, &conn) != 0) {
+            conn = NULL;
+        } else {
+            conn_ep = ep;
+            int64_t left = deadline - now_ms();
+            int64_t wait = g.dial_timeout_ms < left ? g.dial_timeout_ms : left;
+            run_until(&conn_settled, wait);
+            if (conn_settled && conn_err == 0)
+                return true;
+        }
+        i++;
+        if (i % n == 0 && now_ms() + 100 < deadline)
+            usleep(100 * 1000); /* every endpoint refused: back off a little */
+    }
+    drop_conn();
+    return false;
+}
+
+struct call {
+    bool done;
+    struct ctl_reply *out;
+};
+
+static void on_reply(void *arg, const struct client_reply *r)
+{
+    struct call *c = arg;
+    c->out->status = r->status;
+    c->out->message = strdup(r->message ? r->message : "");
+    if (r->data) {
+        c->out->data = malloc(r->len ? r->len : 1);
+        memcpy(c->out->data, r->data, r->len);
+        c->out->len = r->len;
+    }
+    c->done = true;
+}
+
+static const char *const code_names[] = {
+    "OK", "Canceled", "Unknown", "InvalidArgument", "DeadlineExceeded", "NotFound",
+    "AlreadyExists", "PermissionDenied", "ResourceExhausted", "FailedPrecondition", "Aborted",
+    "OutOfRange", "Unimplemented", "Internal", "Unavailable", "DataLoss", "Unauthenticated",
+};
+
+/* clientv3's rpctypes: errors it turns back into typed errors by text. */
+static const char *const etcd_errors[] = {
+    "etcdserver: key is not provided",
+    "etcdserver: key not found",
+    "etcdserver: value is provided",
+    "etcdserver: lease is provided",
+    "etcdserver: too many operations in txn request",
+    "etcdserver: duplicate key given in txn request",
+    "etcdserver: mvcc: required revision has been compacted",
+    "etcdserver: mvcc: required revision is a future revision",
+    "etcdserver: mvcc: database space exceeded",
+    "etcdserver: requested lease not found",
+    "etcdserver: lease already exists",
+    "etcdserver: too large lease TTL",
+    "etcdserver: watch canceled",
+    "etcdserver: member ID already exist",
+    "etcdserver: Peer URLs already exists",
+    "etcdserver: re-configuration failed due to not enough started members",
+    "etcdserver: given member URLs are invalid",
+    "etcdserver: member not found",
+    "etcdserver: can only promote a learner member",
+    "etcdserver: can only promote a learner member which is in sync with leader",
+    "etcdserver: too many learner members in cluster",
+    "etcdserver: request is too large",
+    "etcdserver: too many requests",
+    "etcdserver: root user does not exist",
+    "etcdserver: root user does not have root role",
+    "etcdserver: user name already exists",
+    "etcdserver: user name is empty",
+    "etcdserver: user name not found",
+    "etcdserver: role name already exists",
+    "etcdserver: role name not found",
+    "etcdserver: role name is empty",
+    "etcdserver: authentication failed, invalid user ID or password",
+    "etcdserver: permission denied",
+    "etcdserver: role is not granted to the user",
+    "etcdserver: permission is not granted to the role",
+    "etcdserver: authentication is not enabled",
+    "etcdserver: invalid auth token",
+    "etcdserver: invalid auth management",
+    "etcdserver: revision of auth store is old",
+    "etcdserver: no leader",
+    "etcdserver: not leader",
+    "etcdserver: leader changed",
+    "etcdserver: not capable",
+    "etcdserver: server stopped",
+    "etcdserver: request timed out",
+    "etcdserver: request timed out, possibly due to previous leader failure",
+    "etcdserver: request timed out, possibly due to connection lost",
+    "etcdserver: request timed out, waiting for the applied index took too long",
+    "etcdserver: unhealthy cluster",
+    "etcdserver: corrupt cluster",
+    "etcdserver: bad leader transferee",
+};
+
+static const char *code_name(int status)
+{
+    if (status >= 0 && status < (int)(sizeof code_names / sizeof code_names[0]))
+        return code_names[status];
+    return "Unknown";
+}
+
+static char *grpc_err(int status, const char *message)
+{
+    static char buf[4096];
+    snprintf(buf, sizeof buf, "rpc error: code = %s desc = %s", code_name(status), message);
+    return buf;
+}
+
+const char *ctl_err_text(int status, const char *message)
+{
+    if (status == 4 && strcmp(message, "context deadline exceeded") == 0)
+        return message;
+    for (size_t i = 0; i < sizeof etcd_errors / sizeof etcd_errors[0]; i++)
+        if (strcmp(message, etcd_errors[i]) == 0)
+            return message;
+    return grpc_err(status, message);
+}
+
+void ctl_warn_line(const char *endpoint, int status, const char *message)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    struct tm tm;
+    gmtime_r(&ts.tv_sec, &tm);
+    char t[64];
+    strftime(t, sizeof t, "%Y-%m-%dT%H:%M:%S", &tm);
+    struct buf b = {0};
+    buf_printf(&b,
+               "{\"level\":\"warn\",\"ts\":\"%s.%03ldZ\",\"caller\":\"clientv3/"
+               "retry_interceptor.go:62\",\"msg\":\"retrying of unary invoker failed\","
+               "\"target\":",
+               t, ts.tv_nsec / 1000000);
+    char target[512];
+    snprintf(target, sizeof target, "endpoint://client-%s/%s", client_uuid, endpoint);
+    out_json_str(&b, target, strlen(target));
+    buf_puts(&b, ",\"attempt\":0,\"error\":");
+    const char *e = grpc_err(status, message);
+    out_json_str(&b, e, strlen(e));
+    buf_puts(&b, "}\n");
+    fwrite(b.p, 1, b.len, stderr);
+    buf_free(&b);
+}
+
+static int deadline_reply(struct ctl_reply *out)
+{
+    out->status = 4;
+    out->message = strdup("context deadline exceeded");
+    return 4;
+}
+
+static int call_on(char **eps, size_t n, const char *path, const ProtobufCMessage *req,
+                   struct ctl_reply *out)
+{
+    memset(out, 0, sizeof *out);
+    int64_t deadline = now_ms() + g.command_timeout_ms;
+    if (!connect_any(eps, n, deadline)) {
+        loop_init();
+        ctl_warn_line(eps[0], 4, "latest balancer error: all SubConns are in TransientFailure");
+        return deadline_reply(out);
+    }
+    struct call c = {.out = out};
+    if (client_unary(conn, path, req, on_reply, &c) != 0) {
+        out->status = 14;
+        out->message = strdup("connection closed");
+    } else if (!run_until(&c.done, deadline - now_ms())) {
+        ctl_warn_line(eps[0], 4, "context deadline exceeded");
+        return deadline_reply(out);
+    }
+    if (out->status != 0)
+        ctl_warn_line(eps[0], out->status, out->message);
+    return out->status;
+}
+
+int ctl_call(const char *path, const ProtobufCMessage *req, struct ctl_reply *out)
+{
+    return call_on(g.endpoints, g.n_endpoints, path, req, out);
+}
+
+int ctl_call_ep(const char *endpoint, const char *path, const ProtobufCMessage *req,
+                struct ctl_reply *out)
+{
+    drop_conn();
+    char *eps[1] = {(char *)endpoint};
+    int rc = call_on(eps, 1, path, req, out);
+    drop_conn();
+    return rc;
+}
+
+void ctl_reply_free(struct ctl_reply *r)
+{
+    free(r->message);
+    free(r->data);
+    memset(r, 0, sizeof *r);
+}
+
+/* ---- streams ---- */
+
+struct strm {
+    bool done, stop;
+    int status;
+    char *message;
+    ctl_msg_fn fn;
+    void *arg;
+    struct client_stream *s;
+};
+
+static void on_smsg(void *arg, const uint8_t *data, size_t len)
+{
+    struct strm *st = arg;
+    if (st->stop)
+        return;
+    if (!st->fn(st->arg, data, len)) {
+        st->stop = true;
+        uv_stop(&loop);
+    }
+    fflush(stdout);
+}
+
+static void on_sclose(void *arg, const struct client_reply *r)
+{
+    struct strm *st = arg;
+    st->status = r->status;
+    st->message = strdup(r->message ? r->message : "");
+    st->done = true;
+    uv_stop(&loop);
+}
+
+static const ProtobufCMessage *resend_msg;
+int64_t ctl_stream_interval_ms; /* set by the message callback to resend */
+static struct client_stream *cur_stream;
+static uv_timer_t resend_timer;
+
+static void on_resend(uv_timer_t *t)
+{
+    if (cur_stream && resend_msg)
+        client_stream_send(cur_stream, resend_msg);
+    if (ctl_stream_interval_ms > 0)
+        uv_timer_start(t, on_resend, (uint64_t)ctl_stream_interval_ms, 0);
+}
+
+int ctl_stream(const char *path, const ProtobufCMessage *first, ctl_msg_fn fn, void *arg,
+               int64_t timeout_ms, char **message)
+{
+    int64_t deadline = now_ms() + g.command_timeout_ms;
+    if (!connect_any(g.endpoints, g.n_endpoints, deadline)) {
+        if (message)
+            *message = strdup("context deadline exceeded");
+        return 4;
+    }
+    struct strm st = {.fn = fn, .arg = arg};
+    if (client_stream_open(conn, path, on_smsg, on_sclose, &st, &st.s) != 0 ||
+        client_stream_send(st.s, first) != 0) {
+        if (message)
+            *message = strdup("connection closed");
+        return 14;
+    }
+    cur_stream = st.s;
+    resend_msg = first;
+    uv_timer_init(&loop, &resend_timer);
+    int64_t end = timeout_ms > 0 ? now_ms() + timeout_ms : 0;
+    int64_t last_interval = 0;
+    while (!st.done && !st.stop) {
+        if (ctl_stream_interval_ms != last_interval) {
+            last_interval = ctl_stream_interval_ms;
+            if (last_interval > 0)
+                uv_timer_start(&resend_timer, on_resend, (uint64_t)last_interval, 0);
+        }
+        if (end) {
+            if (now_ms() >= end) {
+                if (message)
+                    *message = strdup("context deadline exceeded");
+                return 4;
+            }
+            timer_fired = false;
+            uv_timer_start(&timer, on_timer, (uint64_t)(end - now_ms() + 1), 0);
+        }
+        uv_run(&loop, UV_RUN_ONCE);
+    }
+    uv_timer_stop(&resend_timer);
+    cur_stream = NULL;
+    if (st.stop)
+        return 0;
+    if (message)
+        *message = st.message;
+    else
+        free(st.message);
+    return st.status;
+}
+
+char *ctl_read_stdin(size_t *len)
+{
+    struct buf b = {0};
+    char tmp[65536];
+    size_t n;
+    while ((n = fread(tmp, 1, sizeof tmp, stdin)) > 0)
+        buf_put(&b, tmp, n);
+    buf_put(&b, "", 1);
+    *len = b.len - 1;
+    return b.p;
+}

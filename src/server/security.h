@@ -1,0 +1,16 @@
+/* TLS set-up from etcd's security flags (--cert-file, --auto-tls, ...). */
+#ifndef KETCH_SERVER_SECURITY_H
+#define KETCH_SERVER_SECURITY_H
+
+#include "net/tls.h"
+#include "server/config.h"
+
+/* Checks every TLS flag (client and peer) and, when some client URL is
+ * https (`need`), creates the client context into *out (with --auto-tls
+ * and no --cert-file/--key-file: a self-signed certificate in
+ * <data-dir>/fixtures/client, made once, as etcd does). *out stays NULL
+ * when TLS is not needed. Prints etcd-like messages to stderr; returns 0
+ * or -1. */
+int security_setup(const struct config *c, bool need, tls_ctx **out);
+
+#endif
