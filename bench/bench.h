@@ -174,6 +174,9 @@ int bench_ready(struct bench_opts *o);
 
 /* Starts the once-a-second progress line and stall check; sets t_start. */
 void bench_progress_start(struct bench *b);
+/* After closing everything: runs loop until no handle is left, for at most
+ * ms; returns how many are left (then the loop must not be closed). */
+int bench_drain_loop(uv_loop_t *loop, int ms);
 int bench_main_run(struct bench_opts *o);
 extern const struct workload_ops bench_watch_ops;
 

@@ -216,6 +216,40 @@ static void connect_all(struct bench *b)
     uv_run(b->loop, UV_RUN_NOWAIT);
 }
 
+static void drain_walk(uv_handle_t *h, void *arg)
+{
+    if (h != arg)
+        ++*(int *)((uv_handle_t *)arg)->data;
+}
+
+static void drain_tick(uv_timer_t *t)
+{
+}
+
+int bench_drain_loop(uv_loop_t *loop, int ms)
+{
+    /* A ticking timer bounds each uv_run, so a handle that is never closed
+     * cannot make ketch-bench hang at exit. */
+    uv_timer_t t;
+    int left = 0;
+    uv_timer_init(loop, &t);
+    t.data = &left;
+    uv_timer_start(&t, drain_tick, 10, 10);
+    uint64_t end = uv_hrtime() + (uint64_t)ms * 1000000;
+    for (;;) {
+        left = 0;
+        uv_walk(loop, drain_walk, &t);
+        if (left == 0 || uv_hrtime() >= end)
+            break;
+        uv_run(loop, UV_RUN_ONCE);
+    }
+    uv_close((uv_handle_t *)&t, NULL);
+    uv_run(loop, UV_RUN_NOWAIT);
+    if (left)
+        fprintf(stderr, "ketch-bench: %d handle(s) still open after %d ms at exit\n", left, ms);
+    return left;
+}
+
 static const struct workload_ops *ops_for(enum workload w)
 {
     switch (w) {
@@ -277,10 +311,11 @@ int bench_main_run(struct bench_opts *o)
     uv_close((uv_handle_t *)&b.deadline, NULL);
     for (int i = 0; i < o->conns; i++)
         client_conn_close(b.conns[i]);
-    uv_run(&loop, UV_RUN_DEFAULT);
+    int left = bench_drain_loop(&loop, 5000);
     if (o->workload == W_WATCH_LATENCY)
         bench_watch_cleanup();
-    uv_loop_close(&loop);
+    if (!left)
+        uv_loop_close(&loop);
     free(b.conns);
     free(b.slots);
     return rc ? 1 : 0;

@@ -86,8 +86,8 @@ int bench_ready(struct bench_opts *o)
         client_conn_close(rd.conn);
     uv_close((uv_handle_t *)&rd.retry, NULL);
     uv_close((uv_handle_t *)&rd.give_up, NULL);
-    uv_run(&loop, UV_RUN_DEFAULT);
-    uv_loop_close(&loop);
+    if (!bench_drain_loop(&loop, 5000))
+        uv_loop_close(&loop);
     if (!rd.ok) {
         fprintf(stderr, "ketch-bench: %s not ready after %.0f s (last: %s)\n", rd.endpoint,
                 o->timeout, rd.last[0] ? rd.last : "no answer");

@@ -460,7 +460,11 @@ static void prepare_cb(uv_prepare_t *h)
 
 static void schedule(struct client_conn *c)
 {
-    if (c->scheduled || c->failed || c->closing)
+    /* Never (re)start the prepare handle once it is closing: libuv 1.44's
+     * uv_prepare_start does not check for that, and an active closing
+     * handle keeps the loop alive forever (and runs on freed memory). */
+    if (c->scheduled || c->failed || c->closing ||
+        uv_is_closing((uv_handle_t *)&c->prepare))
         return;
     c->scheduled = 1;
     uv_prepare_start(&c->prepare, prepare_cb);
@@ -689,8 +693,16 @@ void client_conn_close(struct client_conn *c)
         c->failed = 1;
         fail_all(c, CLIENT_STATUS_CANCELLED, "connection closed by the client");
     }
-    uv_close((uv_handle_t *)&c->prepare, close_cb);
-    uv_close((uv_handle_t *)&c->tcp, close_cb);
+    /* Stop everything that could keep the loop alive before closing. */
+    c->scheduled = 0;
+    if (!uv_is_closing((uv_handle_t *)&c->prepare)) {
+        uv_prepare_stop(&c->prepare);
+        uv_close((uv_handle_t *)&c->prepare, close_cb);
+    }
+    if (!uv_is_closing((uv_handle_t *)&c->tcp)) {
+        uv_read_stop((uv_stream_t *)&c->tcp);
+        uv_close((uv_handle_t *)&c->tcp, close_cb);
+    }
 }
 
 const char *client_conn_endpoint(const struct client_conn *c)

@@ -308,6 +308,49 @@ static void run_until(uv_loop_t *loop, int *flag, int want, int ms)
     uv_run(loop, UV_RUN_NOWAIT);
 }
 
+/* uv_walk: counts the handles still on the loop other than *arg, and
+ * names them. */
+struct walk {
+    uv_handle_t *skip;
+    int n;
+    char names[256];
+};
+
+static void walk_cb(uv_handle_t *h, void *arg)
+{
+    struct walk *w = arg;
+    if (h == w->skip)
+        return;
+    w->n++;
+    size_t l = strlen(w->names);
+    snprintf(w->names + l, sizeof w->names - l, " %s%s", uv_handle_type_name(h->type),
+             uv_is_closing(h) ? "(closing)" : uv_is_active(h) ? "(active)" : "");
+}
+
+/* After client_conn_close: runs the loop until every handle is gone, for at
+ * most ms; fails with the list of handles left instead of hanging (a plain
+ * uv_run(UV_RUN_DEFAULT) blocks forever if a handle is never closed). */
+static void drain(uv_loop_t *loop, int ms)
+{
+    uv_timer_t t;
+    uv_timer_init(loop, &t);
+    uv_timer_start(&t, wake, 10, 10);
+    uint64_t end = uv_hrtime() + (uint64_t)ms * 1000000;
+    struct walk w;
+    for (;;) {
+        memset(&w, 0, sizeof w);
+        w.skip = (uv_handle_t *)&t;
+        uv_walk(loop, walk_cb, &w);
+        if (w.n == 0 || uv_hrtime() >= end)
+            break;
+        uv_run(loop, UV_RUN_ONCE);
+    }
+    uv_close((uv_handle_t *)&t, NULL);
+    uv_run(loop, UV_RUN_NOWAIT);
+    if (w.n)
+        fail_msg("loop not drained after %d ms: %d handle(s) left:%s", ms, w.n, w.names);
+}
+
 static int call(uv_loop_t *loop, const char *ep, const char *path, const ProtobufCMessage *req,
                 struct result *res)
 {
@@ -317,14 +360,18 @@ static int call(uv_loop_t *loop, const char *ep, const char *path, const Protobu
         return -1;
     if (client_unary(c, path, req, reply_cb, res)) {
         client_conn_close(c);
-        uv_run(loop, UV_RUN_DEFAULT);
+        drain(loop, 5000);
         return -1;
     }
     run_until(loop, &res->fired, 1, 5000);
     client_conn_close(c);
-    uv_run(loop, UV_RUN_DEFAULT);
+    drain(loop, 5000);
     return res->fired == 1 ? 0 : -1;
 }
+
+/* The etcd started by the running test, killed by the group teardown if an
+ * assertion ends the test early. */
+static struct etcd *running_etcd;
 
 static int start_etcd(struct etcd *e)
 {
@@ -350,11 +397,14 @@ static int start_etcd(struct etcd *e)
               "--initial-advertise-peer-urls", purl, "--initial-cluster", cluster, (char *)NULL);
         _exit(127);
     }
+    if (e->pid > 0)
+        running_etcd = e;
     return e->pid > 0 ? 0 : -1;
 }
 
 static void stop_etcd(struct etcd *e)
 {
+    running_etcd = NULL;
     if (e->pid > 0) {
         kill(e->pid, SIGKILL);
         waitpid(e->pid, NULL, 0);
@@ -458,6 +508,10 @@ static void test_etcd_round_trip(void **state)
     assert_int_equal(client_conn_open(&loop, e.ep, NULL, NULL, &c), 0);
     for (int i = 0; i < 500; i++)
         assert_int_equal(client_unary(c, "/etcdserverpb.KV/Put", &pr.base, reply_cb, &many[i]), 0);
+    /* A ticking timer, so the deadline is checked even if nothing arrives. */
+    uv_timer_t tick;
+    uv_timer_init(&loop, &tick);
+    uv_timer_start(&tick, wake, 10, 10);
     end = uv_hrtime() + UINT64_C(10000000000);
     while (fired < 500 && uv_hrtime() < end) {
         uv_run(&loop, UV_RUN_ONCE);
@@ -465,6 +519,8 @@ static void test_etcd_round_trip(void **state)
         for (int i = 0; i < 500; i++)
             fired += many[i].fired;
     }
+    uv_close((uv_handle_t *)&tick, NULL);
+    uv_run(&loop, UV_RUN_NOWAIT);
     assert_int_equal(fired, 500);
     for (int i = 0; i < 500; i++)
         assert_int_equal(many[i].status, 0);
@@ -495,7 +551,7 @@ static void test_etcd_round_trip(void **state)
     client_conn_close(c);
     assert_int_equal(w.closed, 1);
     assert_int_equal(w.close_status, CLIENT_STATUS_CANCELLED);
-    uv_run(&loop, UV_RUN_DEFAULT);
+    drain(&loop, 5000);
 
     /* Killed server: pending calls fail with UNAVAILABLE, not a hang. */
     struct result dead = {0};
@@ -510,7 +566,7 @@ static void test_etcd_round_trip(void **state)
         assert_int_equal(dead.status, CLIENT_STATUS_UNAVAILABLE);
     }
     client_conn_close(c);
-    uv_run(&loop, UV_RUN_DEFAULT);
+    drain(&loop, 5000);
     assert_int_equal(uv_loop_close(&loop), 0);
 }
 
@@ -535,9 +591,16 @@ static void test_refused(void **state)
     assert_int_equal(client_unary(c, "/etcdserverpb.KV/Range", &rr.base, reply_cb, &res),
                      CLIENT_ECLOSED);
     client_conn_close(c);
-    uv_run(&loop, UV_RUN_DEFAULT);
+    drain(&loop, 5000);
     assert_int_equal(res.fired, 1);
     assert_int_equal(uv_loop_close(&loop), 0);
+}
+
+static int teardown(void **state)
+{
+    if (running_etcd)
+        stop_etcd(running_etcd);
+    return 0;
 }
 
 int main(void)
@@ -549,5 +612,5 @@ int main(void)
         cmocka_unit_test(test_args),          cmocka_unit_test(test_endpoint),
         cmocka_unit_test(test_refused),       cmocka_unit_test(test_etcd_round_trip),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return cmocka_run_group_tests(tests, NULL, teardown);
 }
