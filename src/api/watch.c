@@ -18,8 +18,9 @@
  *  - progress_notify: every --experimental-watch-progress-notify-interval
  *    a synced watcher that sent no events since the last tick gets an
  *    empty response with its ID and the store revision.
- *  - fragment: a response larger than --max-request-bytes is split into
- *    responses of whole events, all but the last with fragment set.
+ *  - fragment: a response of --max-request-bytes + 512 KiB or more is
+ *    split into responses of whole events, all but the last with fragment
+ *    set (etcd's sendFragments).
  *  - events: header revision is the events' revision (live) or the store
  *    revision (catch-up); a watcher whose start was compacted gets one
  *    response with compact_revision and canceled set (header revision 0).
@@ -43,6 +44,7 @@
 #define WATCH_SYNC_MS 100
 #define WATCH_MAX_PENDING (4u << 20)
 #define DEFAULT_PROGRESS_MS (10 * 60 * 1000)
+#define WATCH_GRPC_OVERHEAD (512 * 1024) /* etcd v3rpc grpcOverheadBytes */
 
 struct wstream;
 
@@ -87,7 +89,8 @@ static size_t varint_len(size_t v)
 /* etcd's sendFragments when the watcher asked for fragments. */
 static void send_resp(struct wstream *st, Etcdserverpb__WatchResponse *r, bool fragment)
 {
-    size_t max = st->s->max_request_bytes;
+    /* as etcd's watch server: --max-request-bytes plus gRPC's overhead allowance */
+    size_t max = st->s->max_request_bytes + WATCH_GRPC_OVERHEAD;
     if (!fragment || r->n_events < 2 ||
         etcdserverpb__watch_response__get_packed_size(r) < max) {
         grpc_call_send_pb(st->call, &r->base);

@@ -334,8 +334,9 @@ def test_differential_fragment(request):
         s.start()
     b = Both(sut, ref)
     try:
-        # the catch-up response (10 revisions, ~60 KB) is fragmented
-        ops = [("put", ("f/%02d" % i).encode(), b"x" * 6000) for i in range(10)]
+        # the catch-up response (120 revisions, ~720 KB) is fragmented: etcd
+        # splits at --max-request-bytes + 512 KiB
+        ops = [("put", ("f/%03d" % i).encode(), b"x" * 6000) for i in range(120)]
         for op in ops:
             b.txn([op])
         ws = [dict(key=b"f/", range_end=b"f0", start_revision=1, fragment=True),
