@@ -1,2 +1,817 @@
+/* ketchctl k8s: a Kubernetes view of the keyspace kube-apiserver keeps in
+ * etcd (k8s.io/apiserver/pkg/storage/etcd3; key layout from the registry
+ * strategies: /registry/<resource>/[<namespace>/]<name>, with a few
+ * historical exceptions: minions = nodes, services/specs and
+ * services/endpoints, ranges/serviceips, apiregistration.k8s.io/apiservices,
+ * custom resources under /registry/<group>/<plural>/).
+ *
+ * Values: "k8s\0" + runtime.Unknown protobuf (field 1 typeMeta {1
+ * apiVersion, 2 kind}, 2 raw, 3 contentEncoding, 4 contentType) for built-in
+ * kinds; JSON for custom resources and apiservices; "k8s:enc:<provider>:v1:
+ * <key>:" + ciphertext when encryption at rest is configured. */
+#include <ctype.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
 #include "ctl.h"
-int cmd_k8s(int argc, char **argv) { ctl_die(EXIT_BAD_FEATURE, "k8s: todo"); }
+
+#define FEND {NULL, 0, 0, NULL, false}
+
+struct obj {
+    char *key;
+    const uint8_t *val;
+    size_t len;
+    char resource[128], group[128], ns[256], name[512];
+    char enc[160]; /* protobuf / json / encrypted:<provider>[:<key>] / raw */
+};
+
+static const struct {
+    const char *res, *group;
+    bool namespaced;
+} known[] = {
+    {"clusterroles", "rbac.authorization.k8s.io", false},
+    {"clusterrolebindings", "rbac.authorization.k8s.io", false},
+    {"roles", "rbac.authorization.k8s.io", true},
+    {"rolebindings", "rbac.authorization.k8s.io", true},
+    {"serviceaccounts", "", true},
+    {"configmaps", "", true},
+    {"secrets", "", true},
+    {"pods", "", true},
+    {"events", "", true},
+    {"limitranges", "", true},
+    {"resourcequotas", "", true},
+    {"persistentvolumeclaims", "", true},
+    {"persistentvolumes", "", false},
+    {"namespaces", "", false},
+    {"controllerrevisions", "apps", true},
+    {"daemonsets", "apps", true},
+    {"deployments", "apps", true},
+    {"replicasets", "apps", true},
+    {"statefulsets", "apps", true},
+    {"jobs", "batch", true},
+    {"cronjobs", "batch", true},
+    {"leases", "coordination.k8s.io", true},
+    {"priorityclasses", "scheduling.k8s.io", false},
+    {"storageclasses", "storage.k8s.io", false},
+    {"csinodes", "storage.k8s.io", false},
+    {"validatingwebhookconfigurations", "admissionregistration.k8s.io", false},
+    {"mutatingwebhookconfigurations", "admissionregistration.k8s.io", false},
+    {"apiextensions.k8s.io/customresourcedefinitions", "apiextensions.k8s.io", false},
+    {"flowschemas", "flowcontrol.apiserver.k8s.io", false},
+    {"prioritylevelconfigurations", "flowcontrol.apiserver.k8s.io", false},
+    {"poddisruptionbudgets", "policy", true},
+    {"ingress", "networking.k8s.io", true},
+    {"networkpolicies", "networking.k8s.io", true},
+    {"endpointslices", "discovery.k8s.io", true},
+};
+
+static void cpy(char *d, size_t cap, const char *s, size_t n)
+{
+    if (n >= cap)
+        n = cap - 1;
+    memcpy(d, s, n);
+    d[n] = 0;
+}
+
+/* Splits key (after "/registry/") into segments; returns their number. */
+static int split(const char *k, size_t n, const char **seg, size_t *len, int max)
+{
+    int c = 0;
+    size_t s = 0;
+    for (size_t i = 0; i <= n && c < max; i++) {
+        if (i == n || k[i] == '/') {
+            seg[c] = k + s;
+            len[c++] = i - s;
+            s = i + 1;
+        }
+    }
+    return c;
+}
+
+static void classify_value(struct obj *o)
+{
+    const uint8_t *v = o->val;
+    size_t n = o->len;
+    if (n >= 4 && !memcmp(v, "k8s\0", 4)) {
+        strcpy(o->enc, "protobuf");
+    } else if (n >= 8 && !memcmp(v, "k8s:enc:", 8)) {
+        /* k8s:enc:<provider>:v1:<keyname>:  (kms: k8s:enc:kms:v1|v2:<name>:) */
+        const char *p = (const char *)v + 8;
+        size_t rest = n - 8;
+        const char *parts[3];
+        size_t pl[3];
+        int np = 0;
+        size_t s = 0;
+        for (size_t i = 0; i < rest && np < 3 && i < 200; i++)
+            if (p[i] == ':') {
+                parts[np] = p + s;
+                pl[np++] = i - s;
+                s = i + 1;
+            }
+        if (np >= 3)
+            snprintf(o->enc, sizeof o->enc, "encrypted:%.*s-%.*s:%.*s", (int)pl[0], parts[0],
+                     (int)pl[1], parts[1], (int)pl[2], parts[2]);
+        else if (np >= 1)
+            snprintf(o->enc, sizeof o->enc, "encrypted:%.*s", (int)pl[0], parts[0]);
+        else
+            strcpy(o->enc, "encrypted");
+    } else if (n && (v[0] == '{' || v[0] == '[')) {
+        strcpy(o->enc, "json");
+    } else {
+        strcpy(o->enc, "raw");
+    }
+}
+
+/* Fills resource / group / namespace / name from the key. */
+static void classify(struct obj *o)
+{
+    const char *k = o->key;
+    size_t n = strlen(k);
+    o->resource[0] = o->group[0] = o->ns[0] = o->name[0] = 0;
+    classify_value(o);
+    if (strncmp(k, "/registry/", 10)) {
+        strcpy(o->resource, "(not kubernetes)");
+        cpy(o->name, sizeof o->name, k, n);
+        return;
+    }
+    const char *seg[6];
+    size_t len[6];
+    int c = split(k + 10, n - 10, seg, len, 6);
+#define IS(i, s) (c > (i) && len[i] == strlen(s) && !memcmp(seg[i], s, len[i]))
+    if (IS(0, "services") && (IS(1, "endpoints") || IS(1, "specs")) && c >= 4) {
+        strcpy(o->resource, IS(1, "endpoints") ? "endpoints" : "services");
+        cpy(o->ns, sizeof o->ns, seg[2], len[2]);
+        cpy(o->name, sizeof o->name, seg[3], n - (size_t)(seg[3] - k));
+        return;
+    }
+    if (IS(0, "minions") && c >= 2) {
+        strcpy(o->resource, "nodes");
+        cpy(o->name, sizeof o->name, seg[1], n - (size_t)(seg[1] - k));
+        return;
+    }
+    if (IS(0, "ranges") && c >= 2) {
+        strcpy(o->resource, "ranges");
+        cpy(o->name, sizeof o->name, seg[1], n - (size_t)(seg[1] - k));
+        return;
+    }
+    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++) {
+        const char *r = known[i].res, *slash = strchr(r, '/');
+        int base = 0;
+        if (slash) { /* "<group>/<plural>" */
+            if (!(c > 1 && len[0] == (size_t)(slash - r) && !memcmp(seg[0], r, len[0]) &&
+                  IS(1, slash + 1)))
+                continue;
+            base = 1;
+        } else if (!IS(0, r)) {
+            continue;
+        }
+        strcpy(o->resource, slash ? slash + 1 : r);
+        strcpy(o->group, known[i].group);
+        if (known[i].namespaced && c >= base + 3) {
+            cpy(o->ns, sizeof o->ns, seg[base + 1], len[base + 1]);
+            cpy(o->name, sizeof o->name, seg[base + 2], n - (size_t)(seg[base + 2] - k));
+        } else if (c >= base + 2) {
+            cpy(o->name, sizeof o->name, seg[base + 1], n - (size_t)(seg[base + 1] - k));
+        }
+        return;
+    }
+    if (c >= 3 && memchr(seg[0], '.', len[0])) {
+        /* apiservices and custom resources: /registry/<group>/<plural>/[<ns>/]<name> */
+        cpy(o->group, sizeof o->group, seg[0], len[0]);
+        cpy(o->resource, sizeof o->resource, seg[1], len[1]);
+        if (c >= 4) {
+            cpy(o->ns, sizeof o->ns, seg[2], len[2]);
+            cpy(o->name, sizeof o->name, seg[3], n - (size_t)(seg[3] - k));
+        } else {
+            cpy(o->name, sizeof o->name, seg[2], n - (size_t)(seg[2] - k));
+        }
+        return;
+    }
+    /* unknown core resource: guess from the depth */
+    cpy(o->resource, sizeof o->resource, seg[0], len[0]);
+    if (c >= 3) {
+        cpy(o->ns, sizeof o->ns, seg[1], len[1]);
+        cpy(o->name, sizeof o->name, seg[2], n - (size_t)(seg[2] - k));
+    } else if (c == 2) {
+        cpy(o->name, sizeof o->name, seg[1], len[1]);
+    }
+#undef IS
+}
+
+static Etcdserverpb__RangeResponse *range_all(const char *prefix, bool keys_only)
+{
+    Etcdserverpb__RangeRequest rr = ETCDSERVERPB__RANGE_REQUEST__INIT;
+    rr.key = (ProtobufCBinaryData){strlen(prefix), (uint8_t *)prefix};
+    size_t l;
+    char *e = prefix_end((const uint8_t *)prefix, strlen(prefix), &l);
+    rr.range_end = (ProtobufCBinaryData){l, (uint8_t *)e};
+    rr.keys_only = keys_only;
+    struct ctl_reply r;
+    if (ctl_call("/etcdserverpb.KV/Range", &rr.base, &r))
+        ctl_die(EXIT_ERR, "%s", ctl_err_text(r.status, r.message));
+    free(e);
+    Etcdserverpb__RangeResponse *resp = etcdserverpb__range_response__unpack(NULL, r.len, r.data);
+    if (!resp)
+        ctl_die(EXIT_ERR, "cannot decode the reply");
+    ctl_reply_free(&r);
+    return resp;
+}
+
+static struct obj *load(const char *resource, const char *ns, size_t *n)
+{
+    Etcdserverpb__RangeResponse *r = range_all("/registry/", false);
+    struct obj *v = calloc(r->n_kvs + 1, sizeof *v);
+    *n = 0;
+    for (size_t i = 0; i < r->n_kvs; i++) {
+        struct obj *o = &v[*n];
+        o->key = strndup((const char *)r->kvs[i]->key.data, r->kvs[i]->key.len);
+        o->val = r->kvs[i]->value.data;
+        o->len = r->kvs[i]->value.len;
+        classify(o);
+        if (resource && *resource && strcmp(o->resource, resource))
+            continue;
+        if (ns && *ns && strcmp(o->ns, ns))
+            continue;
+        (*n)++;
+    }
+    return v; /* the response stays alive: values are borrowed from it */
+}
+
+/* kubectl's plain table: columns left aligned, three spaces apart. */
+static void plain_table(const char *const *hdr, size_t ncol, char ***rows, size_t nrows)
+{
+    size_t w[16] = {0};
+    for (size_t c = 0; c < ncol; c++)
+        w[c] = strlen(hdr[c]);
+    for (size_t r = 0; r < nrows; r++)
+        for (size_t c = 0; c < ncol; c++)
+            if (strlen(rows[r][c]) > w[c])
+                w[c] = strlen(rows[r][c]);
+    for (size_t r = 0; r <= nrows; r++) {
+        for (size_t c = 0; c < ncol; c++) {
+            const char *s = r == 0 ? hdr[c] : rows[r - 1][c];
+            if (c + 1 == ncol)
+                printf("%s\n", s);
+            else
+                printf("%-*s   ", (int)w[c], s);
+        }
+    }
+}
+
+static char *fmt_str(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+#include <stdarg.h>
+static char *fmt_str(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char *s = NULL;
+    if (vasprintf(&s, fmt, ap) < 0)
+        s = NULL;
+    va_end(ap);
+    return s;
+}
+
+static const char *res_display(const struct obj *o, char *buf, size_t cap)
+{
+    if (*o->group)
+        snprintf(buf, cap, "%s.%s", o->resource, o->group);
+    else
+        snprintf(buf, cap, "%s", o->resource);
+    return buf;
+}
+
+static int k8s_ls(int argc, char **argv)
+{
+    const char *ns = "";
+    bool all = false;
+    struct flag fl[] = {{"namespace", 'n', F_STR, &ns, false},
+                        {"all-namespaces", 'A', F_BOOL, &all, false}, FEND};
+    int n = ctl_parse(argc, argv, fl);
+    ctl_init_display();
+    size_t cnt;
+    struct obj *v = load(n > 0 ? argv[0] : NULL, ns, &cnt);
+    static const char *const hdr[] = {"NAMESPACE", "RESOURCE", "NAME", "ENCODING", "SIZE"};
+    char ***rows = calloc(cnt + 1, sizeof *rows);
+    for (size_t i = 0; i < cnt; i++) {
+        char rb[300];
+        rows[i] = calloc(5, sizeof(char *));
+        rows[i][0] = strdup(*v[i].ns ? v[i].ns : "-");
+        rows[i][1] = strdup(res_display(&v[i], rb, sizeof rb));
+        rows[i][2] = strdup(v[i].name);
+        rows[i][3] = strdup(v[i].enc);
+        rows[i][4] = fmt_str("%zu", v[i].len);
+    }
+    if (!cnt) {
+        fprintf(stderr, "No resources found%s%s.\n", *ns ? " in namespace " : "", ns);
+        return 0;
+    }
+    plain_table(hdr, 5, rows, cnt);
+    return 0;
+}
+
+static int k8s_summary(int argc, char **argv)
+{
+    ctl_parse(argc, argv, (struct flag[]){FEND});
+    ctl_init_display();
+    size_t cnt;
+    struct obj *v = load(NULL, NULL, &cnt);
+    char **names = calloc(cnt + 1, sizeof *names);
+    size_t *count = calloc(cnt + 1, sizeof *count), *bytes = calloc(cnt + 1, sizeof *bytes);
+    size_t nr = 0, total = 0, totalb = 0;
+    for (size_t i = 0; i < cnt; i++) {
+        char rb[300];
+        res_display(&v[i], rb, sizeof rb);
+        size_t j = 0;
+        while (j < nr && strcmp(names[j], rb))
+            j++;
+        if (j == nr)
+            names[nr++] = strdup(rb);
+        count[j]++;
+        bytes[j] += v[i].len;
+        total++;
+        totalb += v[i].len;
+    }
+    /* sorted by resource name */
+    for (size_t a = 0; a < nr; a++)
+        for (size_t b = a + 1; b < nr; b++)
+            if (strcmp(names[b], names[a]) < 0) {
+                char *t = names[a];
+                names[a] = names[b], names[b] = t;
+                size_t x = count[a];
+                count[a] = count[b], count[b] = x;
+                x = bytes[a], bytes[a] = bytes[b], bytes[b] = x;
+            }
+    static const char *const hdr[] = {"RESOURCE", "COUNT", "BYTES"};
+    char ***rows = calloc(nr + 2, sizeof *rows);
+    for (size_t i = 0; i < nr; i++) {
+        rows[i] = calloc(3, sizeof(char *));
+        rows[i][0] = names[i];
+        rows[i][1] = fmt_str("%zu", count[i]);
+        rows[i][2] = fmt_str("%zu", bytes[i]);
+    }
+    rows[nr] = calloc(3, sizeof(char *));
+    rows[nr][0] = "TOTAL";
+    rows[nr][1] = fmt_str("%zu", total);
+    rows[nr][2] = fmt_str("%zu", totalb);
+    plain_table(hdr, 3, rows, nr + 1);
+    return 0;
+}
+
+/* ---- protobuf ---- */
+
+static bool rd_varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
+{
+    *v = 0;
+    for (int s = 0; s < 64 && *p < end; s += 7) {
+        uint8_t b = *(*p)++;
+        *v |= (uint64_t)(b & 0x7f) << s;
+        if (!(b & 0x80))
+            return true;
+    }
+    return false;
+}
+
+/* True if [p, end) parses completely as protobuf fields. */
+static bool pb_valid(const uint8_t *p, const uint8_t *end, int depth)
+{
+    if (p == end || depth > 20)
+        return false;
+    while (p < end) {
+        uint64_t tag, v;
+        if (!rd_varint(&p, end, &tag) || tag >> 3 == 0 || (tag >> 3) > 536870911)
+            return false;
+        switch (tag & 7) {
+        case 0:
+            if (!rd_varint(&p, end, &v))
+                return false;
+            break;
+        case 1:
+            if (end - p < 8)
+                return false;
+            p += 8;
+            break;
+        case 5:
+            if (end - p < 4)
+                return false;
+            p += 4;
+            break;
+        case 2:
+            if (!rd_varint(&p, end, &v) || v > (uint64_t)(end - p))
+                return false;
+            p += v;
+            break;
+        default:
+            return false;
+        }
+    }
+    return true;
+}
+
+static bool printable(const uint8_t *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if ((p[i] < 0x20 && p[i] != '\n' && p[i] != '\t') || p[i] == 0x7f)
+            return false;
+    return true;
+}
+
+static void dump(const uint8_t *p, const uint8_t *end, int ind)
+{
+    while (p < end) {
+        uint64_t tag, v;
+        if (!rd_varint(&p, end, &tag)) {
+            printf("%*s(truncated)\n", ind, "");
+            return;
+        }
+        unsigned f = (unsigned)(tag >> 3);
+        switch (tag & 7) {
+        case 0:
+            if (!rd_varint(&p, end, &v)) {
+                printf("%*s%u: (truncated varint)\n", ind, "", f);
+                return;
+            }
+            printf("%*s%u: %" PRIu64 "\n", ind, "", f, v);
+            break;
+        case 1:
+        case 5: {
+            size_t w = (tag & 7) == 1 ? 8 : 4;
+            if ((size_t)(end - p) < w) {
+                printf("%*s%u: (truncated fixed%zu)\n", ind, "", f, w * 8);
+                return;
+            }
+            uint64_t x = 0;
+            for (size_t i = 0; i < w; i++)
+                x |= (uint64_t)p[i] << (8 * i);
+            printf("%*s%u: 0x%0*" PRIx64 "\n", ind, "", f, (int)w * 2, x);
+            p += w;
+            break;
+        }
+        case 2:
+            if (!rd_varint(&p, end, &v) || v > (uint64_t)(end - p)) {
+                printf("%*s%u: (truncated: %zu bytes left)\n", ind, "", f, (size_t)(end - p));
+                return;
+            }
+            if (v && printable(p, v) && !(v > 1 && pb_valid(p, p + v, 0) && !isalnum(p[0]))) {
+                printf("%*s%u: \"%.*s\"\n", ind, "", f, (int)v, (const char *)p);
+            } else if (pb_valid(p, p + v, 0)) {
+                printf("%*s%u {\n", ind, "", f);
+                dump(p, p + v, ind + 2);
+                printf("%*s}\n", ind, "");
+            } else {
+                struct buf b = {0};
+                out_hex(&b, p, v > 64 ? 64 : v);
+                printf("%*s%u: bytes(%" PRIu64 ") %s%s\n", ind, "", f, v, b.p ? b.p : "",
+                       v > 64 ? "..." : "");
+                buf_free(&b);
+            }
+            p += v;
+            break;
+        default:
+            printf("%*s(bad wire type %u)\n", ind, "", (unsigned)(tag & 7));
+            return;
+        }
+    }
+}
+
+/* Decodes the runtime.Unknown envelope. */
+static void show_protobuf(const uint8_t *v, size_t n)
+{
+    const uint8_t *p = v + 4, *end = v + n;
+    const uint8_t *raw = NULL;
+    size_t rawlen = 0;
+    char api[256] = "", kind[256] = "", cenc[64] = "", ctype[64] = "";
+    bool trunc = false;
+    while (p < end) {
+        uint64_t tag, l;
+        if (!rd_varint(&p, end, &tag) || (tag & 7) != 2 || !rd_varint(&p, end, &l) ||
+            l > (uint64_t)(end - p)) {
+            trunc = true;
+            break;
+        }
+        switch (tag >> 3) {
+        case 1: {
+            const uint8_t *q = p, *qe = p + l;
+            while (q < qe) {
+                uint64_t t2, l2;
+                if (!rd_varint(&q, qe, &t2) || !rd_varint(&q, qe, &l2) || l2 > (uint64_t)(qe - q)) {
+                    trunc = true;
+                    break;
+                }
+                if (t2 >> 3 == 1)
+                    cpy(api, sizeof api, (const char *)q, l2);
+                else if (t2 >> 3 == 2)
+                    cpy(kind, sizeof kind, (const char *)q, l2);
+                q += l2;
+            }
+            break;
+        }
+        case 2:
+            raw = p, rawlen = l;
+            break;
+        case 3:
+            cpy(cenc, sizeof cenc, (const char *)p, l);
+            break;
+        case 4:
+            cpy(ctype, sizeof ctype, (const char *)p, l);
+            break;
+        }
+        p += l;
+    }
+    printf("encoding: protobuf\napiVersion: %s\nkind: %s\n", *api ? api : "(none)",
+           *kind ? kind : "(none)");
+    if (*cenc)
+        printf("contentEncoding: %s\n", cenc);
+    if (*ctype)
+        printf("contentType: %s\n", ctype);
+    if (trunc)
+        printf("warning: truncated or malformed envelope\n");
+    if (raw) {
+        printf("raw (%zu bytes):\n", rawlen);
+        dump(raw, raw + rawlen, 2);
+    }
+}
+
+static void show_value(const struct obj *o)
+{
+    printf("key: %s\nresource: %s\ngroup: %s\nnamespace: %s\nname: %s\nsize: %zu\n", o->key,
+           o->resource, *o->group ? o->group : "(core)", *o->ns ? o->ns : "(cluster)", o->name,
+           o->len);
+    if (!strcmp(o->enc, "protobuf")) {
+        show_protobuf(o->val, o->len);
+    } else if (!strcmp(o->enc, "json")) {
+        printf("encoding: json\n");
+        fwrite(o->val, 1, o->len, stdout);
+        if (o->len && o->val[o->len - 1] != '\n')
+            printf("\n");
+    } else if (!strncmp(o->enc, "encrypted", 9)) {
+        printf("encoding: %s\n(encrypted at rest: the value cannot be shown without the key)\n", o->enc);
+    } else {
+        struct buf b = {0};
+        out_goquote(&b, (const char *)o->val, o->len);
+        printf("encoding: raw\n%s\n", b.p);
+        buf_free(&b);
+    }
+}
+
+static int k8s_get(int argc, char **argv)
+{
+    const char *ns = "";
+    struct flag fl[] = {{"namespace", 'n', F_STR, &ns, false}, FEND};
+    int n = ctl_parse(argc, argv, fl);
+    if (n != 2)
+        ctl_die(EXIT_BAD_ARGS, "k8s get needs <resource> <name>");
+    ctl_init_display();
+    size_t cnt;
+    const char *res = argv[0];
+    /* accept "deployments.apps" as well as "deployments" */
+    char base[128];
+    snprintf(base, sizeof base, "%s", res);
+    char *dot = strchr(base, '.');
+    if (dot)
+        *dot = 0;
+    struct obj *v = load(base, ns, &cnt);
+    for (size_t i = 0; i < cnt; i++)
+        if (!strcmp(v[i].name, argv[1])) {
+            show_value(&v[i]);
+            return 0;
+        }
+    ctl_die(EXIT_ERR, "%s \"%s\" not found%s%s", res, argv[1], *ns ? " in namespace " : "", ns);
+}
+
+static int k8s_secrets(int argc, char **argv)
+{
+    bool audit = false;
+    struct flag fl[] = {{"audit", 0, F_BOOL, &audit, false}, FEND};
+    ctl_parse(argc, argv, fl);
+    ctl_init_display();
+    size_t cnt;
+    struct obj *v = load("secrets", NULL, &cnt);
+    static const char *const hdr[] = {"NAMESPACE", "NAME", "STORED", "PROVIDER", "KEY"};
+    char ***rows = calloc(cnt + 1, sizeof *rows);
+    size_t plain = 0;
+    for (size_t i = 0; i < cnt; i++) {
+        rows[i] = calloc(5, sizeof(char *));
+        rows[i][0] = v[i].ns;
+        rows[i][1] = v[i].name;
+        if (!strncmp(v[i].enc, "encrypted:", 10)) {
+            char *prov = strdup(v[i].enc + 10), *key = strchr(prov, ':');
+            if (key)
+                *key++ = 0;
+            rows[i][2] = "encrypted";
+            rows[i][3] = prov;
+            rows[i][4] = key ? key : "-";
+        } else {
+            rows[i][2] = "plain";
+            rows[i][3] = strdup(v[i].enc);
+            rows[i][4] = "-";
+            plain++;
+        }
+    }
+    plain_table(hdr, 5, rows, cnt);
+    if (audit)
+        printf("\n%zu secrets: %zu plain, %zu encrypted\n", cnt, plain, cnt - plain);
+    return 0;
+}
+
+/* ---- seed ---- */
+
+static void pb_varint(struct buf *b, uint64_t v)
+{
+    do {
+        uint8_t c = (uint8_t)(v & 0x7f);
+        v >>= 7;
+        if (v)
+            c |= 0x80;
+        buf_put(b, &c, 1);
+    } while (v);
+}
+
+static void pb_bytes(struct buf *b, unsigned field, const void *p, size_t n)
+{
+    pb_varint(b, (uint64_t)field << 3 | 2);
+    pb_varint(b, n);
+    buf_put(b, p, n);
+}
+
+static void pb_str(struct buf *b, unsigned field, const char *s)
+{
+    pb_bytes(b, field, s, strlen(s));
+}
+
+static void pb_msg(struct buf *b, unsigned field, struct buf *m)
+{
+    pb_bytes(b, field, m->p ? m->p : "", m->len);
+    buf_free(m);
+}
+
+/* A core object as kube-apiserver stores it: "k8s\0" + runtime.Unknown. */
+static struct buf k8s_proto(const char *api, const char *kind, const char *ns, const char *name,
+                            int variant)
+{
+    struct buf meta = {0}, obj = {0}, tm = {0}, out = {0};
+    pb_str(&meta, 1, name);
+    if (ns && *ns)
+        pb_str(&meta, 3, ns);
+    char uid[64];
+    snprintf(uid, sizeof uid, "6b1c%04x-0a1b-4c2d-8e3f-%012x", ((unsigned)variant * 7919u) & 0xffff,
+             (unsigned)(strlen(name) * 131 + (unsigned)variant));
+    pb_str(&meta, 5, uid);
+    struct buf ts = {0};
+    pb_varint(&ts, 1 << 3 | 0);
+    pb_varint(&ts, 1700000000 + (uint64_t)variant);
+    pb_msg(&meta, 8, &ts);
+    struct buf lbl = {0};
+    pb_str(&lbl, 1, "app");
+    pb_str(&lbl, 2, name);
+    pb_msg(&meta, 11, &lbl);
+    pb_msg(&obj, 1, &meta);
+    if (!strcmp(kind, "Secret")) {
+        struct buf e = {0};
+        pb_str(&e, 1, "password");
+        pb_str(&e, 2, "s3cr3t");
+        pb_msg(&obj, 2, &e);
+        pb_str(&obj, 3, "Opaque");
+    } else if (!strcmp(kind, "ConfigMap")) {
+        struct buf e = {0};
+        pb_str(&e, 1, "config.yaml");
+        pb_str(&e, 2, "log-level: info\n");
+        pb_msg(&obj, 2, &e);
+    } else {
+        struct buf spec = {0};
+        pb_varint(&spec, 1 << 3 | 0);
+        pb_varint(&spec, 1 + (uint64_t)variant % 3);
+        pb_str(&spec, 2, "spec");
+        pb_msg(&obj, 2, &spec);
+    }
+    buf_put(&out, "k8s\0", 4);
+    pb_str(&tm, 1, api);
+    pb_str(&tm, 2, kind);
+    struct buf env = {0};
+    pb_msg(&env, 1, &tm);
+    pb_msg(&env, 2, &obj);
+    pb_str(&env, 3, "");
+    pb_str(&env, 4, "");
+    buf_put(&out, env.p, env.len);
+    buf_free(&env);
+    return out;
+}
+
+static int seed_put(const char *key, const void *v, size_t n)
+{
+    Etcdserverpb__PutRequest pr = ETCDSERVERPB__PUT_REQUEST__INIT;
+    pr.key = (ProtobufCBinaryData){strlen(key), (uint8_t *)key};
+    pr.value = (ProtobufCBinaryData){n, (uint8_t *)v};
+    struct ctl_reply r;
+    if (ctl_call("/etcdserverpb.KV/Put", &pr.base, &r))
+        ctl_die(EXIT_ERR, "%s", ctl_err_text(r.status, r.message));
+    ctl_reply_free(&r);
+    return 1;
+}
+
+static int k8s_seed(int argc, char **argv)
+{
+    ctl_parse(argc, argv, (struct flag[]){FEND});
+    ctl_init_display();
+    static const struct {
+        const char *path, *api, *kind, *ns, *name;
+    } core[] = {
+        {"namespaces", "v1", "Namespace", NULL, "default"},
+        {"namespaces", "v1", "Namespace", NULL, "kube-system"},
+        {"namespaces", "v1", "Namespace", NULL, "web"},
+        {"minions", "v1", "Node", NULL, "node-1"},
+        {"minions", "v1", "Node", NULL, "node-2"},
+        {"clusterroles", "rbac.authorization.k8s.io/v1", "ClusterRole", NULL, "admin"},
+        {"clusterroles", "rbac.authorization.k8s.io/v1", "ClusterRole", NULL, "system:node"},
+        {"clusterrolebindings", "rbac.authorization.k8s.io/v1", "ClusterRoleBinding", NULL, "cluster-admin"},
+        {"roles", "rbac.authorization.k8s.io/v1", "Role", "kube-system", "extension-apiserver-authentication-reader"},
+        {"rolebindings", "rbac.authorization.k8s.io/v1", "RoleBinding", "kube-system", "system:controller:bootstrap-signer"},
+        {"serviceaccounts", "v1", "ServiceAccount", "default", "default"},
+        {"serviceaccounts", "v1", "ServiceAccount", "kube-system", "coredns"},
+        {"configmaps", "v1", "ConfigMap", "kube-system", "coredns"},
+        {"configmaps", "v1", "ConfigMap", "web", "frontend-config"},
+        {"controllerrevisions", "apps/v1", "ControllerRevision", "kube-system", "kube-proxy-5d8c7f9b4"},
+        {"daemonsets", "apps/v1", "DaemonSet", "kube-system", "kube-proxy"},
+        {"deployments", "apps/v1", "Deployment", "kube-system", "coredns"},
+        {"deployments", "apps/v1", "Deployment", "web", "frontend"},
+        {"replicasets", "apps/v1", "ReplicaSet", "web", "frontend-7c9f8d6b5"},
+        {"statefulsets", "apps/v1", "StatefulSet", "web", "db"},
+        {"pods", "v1", "Pod", "kube-system", "coredns-5d78c9869d-abcde"},
+        {"pods", "v1", "Pod", "web", "frontend-7c9f8d6b5-x2x7q"},
+        {"pods", "v1", "Pod", "web", "db-0"},
+        {"secrets", "v1", "Secret", "default", "db-password"},
+        {"secrets", "v1", "Secret", "kube-system", "bootstrap-token-abcdef"},
+        {"services/specs", "v1", "Service", "default", "kubernetes"},
+        {"services/specs", "v1", "Service", "web", "frontend"},
+        {"services/endpoints", "v1", "Endpoints", "default", "kubernetes"},
+        {"services/endpoints", "v1", "Endpoints", "web", "frontend"},
+        {"events", "v1", "Event", "web", "frontend-7c9f8d6b5-x2x7q.17a8b2c3d4e5f607"},
+        {"leases", "coordination.k8s.io/v1", "Lease", "kube-node-lease", "node-1"},
+        {"leases", "coordination.k8s.io/v1", "Lease", "kube-system", "kube-scheduler"},
+    };
+    int n = 0;
+    for (size_t i = 0; i < sizeof core / sizeof core[0]; i++) {
+        char key[512];
+        if (core[i].ns)
+            snprintf(key, sizeof key, "/registry/%s/%s/%s", core[i].path, core[i].ns, core[i].name);
+        else
+            snprintf(key, sizeof key, "/registry/%s/%s", core[i].path, core[i].name);
+        struct buf v = k8s_proto(core[i].api, core[i].kind, core[i].ns, core[i].name, (int)i);
+        n += seed_put(key, v.p, v.len);
+        buf_free(&v);
+    }
+    /* ranges: RangeAllocation */
+    struct buf v = k8s_proto("v1", "RangeAllocation", NULL, "", 100);
+    n += seed_put("/registry/ranges/serviceips", v.p, v.len);
+    buf_free(&v);
+    v = k8s_proto("v1", "RangeAllocation", NULL, "", 101);
+    n += seed_put("/registry/ranges/servicenodeports", v.p, v.len);
+    buf_free(&v);
+    /* JSON: apiservices and custom resources */
+    static const char apisvc[] =
+        "{\"kind\":\"APIService\",\"apiVersion\":\"apiregistration.k8s.io/v1\",\"metadata\":{\"name\":"
+        "\"v1.apps\",\"uid\":\"0f3a6a52-7d0e-4a33-9d4b-4a1a3c2d9e01\",\"creationTimestamp\":"
+        "\"2024-01-01T00:00:00Z\",\"labels\":{\"kube-aggregator.kubernetes.io/automanaged\":"
+        "\"onstart\"}},\"spec\":{\"group\":\"apps\",\"version\":\"v1\",\"groupPriorityMinimum\":"
+        "17800,\"versionPriority\":15},\"status\":{\"conditions\":[{\"type\":\"Available\","
+        "\"status\":\"True\",\"reason\":\"Local\"}]}}\n";
+    n += seed_put("/registry/apiregistration.k8s.io/apiservices/v1.apps", apisvc, strlen(apisvc));
+    static const char crd[] =
+        "{\"apiVersion\":\"stable.example.com/v1\",\"kind\":\"CronTab\",\"metadata\":{\"name\":"
+        "\"my-crontab\",\"namespace\":\"web\",\"uid\":\"a1b2c3d4-0000-4000-8000-000000000001\"},"
+        "\"spec\":{\"cronSpec\":\"* * * * */5\",\"image\":\"my-cron-image\"}}\n";
+    n += seed_put("/registry/stable.example.com/crontabs/web/my-crontab", crd, strlen(crd));
+    static const char ccrd[] =
+        "{\"apiVersion\":\"cert-manager.io/v1\",\"kind\":\"ClusterIssuer\",\"metadata\":{\"name\":"
+        "\"letsencrypt\",\"uid\":\"a1b2c3d4-0000-4000-8000-000000000002\"},\"spec\":{\"acme\":{}}}\n";
+    n += seed_put("/registry/cert-manager.io/clusterissuers/letsencrypt", ccrd, strlen(ccrd));
+    /* an encrypted-at-rest secret (aescbc, key "key1": IV + ciphertext) */
+    struct buf enc = {0};
+    buf_puts(&enc, "k8s:enc:aescbc:v1:key1:");
+    for (int i = 0; i < 64; i++) {
+        uint8_t c = (uint8_t)(i * 37 + 11);
+        buf_put(&enc, &c, 1);
+    }
+    n += seed_put("/registry/secrets/web/tls-cert", enc.p, enc.len);
+    buf_free(&enc);
+    printf("seeded %d keys under /registry/\n", n);
+    return 0;
+}
+
+int cmd_k8s(int argc, char **argv)
+{
+    if (argc < 1)
+        ctl_die(EXIT_BAD_ARGS, "k8s <subcommand>: ls [resource] [-n ns], summary, get <resource> <name> [-n ns], secrets [--audit], seed");
+    const char *sub = argv[0];
+    if (!strcmp(sub, "ls"))
+        return k8s_ls(argc - 1, argv + 1);
+    if (!strcmp(sub, "summary"))
+        return k8s_summary(argc - 1, argv + 1);
+    if (!strcmp(sub, "get"))
+        return k8s_get(argc - 1, argv + 1);
+    if (!strcmp(sub, "secrets"))
+        return k8s_secrets(argc - 1, argv + 1);
+    if (!strcmp(sub, "seed"))
+        return k8s_seed(argc - 1, argv + 1);
+    ctl_die(EXIT_BAD_ARGS, "unknown k8s subcommand \"%s\"", sub);
+}
