@@ -185,19 +185,19 @@ static void jtxn(struct buf *b, const Etcdserverpb__TxnResponse *r)
             buf_puts(b, "{\"Response\":{");
             switch (op->response_case) {
             case ETCDSERVERPB__RESPONSE_OP__RESPONSE_RESPONSE_RANGE:
-                buf_puts(b, "\"response_range\":");
+                buf_puts(b, "\"ResponseRange\":");
                 jrange(b, op->response_range);
                 break;
             case ETCDSERVERPB__RESPONSE_OP__RESPONSE_RESPONSE_PUT:
-                buf_puts(b, "\"response_put\":");
+                buf_puts(b, "\"ResponsePut\":");
                 jput(b, op->response_put);
                 break;
             case ETCDSERVERPB__RESPONSE_OP__RESPONSE_RESPONSE_DELETE_RANGE:
-                buf_puts(b, "\"response_delete_range\":");
+                buf_puts(b, "\"ResponseDeleteRange\":");
                 jdel(b, op->response_delete_range);
                 break;
             case ETCDSERVERPB__RESPONSE_OP__RESPONSE_RESPONSE_TXN:
-                buf_puts(b, "\"response_txn\":");
+                buf_puts(b, "\"ResponseTxn\":");
                 jtxn(b, op->response_txn);
                 break;
             default:
@@ -735,6 +735,12 @@ void print_alarm(const Etcdserverpb__AlarmResponse *r)
         }
         buf_puts(&b, "}\n");
     } else if (g.out == OUT_FIELDS) {
+        if (!r->header) {
+            /* etcd 3.4 sends no header here and etcdctl's fields printer
+             * dereferences it: same exit status, without the goroutine dump */
+            fprintf(stderr, "panic: runtime error: invalid memory address or nil pointer dereference\n");
+            exit(2);
+        }
         fhdr(&b, r->header);
         for (size_t i = 0; i < r->n_alarms; i++)
             buf_printf(&b, "\"MemberID\" : %" PRIu64 "\n\"AlarmType\" : %s\n\n",

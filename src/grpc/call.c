@@ -94,6 +94,11 @@ void grpc_call_unref(grpc_call *call)
     if (--call->refs > 0) return;
     assert(!call->conn);
     if (call->local) {
+        if (call->server) {
+            if (call->prev) call->prev->next = call->next;
+            else call->server->locals = call->next;
+            if (call->next) call->next->prev = call->prev;
+        }
         /* Dropped without an answer (the server is stopping). */
         if (call->local->done)
             call->local->done(GRPC_UNAVAILABLE, "etcdserver: server stopped", NULL, 0,
@@ -406,6 +411,9 @@ void grpc_server_call_local(grpc_server *s, const char *path, const uint8_t *msg
     grpc_buf_init(&call->hdrs, call->hdrs_inl, sizeof call->hdrs_inl);
     grpc_buf_init(&call->req, call->req_inl, sizeof call->req_inl);
     grpc_buf_init(&call->resp, call->resp_inl, sizeof call->resp_inl);
+    call->next = s->locals;
+    if (s->locals) s->locals->prev = call;
+    s->locals = call;
     s->started[m - s->table.methods]++;
     m->on_message(call, msg, len, s->ctx);
     grpc_call_unref(call);

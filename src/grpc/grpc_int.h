@@ -80,6 +80,9 @@ struct grpc_server {
     /* grpc-prometheus counters, per method (index in table.methods). */
     uint64_t *started;
     uint64_t (*handled)[17];
+    /* In-process calls still referenced (linked through prev/next): they
+     * lose their server pointer when it is freed before them. */
+    struct grpc_call *locals;
 };
 
 struct grpc_listener {

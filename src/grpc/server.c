@@ -150,6 +150,7 @@ static void maybe_free_server(grpc_server *s)
     if (!s->closing || s->open_handles > 0 || s->conns) return;
     void (*cb)(void *) = s->close_cb;
     void *data = s->close_data;
+    for (struct grpc_call *l = s->locals; l; l = l->next) l->server = NULL;
     grpc_methods_free(&s->table);
     grpc_session_callbacks_free(s);
     free(s->started);
