@@ -353,6 +353,20 @@ def _make(request, **kw):
     return s
 
 
+def start_pair(request):
+    """A fresh server under test and a fresh reference etcd, started side by
+    side (function scope, cleaned up by `request`). Returns (sut, ref)."""
+    sut = Server(label="sut")
+    request.addfinalizer(sut.cleanup)
+    ref = Server(binary=ETCD, tmpfs=True, label="ref")
+    request.addfinalizer(ref.cleanup)
+    sut.start(wait=False)
+    ref.start(wait=False)
+    sut.wait_ready()
+    ref.wait_ready()
+    return sut, ref
+
+
 @pytest.fixture
 def server(request):
     """A fresh server under test (function scope)."""

@@ -99,6 +99,14 @@ static bool parse_one(struct grpc_conn *c)
     struct grpc_http1 *h = c->h1;
     const char *p = (const char *)h->in.p;
     size_t len = h->in.len;
+    /* Refuse what cannot become a request line at once, rather than wait
+     * for a blank line that garbage may never contain. */
+    size_t m = 0;
+    while (m < len && token_char((unsigned char)p[m])) m++;
+    if (m < len && (m == 0 || p[m] != ' ')) {
+        refuse(c, 400, "400 Bad Request");
+        return true;
+    }
     const char *end = len >= 4 ? memmem(p, len, "\r\n\r\n", 4) : NULL;
     if (!end) {
         if (len > MAX_HEAD) refuse(c, 431, "431 Request Header Fields Too Large");

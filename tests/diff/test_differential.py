@@ -26,7 +26,7 @@ import pytest
 from google.protobuf import text_format
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from harness import ETCD, Server, _test_deadline  # noqa: E402,F401
+from harness import ETCD, Server, start_pair, _test_deadline  # noqa: E402,F401
 
 from etcd3.etcdrpc import rpc_pb2, rpc_pb2_grpc  # noqa: E402
 
@@ -362,14 +362,7 @@ class Target:
 
 @pytest.fixture
 def servers(request):
-    sut = Server(label="sut")
-    request.addfinalizer(sut.cleanup)
-    ref = Server(binary=ETCD, tmpfs=True, label="ref")
-    request.addfinalizer(ref.cleanup)
-    sut.start(wait=False)
-    ref.start(wait=False)
-    sut.wait_ready()
-    ref.wait_ready()
+    sut, ref = start_pair(request)
     ts = Target(sut), Target(ref)
     for t in ts:
         request.addfinalizer(t.close)

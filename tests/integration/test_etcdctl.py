@@ -19,7 +19,7 @@ import sys
 import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from harness import ETCD, Server, _test_deadline  # noqa: E402,F401
+from harness import ETCD, Server, start_pair, _test_deadline  # noqa: E402,F401
 
 HEADER_IDS = ("cluster_id", "member_id", "raft_term")
 FIELDS_IDS = ("ClusterID", "MemberID", "RaftTerm")
@@ -127,14 +127,7 @@ class Pair:
 
 @pytest.fixture
 def pair(request):
-    sut = Server(label="sut")
-    request.addfinalizer(sut.cleanup)
-    ref = Server(binary=ETCD, tmpfs=True, label="ref")
-    request.addfinalizer(ref.cleanup)
-    sut.start(wait=False)
-    ref.start(wait=False)
-    sut.wait_ready()
-    ref.wait_ready()
+    sut, ref = start_pair(request)
     return Pair(sut, ref)
 
 

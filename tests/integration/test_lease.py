@@ -17,7 +17,7 @@ import pytest
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, ".."))
 sys.path.insert(0, HERE)
-from harness import ETCD, Server, server, _test_deadline  # noqa: E402,F401
+from harness import ETCD, Server, server, start_pair, _test_deadline  # noqa: E402,F401
 from test_etcdctl import Pair  # noqa: E402
 
 import etcd3  # noqa: E402
@@ -50,14 +50,7 @@ def outcome(fn, req):
 
 @pytest.fixture
 def pair(request):
-    sut = Server(label="sut")
-    request.addfinalizer(sut.cleanup)
-    ref = Server(binary=ETCD, tmpfs=True, label="ref")
-    request.addfinalizer(ref.cleanup)
-    sut.start(wait=False)
-    ref.start(wait=False)
-    sut.wait_ready()
-    ref.wait_ready()
+    sut, ref = start_pair(request)
     return Pair(sut, ref)
 
 

@@ -232,7 +232,7 @@ WATCHERS = [
 ]
 
 
-def run_watchers(b, watchers, one_stream=False, live=None, compact_before=None):
+def run_watchers(b, watchers, one_stream=False, live=None, compact_before=None, quiet=0.6):
     sut_streams, ref_streams = [], []
     for i, w in enumerate(watchers):
         if one_stream and i > 0:
@@ -246,12 +246,14 @@ def run_watchers(b, watchers, one_stream=False, live=None, compact_before=None):
             kw["watch_id"] = 100 + i
         ss.create(**kw)
         rs.create(**kw)
-    got_s = [s.drain() for s in sut_streams]
-    got_r = [s.drain() for s in ref_streams]
+    # `quiet`: the catch-up must be complete before live() writes, or the
+    # header revisions depend on timing (the machine may be busy).
+    got_s = [s.drain(quiet=quiet) for s in sut_streams]
+    got_r = [s.drain(quiet=quiet) for s in ref_streams]
     if live:
         live()
-        got_s = [g + s.drain() for g, s in zip(got_s, sut_streams)]
-        got_r = [g + s.drain() for g, s in zip(got_r, ref_streams)]
+        got_s = [g + s.drain(quiet=quiet) for g, s in zip(got_s, sut_streams)]
+        got_r = [g + s.drain(quiet=quiet) for g, s in zip(got_r, ref_streams)]
     for s in sut_streams + ref_streams:
         s.close()
     return got_s, got_r
@@ -344,7 +346,7 @@ def test_differential_fragment(request):
 
         def live():
             b.txn(ops[:3])
-        got_s, got_r = run_watchers(b, ws, live=live)
+        got_s, got_r = run_watchers(b, ws, live=live, quiet=2.0)
         for i, (s, r) in enumerate(zip(got_s, got_r)):
             assert short(s) == short(r), "watcher %d" % i
         assert any(r.fragment for r in got_s[0])

@@ -144,45 +144,9 @@ static void test_checkpoints(void **state)
 
 /* ---- store ---- */
 
-struct fx {
-    char dir[64];
-    mvcc_store *s;
-    uint64_t index;
-    arena a;
-};
+#include "store_fixture.h"
 
-static int setup(void **state)
-{
-    struct fx *f = calloc(1, sizeof *f);
-    strcpy(f->dir, "/tmp/ketch-lease-XXXXXX");
-    if (mkdtemp(f->dir) == NULL) return -1;
-    if (mvcc_open(&f->s, f->dir, (size_t)1 << 30) != 0) return -1;
-    *state = f;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    struct fx *f = *state;
-    char cmd[128];
-    mvcc_close(f->s);
-    arena_free(&f->a);
-    snprintf(cmd, sizeof cmd, "rm -rf %s", f->dir);
-    if (system(cmd) != 0) return -1;
-    free(f);
-    return 0;
-}
-
-static void reopen(struct fx *f)
-{
-    mvcc_close(f->s);
-    assert_int_equal(mvcc_open(&f->s, f->dir, (size_t)1 << 30), 0);
-}
-
-static ProtobufCBinaryData B(const char *s)
-{
-    return (ProtobufCBinaryData){strlen(s), (uint8_t *)s};
-}
+static int setup(void **state) { return fx_setup(state, "/tmp/ketch-lease-XXXXXX"); }
 
 static int apply(struct fx *f, Ketchpb__InternalRequest *req, struct mvcc_result *res)
 {
