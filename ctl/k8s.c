@@ -70,7 +70,7 @@ static void cpy(char *d, size_t cap, const char *s, size_t n)
 {
     if (n >= cap)
         n = cap - 1;
-    memcpy(d, s, n);
+    if (n) memcpy(d, s, n);
     d[n] = 0;
 }
 

@@ -20,7 +20,7 @@ static ProtobufCBinaryData bin(const char *s)
 char *prefix_end(const uint8_t *k, size_t n, size_t *out_len)
 {
     char *e = malloc(n + 1);
-    memcpy(e, k, n);
+    if (n) memcpy(e, k, n);
     for (size_t i = n; i-- > 0;) {
         if ((uint8_t)e[i] < 0xff) {
             e[i]++;

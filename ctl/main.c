@@ -206,7 +206,7 @@ int flags_parse(int argc, char **argv, struct flag *flags)
             pos[npos++] = a;
         }
     }
-    memcpy(argv, pos, (size_t)npos * sizeof *argv);
+    if (npos) memcpy(argv, pos, (size_t)npos * sizeof *argv);
     free(pos);
     return npos;
 }
@@ -382,7 +382,7 @@ int main(int argc, char **argv)
         (void)n;
         char **with_name = calloc((size_t)argc + 2, sizeof *args);
         with_name[0] = argv[i];
-        memcpy(with_name + 1, args, (size_t)k * sizeof *args);
+        if (k) memcpy(with_name + 1, args, (size_t)k * sizeof *args);
         free(args);
         int rc = commands[c].fn(k, with_name + 1);
         fflush(stdout);

@@ -21,7 +21,7 @@ void buf_put(struct buf *b, const void *p, size_t n)
         }
         b->cap = cap;
     }
-    memcpy(b->p + b->len, p, n);
+    if (n) memcpy(b->p + b->len, p, n);
     b->len += n;
     b->p[b->len] = 0;
 }

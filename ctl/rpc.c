@@ -123,7 +123,7 @@ static void on_reply(void *arg, const struct client_reply *r)
     c->out->message = strdup(r->message ? r->message : "");
     if (r->data) {
         c->out->data = malloc(r->len ? r->len : 1);
-        memcpy(c->out->data, r->data, r->len);
+        if (r->len) memcpy(c->out->data, r->data, r->len);
         c->out->len = r->len;
     }
     c->done = true;
