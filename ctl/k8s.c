@@ -541,7 +541,7 @@ static void show_value(const struct obj *o)
         show_protobuf(o->val, o->len);
     } else if (!strcmp(o->enc, "json")) {
         printf("encoding: json\n");
-        fwrite(o->val, 1, o->len, stdout);
+        if (o->len) fwrite(o->val, 1, o->len, stdout);
         if (o->len && o->val[o->len - 1] != '\n')
             printf("\n");
     } else if (!strncmp(o->enc, "encrypted", 9)) {

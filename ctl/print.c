@@ -10,7 +10,7 @@
 
 static void flush_buf(struct buf *b)
 {
-    fwrite(b->p, 1, b->len, stdout);
+    if (b->len) fwrite(b->p, 1, b->len, stdout);
     buf_free(b);
 }
 

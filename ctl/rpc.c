@@ -235,7 +235,7 @@ void ctl_warn_line(const char *endpoint, int status, const char *message)
     const char *e = grpc_err(status, message);
     out_json_str(&b, e, strlen(e));
     buf_puts(&b, "}\n");
-    fwrite(b.p, 1, b.len, stderr);
+    if (b.len) fwrite(b.p, 1, b.len, stderr);
     buf_free(&b);
 }
 
