@@ -10,7 +10,8 @@
  *
  * Applies are driven by the Raft member: mvcc_apply() records the Raft
  * index in the same LMDB transaction as the data, so after a crash the
- * member replays only entries above mvcc_applied_index().
+ * member replays only entries above mvcc_applied_index() (as reloaded by
+ * mvcc_open: the last committed batch, see mvcc_flush).
  *
  * Memory: everything a response points at (keys, values, KeyValue
  * structs, arrays) is allocated from the caller's arena and lives until the
@@ -31,6 +32,7 @@ typedef struct mvcc_store mvcc_store;
  * missing). map_size is LMDB's map size in bytes (the upper bound of the
  * database). Returns 0 or a negative KERR_* code. */
 int mvcc_open(mvcc_store **out, const char *dir, size_t map_size);
+/* Commits the open batch and syncs (as mvcc_sync), then closes. */
 void mvcc_close(mvcc_store *s);
 
 /* Lease hook: returns nonzero if lease `id` exists. Puts with a nonzero
@@ -45,10 +47,28 @@ int64_t mvcc_revision(const mvcc_store *s);         /* current revision (1 when 
 int64_t mvcc_compact_revision(const mvcc_store *s); /* last compaction, 0 if none */
 uint64_t mvcc_applied_index(const mvcc_store *s);   /* last applied Raft index */
 /* Size of the database file, and the bytes actually in use (pages in use
- * times page size), as etcd's dbSize / dbSizeInUse. */
+ * times page size), as etcd's dbSize / dbSizeInUse. Commits the open batch
+ * first (mvcc_flush), so both are exact. */
 void mvcc_db_size(mvcc_store *s, int64_t *size, int64_t *in_use);
-/* Forces LMDB data to disk (the env may run with MDB_NOSYNC because the
- * Raft log is the durable record). Returns 0 or KERR_IO. */
+/* Group commit. mvcc_apply() leaves its changes in an open batch (one
+ * LMDB write txn; every read sees them at once); mvcc_flush() commits the
+ * batch: its data pages are fdatasynced before the meta page that points
+ * at them is written, so the store on disk is always a consistent state,
+ * even after power loss, at most one batch behind (the meta page itself is
+ * not synced: a lost one leaves the previous consistent state). The caller
+ * flushes every few ms (the server's timer); mvcc_apply() flushes by itself
+ * once a batch holds MVCC_BATCH_MAX applies. After a crash the member
+ * replays the Raft log above the committed applied index, so losing a
+ * batch loses nothing. Returns 0 or KERR_IO (the batch is lost; fatal). */
+#define MVCC_BATCH_MAX 1000
+int mvcc_flush(mvcc_store *s);
+/* Applies in the open batch (0: nothing to flush). */
+size_t mvcc_batch_pending(const mvcc_store *s);
+/* The applied index of the last committed batch (what mvcc_open would
+ * report now); <= mvcc_applied_index(). */
+uint64_t mvcc_durable_index(const mvcc_store *s);
+/* mvcc_flush(), then fsyncs the meta page too: everything applied is on
+ * disk. Called before libraft drops log entries. Returns 0 or KERR_IO. */
 int mvcc_sync(mvcc_store *s);
 
 /* Range with every RangeRequest field honoured (range_end forms, limit,
@@ -78,8 +98,8 @@ struct mvcc_result {
     Etcdserverpb__LeaseCheckpointResponse *lease_checkpoint;
 };
 
-/* Applies the entry at Raft `index` in one LMDB write transaction, and
- * records `index` as applied in the same transaction. `req` may be NULL
+/* Applies the entry at Raft `index` in a nested txn of the open batch (see
+ * mvcc_flush), and records `index` as applied in the same batch. `req` may be NULL
  * (an entry with no command: only the index is recorded). A request that
  * fails (out->err set: e.g. KERR_COMPACTED, KERR_FUTURE_REV,
  * KERR_LEASE_NOT_FOUND) changes nothing but the applied index.
@@ -118,7 +138,7 @@ int mvcc_lease_keys(mvcc_store *s, int64_t id, arena *a, ProtobufCBinaryData **k
 
 /* ---- watch events (events.c) ----
  *
- * mvcc_apply calls the event hook (if set) after the LMDB commit of every
+ * mvcc_apply calls the event hook (if set) at the end of every
  * request that made a new revision, with that revision and its changes in
  * sub-revision order: PUT events carry the stored KeyValue, DELETE events a
  * KeyValue holding only the key and mod_revision (the deletion revision),

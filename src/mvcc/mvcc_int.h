@@ -21,6 +21,10 @@ struct mvcc_store {
     MDB_dbi keys, idx, hist, meta;
     MDB_dbi lease, lkeys; /* leases and lease -> key attachments (lease.c) */
     MDB_txn *rtxn; /* reusable read txn, kept reset between reads */
+    int rtxn_live; /* rtxn renewed by store_rtxn_begin, not yet reset */
+    MDB_txn *wtxn; /* open batch write txn (store.c), NULL if none */
+    size_t batch_n; /* applies in wtxn */
+    uint64_t durable; /* applied index as of the last commit */
     int64_t rev;
     int64_t compact_rev; /* -1: never compacted (as etcd's compactMainRev) */
     uint64_t applied;
@@ -82,8 +86,12 @@ static inline int bytes_cmp(const uint8_t *a, size_t al, const uint8_t *b, size_
 
 /* ---- store.c ---- */
 int mdb_to_kerr(int rc);
+/* The txn reads use: the open batch write txn, else the reusable read txn
+ * (renewed; store_rtxn_end resets it). */
 int store_rtxn_begin(mvcc_store *s, MDB_txn **out);
 void store_rtxn_end(mvcc_store *s);
+/* The batch write txn, begun if none is open. */
+int store_wtxn(mvcc_store *s, MDB_txn **out);
 
 /* Looks up user key; returns 1 found (rec filled), 0 not, or KERR_*. */
 int krec_get(MDB_txn *txn, mvcc_store *s, const uint8_t *key, size_t klen, struct krec *rec);

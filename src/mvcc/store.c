@@ -30,7 +30,9 @@
  *   idx    LMDB key  kid u64 | main u64 | sub u64                (24 bytes)
  *          value     kind u8
  *   meta   "applied_index" u64, "revision" i64, "compact_rev" i64 (-1 if
- *          never compacted), "next_kid" u64
+ *          never compacted), "next_kid" u64; written in the batch txn
+ *          with the data, so what is committed is always consistent: the
+ *          state after the applied_index-th Raft entry
  *   lease  LMDB key  lease ID i64                                 (8 bytes)
  *          value     granted TTL i64 | checkpointed remaining TTL i64
  *                    (0: none)                                   (16 bytes)
@@ -50,15 +52,20 @@
 #include "util/errors.h"
 #include "util/log.h"
 
-/* The Raft log is the durable record (fsynced before a write is
- * acknowledged), so LMDB commits without fsync (MDB_NOSYNC) and writes
- * through its map (MDB_WRITEMAP: no pwrite of every dirty page at commit,
- * ~1.5x the put throughput); the member replays the log above the stored
- * applied index after a crash, and mvcc_sync() (msync) runs before libraft
- * drops log entries. Known gap: on power loss (not kill -9) the OS may write
- * the meta page before the data pages it points to; closing that needs
- * grouped commits with MDB_NOMETASYNC (see README). */
-#define ENV_FLAGS (MDB_NOSYNC | MDB_NOTLS | MDB_WRITEMAP | MDB_MAPASYNC)
+/* Durability: applies are grouped. mvcc_apply() runs each Raft entry in a
+ * nested txn of one long-lived "batch" write txn (s->wtxn), so a failed
+ * request drops only its own changes; the batch is committed by
+ * mvcc_flush() (the server calls it every few ms, mvcc_apply() itself once
+ * the batch holds MVCC_BATCH_MAX applies, mvcc_sync() and mvcc_close()
+ * too). The env runs without MDB_NOSYNC but with MDB_NOMETASYNC: every
+ * commit writes the dirty pages and fdatasyncs them, then writes the new
+ * meta page without a sync. So a meta page that reaches the disk (even on
+ * power loss) never points at pages that did not; a meta page lost on
+ * power loss leaves the previous one, a consistent older state. What is
+ * lost is replayed from the Raft log (fsynced, the durable record) above
+ * the committed applied_index; mvcc_sync() also fsyncs the meta page before
+ * libraft drops log entries. No MDB_WRITEMAP: nested txns need it off. */
+#define ENV_FLAGS (MDB_NOTLS | MDB_NOMETASYNC)
 
 int mdb_to_kerr(int rc)
 {
@@ -189,6 +196,7 @@ int mvcc_open(mvcc_store **out, const char *dir, size_t map_size)
     s->rev = (int64_t)rev;
     s->compact_rev = (int64_t)crev;
     s->applied = applied;
+    s->durable = applied;
     s->next_kid = kid;
 
     if ((rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &s->rtxn)) != 0) goto err_after_env;
@@ -208,6 +216,7 @@ err_after_alloc:
 void mvcc_close(mvcc_store *s)
 {
     if (s == NULL) return;
+    mvcc_flush(s);
     mdb_txn_abort(s->rtxn);
     mdb_env_sync(s->env, 1);
     mdb_env_close(s->env);
@@ -224,9 +233,43 @@ int64_t mvcc_revision(const mvcc_store *s) { return s->rev; }
 int64_t mvcc_compact_revision(const mvcc_store *s) { return s->compact_rev < 0 ? 0 : s->compact_rev; }
 uint64_t mvcc_applied_index(const mvcc_store *s) { return s->applied; }
 
+int store_wtxn(mvcc_store *s, MDB_txn **out)
+{
+    if (s->wtxn == NULL) {
+        int rc = mdb_txn_begin(s->env, NULL, 0, &s->wtxn);
+        if (rc != 0) {
+            s->wtxn = NULL;
+            return mdb_to_kerr(rc);
+        }
+    }
+    *out = s->wtxn;
+    return 0;
+}
+
+size_t mvcc_batch_pending(const mvcc_store *s) { return s->wtxn != NULL ? s->batch_n : 0; }
+
+int mvcc_flush(mvcc_store *s)
+{
+    if (s->wtxn == NULL) return 0;
+    int rc = mdb_txn_commit(s->wtxn);
+    s->wtxn = NULL;
+    s->batch_n = 0;
+    if (rc != 0) {
+        /* The batch is gone but its applies are in memory (s->rev...): the
+         * store no longer matches what was reported. Nothing sane remains. */
+        log_error("mvcc: commit: %s", mdb_strerror(rc));
+        return KERR_IO;
+    }
+    s->durable = s->applied;
+    return 0;
+}
+
 int mvcc_sync(mvcc_store *s)
 {
-    int rc = mdb_env_sync(s->env, 1);
+    int rc = mvcc_flush(s);
+    if (rc != 0) return rc;
+    /* the last commit's meta page was written without a sync */
+    rc = mdb_env_sync(s->env, 1);
     if (rc != 0) {
         log_error("mvcc: sync: %s", mdb_strerror(rc));
         return KERR_IO;
@@ -234,15 +277,20 @@ int mvcc_sync(mvcc_store *s)
     return 0;
 }
 
+uint64_t mvcc_durable_index(const mvcc_store *s) { return s->durable; }
+
 void mvcc_db_size(mvcc_store *s, int64_t *size, int64_t *in_use)
 {
     MDB_envinfo info;
     MDB_stat st;
+    /* the file's size is the committed one's: commit the batch first (Status
+     * and /metrics only; one commit costs about a fdatasync) */
+    mvcc_flush(s);
     mdb_env_info(s->env, &info);
     mdb_env_stat(s->env, &st);
     int64_t psize = st.ms_psize;
-    /* The high-water mark of the file, not its length: with MDB_WRITEMAP
-     * LMDB sizes the (sparse) file to the whole map. */
+    /* The high-water mark of the file as of the last commit (not its
+     * length, which LMDB may grow ahead). */
     *size = (int64_t)(info.me_last_pgno + 1) * psize;
     /* in use: 2 meta pages + the pages of every tree (free list included) */
     int64_t pages = 2 + (int64_t)(st.ms_branch_pages + st.ms_leaf_pages + st.ms_overflow_pages);
@@ -259,15 +307,29 @@ void mvcc_db_size(mvcc_store *s, int64_t *size, int64_t *in_use)
     if (*in_use > *size) *in_use = *size;
 }
 
+/* Reads see every apply: inside the open batch write txn when there is
+ * one (LMDB reads in a write txn see its uncommitted changes), else in the
+ * reusable read txn. Data borrowed from LMDB is valid until the next write
+ * to that txn, so a read keeps no pointer past its call. */
 int store_rtxn_begin(mvcc_store *s, MDB_txn **out)
 {
+    if (s->wtxn != NULL) {
+        *out = s->wtxn;
+        return 0;
+    }
     int rc = mdb_txn_renew(s->rtxn);
     if (rc != 0) return mdb_to_kerr(rc);
+    s->rtxn_live = 1;
     *out = s->rtxn;
     return 0;
 }
 
-void store_rtxn_end(mvcc_store *s) { mdb_txn_reset(s->rtxn); }
+void store_rtxn_end(mvcc_store *s)
+{
+    if (!s->rtxn_live) return;
+    s->rtxn_live = 0;
+    mdb_txn_reset(s->rtxn);
+}
 
 /* ---- keys table ---- */
 

@@ -461,39 +461,40 @@ int mvcc_apply(mvcc_store *s, uint64_t index, const Ketchpb__InternalRequest *re
     memset(out, 0, sizeof *out);
     struct op_ctx c = {.s = s, .begin_rev = s->rev, .next_kid = s->next_kid, .write = 1};
     int64_t compact_to = -2;
-    int rc = mdb_txn_begin(s->env, NULL, 0, &c.txn);
-    if (rc != 0) return mdb_to_kerr(rc);
+    MDB_txn *batch;
+    int rc = store_wtxn(s, &batch);
+    if (rc != 0) return rc;
     if (req != NULL) {
+        /* the request runs in a child txn: a failure drops only its changes */
+        if ((rc = mdb_txn_begin(s->env, batch, 0, &c.txn)) != 0) return mdb_to_kerr(rc);
         rc = exec_request(&c, req, a, out, &compact_to);
         if (rc != 0) {
-            if (!is_request_error(rc)) goto err_after_txn_begin;
-            /* drop the partial changes; keep only the index */
             mdb_txn_abort(c.txn);
+            if (!is_request_error(rc)) return rc < 0 ? rc : mdb_to_kerr(rc);
             out->put = NULL, out->delete_range = NULL, out->txn = NULL, out->compaction = NULL;
             out->lease_grant = NULL, out->lease_revoke = NULL, out->lease_checkpoint = NULL;
             out->err = rc;
             c.nchanges = 0;
             c.next_kid = s->next_kid;
             compact_to = -2;
-            if ((rc = mdb_txn_begin(s->env, NULL, 0, &c.txn)) != 0) return mdb_to_kerr(rc);
+        } else if ((rc = mdb_txn_commit(c.txn)) != 0) {
+            return mdb_to_kerr(rc);
         }
     }
     int64_t rev = ctx_rev(&c);
-    if ((rc = meta_put_u64(c.txn, s, "applied_index", index)) != 0) goto err_after_txn_begin;
-    if (c.nchanges > 0 && ((rc = meta_put_u64(c.txn, s, "revision", (uint64_t)rev)) != 0 ||
-                           (rc = meta_put_u64(c.txn, s, "next_kid", c.next_kid)) != 0))
-        goto err_after_txn_begin;
-    if ((rc = mdb_txn_commit(c.txn)) != 0) return mdb_to_kerr(rc);
+    if ((rc = meta_put_u64(batch, s, "applied_index", index)) != 0) return rc;
+    if (c.nchanges > 0 && ((rc = meta_put_u64(batch, s, "revision", (uint64_t)rev)) != 0 ||
+                           (rc = meta_put_u64(batch, s, "next_kid", c.next_kid)) != 0))
+        return rc;
+    s->batch_n++;
     s->applied = index;
     s->rev = rev;
     s->next_kid = c.next_kid;
     if (compact_to != -2) s->compact_rev = compact_to;
     out->revision = rev;
-    /* after the commit, as etcd notifies watchers at the end of the txn */
+    /* at the end of the request, as etcd notifies watchers at the end of
+     * the txn; the hook reads through the batch txn */
     if (c.nchanges > 0) events_notify(s, rev);
+    if (s->batch_n >= MVCC_BATCH_MAX && (rc = mvcc_flush(s)) != 0) return rc;
     return 0;
-
-err_after_txn_begin:
-    mdb_txn_abort(c.txn);
-    return rc < 0 ? rc : mdb_to_kerr(rc);
 }

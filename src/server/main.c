@@ -34,6 +34,11 @@
 /* LMDB's map is address space, not disk: make it comfortably larger than
  * the quota so the quota (not the map) is what refuses writes. */
 #define MIN_MAP_BYTES (8LL * 1024 * 1024 * 1024)
+/* Group commit of the store (mvcc_flush): at most this long after an apply.
+ * A commit costs one fdatasync of the new pages (~0.15 ms measured on the
+ * development disk) and blocks the loop; replies do not wait for it (the
+ * Raft log is the durable record). */
+#define FLUSH_MS 10
 
 struct server {
     uv_loop_t *loop;
@@ -46,6 +51,8 @@ struct server {
     mvcc_store *store;
     member *member;
     uv_signal_t sigterm, sigint;
+    uv_check_t flush_check; /* arms flush_timer when the store has a batch */
+    uv_timer_t flush_timer;
     struct member_peer *peers;
     char **peer_addrs;
     int exit_code;
@@ -55,6 +62,25 @@ struct server {
 /* Called before libraft drops log entries: the store must be on disk. */
 static int member_sync(void *ctx) { return mvcc_sync(((api_server *)ctx)->store); }
 
+static void on_flush_timer(uv_timer_t *t)
+{
+    struct server *srv = t->data;
+    int rv = mvcc_flush(srv->store);
+    if (rv != 0) {
+        /* the batch is lost but was applied in memory: only a restart (which
+         * replays the Raft log from the last commit) is consistent */
+        log_error("store commit failed (%s): exiting", kerr_text(rv));
+        exit(1);
+    }
+}
+
+static void on_flush_check(uv_check_t *c)
+{
+    struct server *srv = c->data;
+    if (mvcc_batch_pending(srv->store) > 0 && !uv_is_active((uv_handle_t *)&srv->flush_timer))
+        uv_timer_start(&srv->flush_timer, on_flush_timer, FLUSH_MS, 0);
+}
+
 static void on_member_stopped(void *data)
 {
     struct server *srv = data;
@@ -62,6 +88,8 @@ static void on_member_stopped(void *data)
     srv->api.member = NULL;
     uv_close((uv_handle_t *)&srv->sigterm, NULL);
     uv_close((uv_handle_t *)&srv->sigint, NULL);
+    uv_close((uv_handle_t *)&srv->flush_check, NULL);
+    uv_close((uv_handle_t *)&srv->flush_timer, NULL); /* main syncs the store after the loop */
 }
 
 static void on_grpc_closed(void *data)
@@ -296,6 +324,10 @@ int main(int argc, char **argv)
     srv.sigterm.data = srv.sigint.data = &srv;
     uv_signal_start(&srv.sigterm, on_signal, SIGTERM);
     uv_signal_start(&srv.sigint, on_signal, SIGINT);
+    uv_check_init(srv.loop, &srv.flush_check);
+    uv_timer_init(srv.loop, &srv.flush_timer);
+    srv.flush_check.data = srv.flush_timer.data = &srv;
+    uv_check_start(&srv.flush_check, on_flush_check);
 
     uv_run(srv.loop, UV_RUN_DEFAULT);
     srv.exit_code = 0;

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -1118,6 +1119,192 @@ static void test_model(void **state)
     }
 }
 
+/* ---- group commit: applies are batched in one LMDB write txn ---- */
+
+/* A put then a range at a future revision: fails after it wrote. */
+static int failing_txn(struct fx *f, const char *k)
+{
+    struct mvcc_result res;
+    Etcdserverpb__RequestOp *r[] = {op_put(f, k, "1"), op_range(f, "a", NULL)};
+    r[1]->request_range->revision = mvcc_revision(f->s) + 5;
+    Etcdserverpb__TxnRequest t = txn1(NULL, 0, r, 2, NULL, 0);
+    return run_txn(f, &t, &res);
+}
+
+static void test_batch_failed_request(void **state)
+{
+    struct fx *f = *state;
+    assert_int_equal(mvcc_flush(f->s), 0);
+    put(f, "a", "1"); /* 2 */
+    put(f, "b", "1"); /* 3 */
+    assert_int_equal(mvcc_batch_pending(f->s), 2);
+    assert_int_equal(failing_txn(f, "z"), KERR_FUTURE_REV);
+    assert_int_equal(mvcc_batch_pending(f->s), 3);
+    /* only the failed request's changes are gone */
+    assert_null(get1(f, "z", 0));
+    assert_bytes(get1(f, "a", 0)->value, "1");
+    assert_bytes(get1(f, "b", 0)->value, "1");
+    assert_int_equal(mvcc_revision(f->s), 3);
+    assert_int_equal(mvcc_applied_index(f->s), f->index);
+    put(f, "c", "1"); /* 4: the batch goes on after the failure */
+    assert_int_equal(get1(f, "c", 0)->mod_revision, 4);
+    assert_int_equal(mvcc_flush(f->s), 0);
+    assert_int_equal(mvcc_batch_pending(f->s), 0);
+    reopen(f);
+    assert_null(get1(f, "z", 0));
+    assert_bytes(get1(f, "a", 0)->value, "1");
+    assert_bytes(get1(f, "b", 0)->value, "1");
+    assert_bytes(get1(f, "c", 0)->value, "1");
+    assert_int_equal(mvcc_revision(f->s), 4);
+    assert_int_equal(mvcc_applied_index(f->s), f->index);
+}
+
+static void test_batch_reads_see_applies(void **state)
+{
+    struct fx *f = *state;
+    struct mvcc_result res;
+    assert_int_equal(mvcc_flush(f->s), 0);
+    uint64_t durable = mvcc_durable_index(f->s);
+    put(f, "a", "1"); /* 2 */
+    put(f, "a", "2"); /* 3 */
+    Etcdserverpb__LeaseGrantRequest g = ETCDSERVERPB__LEASE_GRANT_REQUEST__INIT;
+    Ketchpb__InternalRequest req = KETCHPB__INTERNAL_REQUEST__INIT;
+    g.id = 7, g.ttl = 10;
+    req.lease_grant = &g;
+    assert_int_equal(apply(f, &req, &res), 0);
+    Etcdserverpb__PutRequest p = ETCDSERVERPB__PUT_REQUEST__INIT;
+    p.key = B("l"), p.value = B("v"), p.lease = 7;
+    assert_int_equal(put_req(f, &p, &res), 0); /* 4 */
+    assert_true(mvcc_batch_pending(f->s) > 0);
+    assert_int_equal(mvcc_durable_index(f->s), durable);
+    /* ranges, at the current and at an older revision */
+    assert_bytes(get1(f, "a", 0)->value, "2");
+    assert_bytes(get1(f, "a", 2)->value, "1");
+    /* txn reads */
+    Etcdserverpb__RequestOp *ops[] = {op_range(f, "a", NULL)};
+    Etcdserverpb__TxnRequest t = txn1(NULL, 0, ops, 1, NULL, 0);
+    Etcdserverpb__TxnResponse tr = ETCDSERVERPB__TXN_RESPONSE__INIT;
+    assert_int_equal(mvcc_txn_read(f->s, &t, &f->a, &tr), 0);
+    assert_int_equal(tr.n_responses, 1);
+    assert_bytes(tr.responses[0]->response_range->kvs[0]->value, "2");
+    /* events */
+    Mvccpb__Event **evs;
+    size_t n;
+    int64_t next;
+    assert_int_equal(mvcc_events(f->s, 2, 4, 0, &f->a, &evs, &n, &next), 0);
+    assert_int_equal(n, 3);
+    assert_int_equal(next, 5);
+    assert_bytes(evs[2]->kv->key, "l");
+    /* leases */
+    struct mvcc_lease *ls;
+    assert_int_equal(mvcc_lease_list(f->s, &ls, &n), 0);
+    assert_int_equal(n, 1);
+    assert_int_equal(ls[0].id, 7);
+    free(ls);
+    ProtobufCBinaryData *keys;
+    assert_int_equal(mvcc_lease_keys(f->s, 7, &f->a, &keys, &n), 0);
+    assert_int_equal(n, 1);
+    assert_int_equal(keys[0].len, 1);
+    /* db size (commits the batch) */
+    int64_t size, in_use;
+    mvcc_db_size(f->s, &size, &in_use);
+    assert_true(in_use > 0 && in_use <= size);
+    assert_int_equal(mvcc_durable_index(f->s), f->index);
+}
+
+/* Runs `fn` in a child process on its own store (the parent's is closed),
+ * which then dies without closing it, as a crash would; returns the index
+ * the child applied last. */
+static uint64_t crash_child(struct fx *f, void (*fn)(struct fx *))
+{
+    int pfd[2];
+    assert_int_equal(pipe(pfd), 0);
+    mvcc_close(f->s);
+    f->s = NULL;
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        close(pfd[0]);
+        if (mvcc_open(&f->s, f->dir, (size_t)1 << 30) != 0) _exit(2);
+        f->index = mvcc_applied_index(f->s);
+        fn(f);
+        if (write(pfd[1], &f->index, sizeof f->index) != sizeof f->index) _exit(3);
+        _exit(0); /* no mvcc_close: the open batch is not committed */
+    }
+    close(pfd[1]);
+    int st;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    assert_true(WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 0);
+    uint64_t idx = 0;
+    assert_int_equal(read(pfd[0], &idx, sizeof idx), sizeof idx);
+    close(pfd[0]);
+    assert_int_equal(mvcc_open(&f->s, f->dir, (size_t)1 << 30), 0);
+    return idx;
+}
+
+static uint64_t flushed_index;
+
+static void child_unflushed(struct fx *f)
+{
+    put(f, "a", "1");
+    put(f, "b", "1");
+    if (mvcc_flush(f->s) != 0) _exit(4);
+    flushed_index = f->index;
+    put(f, "a", "2");
+    put(f, "c", "1");
+    if (mvcc_batch_pending(f->s) != 2 || mvcc_durable_index(f->s) != flushed_index) _exit(5);
+}
+
+static void child_flushed(struct fx *f)
+{
+    child_unflushed(f);
+    if (mvcc_flush(f->s) != 0) _exit(6);
+    if (mvcc_batch_pending(f->s) != 0 || mvcc_durable_index(f->s) != f->index) _exit(7);
+}
+
+static void test_batch_crash_without_flush(void **state)
+{
+    struct fx *f = *state;
+    uint64_t last = crash_child(f, child_unflushed);
+    /* the child's last flush was after its 2nd put (index 2) */
+    assert_int_equal(last, 4);
+    assert_int_equal(mvcc_applied_index(f->s), 2);
+    assert_int_equal(mvcc_revision(f->s), 3);
+    assert_bytes(get1(f, "a", 0)->value, "1");
+    assert_bytes(get1(f, "b", 0)->value, "1");
+    assert_null(get1(f, "c", 0));
+    /* the member replays from there: the same entries give the same store */
+    f->index = mvcc_applied_index(f->s);
+    put(f, "a", "2");
+    put(f, "c", "1");
+    assert_int_equal(mvcc_revision(f->s), 5);
+    assert_int_equal(get1(f, "a", 0)->version, 2);
+}
+
+static void test_batch_flush_is_durable(void **state)
+{
+    struct fx *f = *state;
+    uint64_t last = crash_child(f, child_flushed);
+    assert_int_equal(mvcc_applied_index(f->s), last);
+    assert_int_equal(mvcc_durable_index(f->s), last);
+    assert_int_equal(mvcc_revision(f->s), 5);
+    assert_bytes(get1(f, "a", 0)->value, "2");
+    assert_bytes(get1(f, "c", 0)->value, "1");
+    assert_int_equal(mvcc_batch_pending(f->s), 0);
+}
+
+static void test_batch_max(void **state)
+{
+    struct fx *f = *state;
+    assert_int_equal(mvcc_flush(f->s), 0);
+    for (int i = 0; i < MVCC_BATCH_MAX - 1; i++) put(f, "k", "v");
+    assert_int_equal(mvcc_batch_pending(f->s), MVCC_BATCH_MAX - 1);
+    put(f, "k", "v"); /* the batch is full: committed */
+    assert_int_equal(mvcc_batch_pending(f->s), 0);
+    assert_int_equal(mvcc_durable_index(f->s), f->index);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1138,6 +1325,11 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_long_keys, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reopen, setup, teardown),
         cmocka_unit_test_setup_teardown(test_model, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_batch_failed_request, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_batch_reads_see_applies, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_batch_crash_without_flush, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_batch_flush_is_durable, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_batch_max, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
