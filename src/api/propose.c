@@ -51,6 +51,31 @@ static void proposal_done(void *data, int status)
     proposal_free(p);
 }
 
+void api_strip_unknown(ProtobufCMessage *m)
+{
+    if (m == NULL) return;
+    const ProtobufCMessageDescriptor *d = m->descriptor;
+    for (unsigned i = 0; i < d->n_fields; i++) {
+        const ProtobufCFieldDescriptor *f = &d->fields[i];
+        if (f->type != PROTOBUF_C_TYPE_MESSAGE) continue;
+        char *base = (char *)m;
+        if (f->label == PROTOBUF_C_LABEL_REPEATED) {
+            size_t n = *(size_t *)(base + f->quantifier_offset);
+            ProtobufCMessage **v = *(ProtobufCMessage ***)(base + f->offset);
+            for (size_t k = 0; k < n; k++) api_strip_unknown(v[k]);
+            continue;
+        }
+        if ((f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) &&
+            *(uint32_t *)(base + f->quantifier_offset) != f->id)
+            continue;
+        api_strip_unknown(*(ProtobufCMessage **)(base + f->offset));
+    }
+    for (unsigned i = 0; i < m->n_unknown_fields; i++) free(m->unknown_fields[i].data);
+    free(m->unknown_fields);
+    m->unknown_fields = NULL;
+    m->n_unknown_fields = 0;
+}
+
 void api_propose(api_server *s, grpc_call *call, Ketchpb__InternalRequest *req)
 {
     if (s->member == NULL) {
@@ -66,6 +91,7 @@ void api_propose(api_server *s, grpc_call *call, Ketchpb__InternalRequest *req)
     p->call = call;
     p->id = ++s->next_request_id;
     req->id = p->id;
+    api_strip_unknown(&req->base);
 
     size_t len = ketchpb__internal_request__get_packed_size(req);
     /* As etcd: the encoded proposal may not exceed --max-request-bytes. */
@@ -103,6 +129,7 @@ int api_propose_internal(api_server *s, Ketchpb__InternalRequest *req, api_propo
     p->cb_data = data;
     p->id = ++s->next_request_id;
     req->id = p->id;
+    api_strip_unknown(&req->base);
     size_t len = ketchpb__internal_request__get_packed_size(req);
     int rv = KERR_REQUEST_TOO_LARGE;
     if (len > s->max_request_bytes) goto err_after_alloc;

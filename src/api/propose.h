@@ -4,6 +4,16 @@
 
 #include "api/api.h"
 
+/* Drops the unknown fields of `m` and of every message inside it, in
+ * place (freeing them with free(), as protobuf-c's default allocator
+ * allocated them in unpack). Requests proposed through Raft carry no
+ * unknown fields, as etcd's do not: protobuf-c accepts some it cannot
+ * re-encode into something it would unpack again (field number 0), and
+ * a committed entry that no member can decode would leave its client
+ * waiting. `m` must come from protobuf-c unpack or have no unknown fields
+ * (messages built in code or from JSON). */
+void api_strip_unknown(ProtobufCMessage *m);
+
 /* Proposes `req` (its id is set here) for `call`. When the entry has been
  * applied, the call gets the response that mvcc produced (with its header
  * filled), or the error. Takes its own reference on `call`. On failure to

@@ -259,6 +259,8 @@ static int get_int(json_t *v, bool is_signed, int64_t *out)
     }
     if (json_is_real(v)) {
         double d = json_real_value(v);
+        /* Out of int64's range (or NaN) cannot be converted at all. */
+        if (!(d >= -9223372036854775808.0 && d < 9223372036854775808.0)) return -1;
         if (d != (double)(int64_t)d) return -1;
         *out = (int64_t)d;
         return 0;

@@ -71,6 +71,16 @@ struct tls_ctx;
  * the server; see net/tls.h) when it is not NULL. */
 int grpc_server_listen_tls(grpc_server *s, const char *host, int port, struct tls_ctx *tls);
 
+/* Serves an already connected stream socket `fd` (a TCP socket, or one
+ * end of a socketpair: used by the fuzz targets and tests) as if it had
+ * been accepted on a listener, with TLS when `tls` is not NULL. On success
+ * the server owns fd (closes it with the connection); on failure (a
+ * negative libuv code) fd is left open for the caller. */
+int grpc_server_adopt(grpc_server *s, uv_os_sock_t fd, struct tls_ctx *tls);
+
+/* Connections currently open (accepted or adopted, not yet closing). */
+size_t grpc_server_conn_count(const grpc_server *s);
+
 /* ---- HTTP/1.1 on the same port ----
  * A connection whose first bytes are not the HTTP/2 preface is served as
  * HTTP/1.1 (cleartext or inside TLS): each complete request (request line,

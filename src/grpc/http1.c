@@ -162,6 +162,10 @@ static bool parse_one(struct grpc_conn *c)
         const char *v = colon + 1, *ve = le;
         while (v < ve && (*v == ' ' || *v == '\t')) v++;
         while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t')) ve--;
+        /* As Go's net/http: no control characters (NUL, bare CR...) in a
+         * value, only HT. */
+        for (const char *k = v; k < ve; k++)
+            if (((unsigned char)*k < 32 && *k != '\t') || *k == 127) goto bad;
         char *dst = req->hdrs + req->hdrs_len;
         size_t nl = (size_t)(colon - line), vl = (size_t)(ve - v);
         for (size_t i = 0; i < nl; i++) dst[i] = (char)tolower((unsigned char)line[i]);

@@ -485,13 +485,10 @@ static void conn_flush(struct grpc_conn *c)
         conn_close(c);
 }
 
-static void on_connection(uv_stream_t *ls, int status)
+static struct grpc_conn *conn_new(grpc_server *s)
 {
-    struct grpc_listener *l = ls->data;
-    grpc_server *s = l->s;
-    if (status < 0 || s->closing) return;
     struct grpc_conn *c = calloc(1, sizeof *c);
-    if (!c) return;
+    if (!c) return NULL;
     c->s = s;
     uv_tcp_init(s->loop, &c->tcp);
     c->tcp.data = c;
@@ -500,10 +497,13 @@ static void on_connection(uv_stream_t *ls, int status)
     c->next = s->conns;
     if (s->conns) s->conns->prev = c;
     s->conns = c;
-    if (uv_accept(ls, (uv_stream_t *)&c->tcp) < 0) {
-        conn_close(c);
-        return;
-    }
+    return c;
+}
+
+/* Starts serving an accepted connection (cleartext when tls is NULL). */
+static void conn_start(struct grpc_conn *c, tls_ctx *tls)
+{
+    snprintf(c->peer, sizeof c->peer, "local");
     struct sockaddr_storage sa;
     int salen = sizeof sa;
     if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&sa, &salen) == 0) {
@@ -513,18 +513,53 @@ static void on_connection(uv_stream_t *ls, int status)
             uv_ip6_name((struct sockaddr_in6 *)&sa, ip, sizeof ip);
             port = ntohs(((struct sockaddr_in6 *)&sa)->sin6_port);
             snprintf(c->peer, sizeof c->peer, "[%s]:%d", ip, port);
-        } else {
+        } else if (sa.ss_family == AF_INET) {
             uv_ip4_name((struct sockaddr_in *)&sa, ip, sizeof ip);
             port = ntohs(((struct sockaddr_in *)&sa)->sin_port);
             snprintf(c->peer, sizeof c->peer, "%s:%d", ip, port);
         }
     }
-    if (l->tls && !(c->tls = tls_conn_new(l->tls))) {
+    if (tls && !(c->tls = tls_conn_new(tls))) {
         conn_close(c);
         return;
     }
     uv_tcp_nodelay(&c->tcp, 1);
     read_start(c);
+}
+
+static void on_connection(uv_stream_t *ls, int status)
+{
+    struct grpc_listener *l = ls->data;
+    grpc_server *s = l->s;
+    if (status < 0 || s->closing) return;
+    struct grpc_conn *c = conn_new(s);
+    if (!c) return;
+    if (uv_accept(ls, (uv_stream_t *)&c->tcp) < 0) {
+        conn_close(c);
+        return;
+    }
+    conn_start(c, l->tls);
+}
+
+int grpc_server_adopt(grpc_server *s, uv_os_sock_t fd, struct tls_ctx *tls)
+{
+    if (s->closing) return UV_EINVAL;
+    struct grpc_conn *c = conn_new(s);
+    if (!c) return UV_ENOMEM;
+    int rv = uv_tcp_open(&c->tcp, fd);
+    if (rv < 0) {
+        conn_close(c);
+        return rv;
+    }
+    conn_start(c, tls);
+    return 0;
+}
+
+size_t grpc_server_conn_count(const grpc_server *s)
+{
+    size_t n = 0;
+    for (const struct grpc_conn *c = s->conns; c; c = c->next) n++;
+    return n;
 }
 
 int grpc_server_listen(grpc_server *s, const char *host, int port)

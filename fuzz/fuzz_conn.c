@@ -1,0 +1,175 @@
+/* Fuzz target: bytes from a client connection, through the real
+ * connection code of src/grpc (server.c sniffing, session.c over nghttp2,
+ * call.c, http1.c) and, in the TLS variant, src/net/tls.c.
+ *
+ * Each input is written into one end of a socketpair whose other end the
+ * server adopts (grpc_server_adopt), the loop runs until the server has
+ * nothing more to say, then the client end is closed and the loop runs
+ * until the server has dropped the connection. Everything the server
+ * answers is read and thrown away.
+ *
+ * Build-time variant (FUZZ_MODE):
+ *   1  fuzz_h2     the HTTP/2 client preface is sent first, the input is
+ *                  the frames after it
+ *   2  fuzz_http1  the input is the raw first bytes (HTTP/1.1, garbage, or
+ *                  the preface itself)
+ *   3  fuzz_tls    the input is the raw bytes of a TLS client (ClientHello
+ *                  and whatever follows) on a TLS connection
+ *
+ * The methods served are toys (the real handlers need a Raft member):
+ *   /etcdserverpb.KV/Range    unary: answers the request bytes back
+ *   /etcdserverpb.KV/Put      unary: fails with INVALID_ARGUMENT
+ *   /etcdserverpb.Watch/Watch stream: each message answered back; the
+ *                             call finishes OK when the stream closes
+ * and every HTTP/1.1 request is answered with its body. */
+#include <errno.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "grpc/grpc.h"
+#include "net/tls.h"
+#include "util/log.h"
+
+#ifndef FUZZ_MODE
+#define FUZZ_MODE 1
+#endif
+
+static uv_loop_t loop;
+static grpc_server *srv;
+static tls_ctx *tls;
+static size_t answered; /* bytes the server sent for this input */
+
+static void unary_echo(grpc_call *call, const uint8_t *msg, size_t len, void *ctx)
+{
+    if (grpc_call_send(call, msg, len) == 0) grpc_call_finish(call, 0, NULL);
+}
+
+static void unary_fail(grpc_call *call, const uint8_t *msg, size_t len, void *ctx)
+{
+    grpc_call_finish(call, 3, "etcdserver: key is not provided");
+}
+
+static void stream_echo(grpc_call *call, const uint8_t *msg, size_t len, void *ctx)
+{
+    grpc_call_send(call, msg, len);
+}
+
+static void stream_close(grpc_call *call, void *ctx)
+{
+    if (grpc_call_alive(call)) grpc_call_finish(call, 0, NULL);
+}
+
+static const grpc_method methods[] = {
+    {"/etcdserverpb.KV/Range", GRPC_UNARY, unary_echo, NULL},
+    {"/etcdserverpb.KV/Put", GRPC_UNARY, unary_fail, NULL},
+    {"/etcdserverpb.Watch/Watch", GRPC_STREAM, stream_echo, stream_close},
+};
+
+static void http_echo(grpc_http_req *req, void *ctx)
+{
+    size_t len;
+    const uint8_t *body = grpc_http_body(req, &len);
+    if (grpc_http_header(req, "x-fail")) grpc_http_respond(req, 404, "text/plain", "no\n", 3);
+    else grpc_http_respond(req, 200, "application/json", body, len);
+}
+
+static void setup(void)
+{
+    signal(SIGPIPE, SIG_IGN); /* as the server: writes to closed sockets fail with EPIPE */
+    log_set_level(LOG_ERROR);
+    if (uv_loop_init(&loop) ||
+        grpc_server_new(&srv, &loop, methods, sizeof methods / sizeof methods[0], NULL,
+                        64 * 1024)) {
+        fprintf(stderr, "fuzz: setup failed\n");
+        abort();
+    }
+    grpc_server_set_http_handler(srv, http_echo, NULL);
+#if FUZZ_MODE == 3
+    char dir[] = "/tmp/ketch-fuzz-tls-XXXXXX", err[256];
+    const char *hosts[] = {"127.0.0.1", "localhost"};
+    if (!mkdtemp(dir) || tls_self_cert(dir, hosts, 2, err, sizeof err)) {
+        fprintf(stderr, "fuzz: self-signed certificate: %s\n", err);
+        abort();
+    }
+    char cert[512], key[512];
+    snprintf(cert, sizeof cert, "%s/cert.pem", dir);
+    snprintf(key, sizeof key, "%s/key.pem", dir);
+    struct tls_options o = {.cert_file = cert, .key_file = key};
+    if (tls_ctx_new(&tls, &o, err, sizeof err)) {
+        fprintf(stderr, "fuzz: tls: %s\n", err);
+        abort();
+    }
+    unlink(cert);
+    unlink(key);
+    rmdir(dir);
+#endif
+}
+
+/* Reads and drops what the server sent; true if anything came. */
+static bool drain(int fd)
+{
+    char buf[65536];
+    bool got = false;
+    for (;;) {
+        ssize_t n = read(fd, buf, sizeof buf);
+        if (n > 0) {
+            got = true;
+            answered += (size_t)n;
+            continue;
+        }
+        return got;
+    }
+}
+
+/* Writes all of p, running the loop while the socket is full. */
+static void put(int fd, const uint8_t *p, size_t n)
+{
+    int stuck = 0;
+    while (n > 0 && stuck < 1000) {
+        ssize_t w = write(fd, p, n);
+        if (w > 0) {
+            p += w;
+            n -= (size_t)w;
+            stuck = 0;
+            continue;
+        }
+        if (w < 0 && errno != EAGAIN && errno != EINTR) return; /* server closed */
+        uv_run(&loop, UV_RUN_NOWAIT);
+        drain(fd);
+        stuck++;
+    }
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    if (!srv) setup();
+    answered = 0;
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv)) abort();
+    if (grpc_server_adopt(srv, sv[0], tls)) abort();
+#if FUZZ_MODE == 1
+    static const char preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    put(sv[1], (const uint8_t *)preface, sizeof preface - 1);
+#endif
+    put(sv[1], data, size);
+    /* Let the server answer until it goes quiet. */
+    for (int quiet = 0, i = 0; quiet < 3 && i < 1000; i++) {
+        uv_run(&loop, UV_RUN_NOWAIT);
+        quiet = drain(sv[1]) ? 0 : quiet + 1;
+    }
+    close(sv[1]);
+    for (int i = 0; grpc_server_conn_count(srv) > 0 && i < 10000; i++)
+        uv_run(&loop, UV_RUN_NOWAIT);
+    if (grpc_server_conn_count(srv) > 0) {
+        fprintf(stderr, "fuzz: the server did not drop a closed connection\n");
+        abort();
+    }
+    uv_run(&loop, UV_RUN_NOWAIT); /* close callbacks */
+    if (getenv("FUZZ_VERBOSE")) fprintf(stderr, "fuzz: %zu bytes in, %zu answered\n", size, answered);
+    return 0;
+}
