@@ -78,6 +78,15 @@ int grpc_server_listen_tls(grpc_server *s, const char *host, int port, struct tl
  * negative libuv code) fd is left open for the caller. */
 int grpc_server_adopt(grpc_server *s, uv_os_sock_t fd, struct tls_ctx *tls);
 
+/* Closes connections that have not completed their handshake within ms
+ * milliseconds of being accepted: for HTTP/2 the client preface and first
+ * SETTINGS frame (over TLS, the TLS handshake too), as grpc-go's
+ * ConnectionTimeout (120 s by default); for HTTP/1.1 a request head and
+ * body, from its first byte (slowloris clients). Connections that are
+ * merely idle between requests are kept, as Go's servers keep them.
+ * 0 (the default) disables it. */
+void grpc_server_set_handshake_timeout(grpc_server *s, uint64_t ms);
+
 /* Connections currently open (accepted or adopted, not yet closing). */
 size_t grpc_server_conn_count(const grpc_server *s);
 

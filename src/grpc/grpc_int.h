@@ -68,6 +68,8 @@ struct grpc_server {
     struct grpc_conn *conns;       /* doubly linked */
     struct grpc_conn *dirty;       /* conns with output to flush (singly linked) */
     uv_idle_t flusher;             /* active while some conn is dirty */
+    uv_timer_t sweeper;            /* closes conns past their deadline */
+    uint64_t handshake_ms;         /* 0: no deadline (see grpc_server_set_handshake_timeout) */
     int open_handles;              /* handles whose close callback is pending */
     bool closing;
     void (*close_cb)(void *data);
@@ -106,6 +108,8 @@ struct grpc_conn {
     size_t sniff_len;
     struct grpc_http1 *h1; /* CONN_HTTP1 only */
     char peer[64];        /* "ip:port" of the client, for logs */
+    uint64_t deadline;    /* uv_now() by which the client must have completed
+                           * its handshake or request head; 0: none */
     struct grpc_conn *prev, *next;
     struct grpc_conn *dirty_next;
     bool in_dirty;
@@ -168,6 +172,9 @@ struct grpc_call {
 
 /* server.c */
 void grpc_conn_mark_dirty(struct grpc_conn *c);
+/* Arms the connection's handshake deadline (if the server has one and it
+ * is not armed yet) or clears it. */
+void grpc_conn_deadline(struct grpc_conn *c, bool armed);
 
 /* Counts a finished call in grpc_server_handled_total (once per call). */
 void grpc_count_handled(struct grpc_call *call, int status);

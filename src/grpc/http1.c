@@ -247,6 +247,9 @@ static void process(struct grpc_conn *c)
     while (!h->cur && !h->close && h->in.len > 0 && parse_one(c)) {
     }
     h->in_process = false;
+    /* A request begun but not complete must complete in time (slowloris);
+     * one with the handler, or none at all (keep-alive), has no deadline. */
+    grpc_conn_deadline(c, !h->cur && !h->close && h->in.len > 0);
 }
 
 int grpc_http1_recv(struct grpc_conn *c, const uint8_t *p, size_t n)

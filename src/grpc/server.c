@@ -102,6 +102,42 @@ void grpc_buf_free(struct grpc_buf *b)
 
 static void handle_closed(uv_handle_t *h);
 
+/* Every connection past its deadline is closed (checked 4 times per
+ * timeout period, so one lives at most 1.25 timeouts). */
+static void sweep(uv_timer_t *t)
+{
+    grpc_server *s = t->data;
+    uint64_t now = uv_now(s->loop);
+    for (struct grpc_conn *c = s->conns, *next; c; c = next) {
+        next = c->next;
+        if (c->deadline == 0 || now < c->deadline) continue;
+        log_info("closing connection from %s: no complete %s within %llu ms", c->peer,
+                 c->proto == CONN_HTTP1 ? "request" : "handshake",
+                 (unsigned long long)s->handshake_ms);
+        conn_close(c);
+    }
+}
+
+void grpc_server_set_handshake_timeout(grpc_server *s, uint64_t ms)
+{
+    s->handshake_ms = ms;
+    if (ms == 0) {
+        uv_timer_stop(&s->sweeper);
+        for (struct grpc_conn *c = s->conns; c; c = c->next) c->deadline = 0;
+        return;
+    }
+    uint64_t every = ms / 4 ? ms / 4 : 1;
+    uv_timer_start(&s->sweeper, sweep, every, every);
+    uv_unref((uv_handle_t *)&s->sweeper); /* connections keep the loop alive, not this */
+}
+
+void grpc_conn_deadline(struct grpc_conn *c, bool armed)
+{
+    if (!armed) c->deadline = 0;
+    else if (c->deadline == 0 && c->s->handshake_ms)
+        c->deadline = uv_now(c->s->loop) + c->s->handshake_ms;
+}
+
 static void flush_dirty(uv_idle_t *p)
 {
     grpc_server *s = p->data;
@@ -141,6 +177,8 @@ int grpc_server_new(grpc_server **out, uv_loop_t *loop, const grpc_method *metho
     }
     uv_idle_init(loop, &s->flusher);
     s->flusher.data = s;
+    uv_timer_init(loop, &s->sweeper);
+    s->sweeper.data = s;
     *out = s;
     return 0;
 }
@@ -196,6 +234,9 @@ void grpc_server_close(grpc_server *s, void (*cb)(void *data), void *data)
     s->open_handles++;
     uv_idle_stop(&s->flusher);
     uv_close((uv_handle_t *)&s->flusher, handle_closed);
+    s->open_handles++;
+    uv_timer_stop(&s->sweeper);
+    uv_close((uv_handle_t *)&s->sweeper, handle_closed);
 }
 
 /* ---- connections ---- */
@@ -524,6 +565,7 @@ static void conn_start(struct grpc_conn *c, tls_ctx *tls)
         return;
     }
     uv_tcp_nodelay(&c->tcp, 1);
+    grpc_conn_deadline(c, true);
     read_start(c);
 }
 

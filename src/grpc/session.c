@@ -250,6 +250,10 @@ static void remote_end(struct grpc_call *call)
 
 static int on_frame_recv(nghttp2_session *h2, const nghttp2_frame *f, void *user)
 {
+    /* The client's first SETTINGS completes the handshake (grpc-go waits
+     * for it under its ConnectionTimeout). */
+    if (f->hd.type == NGHTTP2_SETTINGS && !(f->hd.flags & NGHTTP2_FLAG_ACK))
+        grpc_conn_deadline(user, false);
     if (f->hd.type != NGHTTP2_HEADERS && f->hd.type != NGHTTP2_DATA) return 0;
     struct grpc_call *call = stream_call(h2, f->hd.stream_id);
     if (!call || !call->conn) return 0;

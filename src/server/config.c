@@ -70,6 +70,10 @@ static const struct flag flags[] = {
      "Enable peer client cert authentication. (Accepted; peer TLS comes with clustering.)"},
     {"peer-auto-tls", F_BOOL, OFF(peer_auto_tls), "false",
      "Peer TLS using generated certificates. (Accepted; peer TLS comes with clustering.)"},
+    /* Bad input (issue 4): ketch's own. */
+    {"experimental-connection-timeout", F_STRING, OFF(connection_timeout), "2m0s",
+     "Close client connections that have not completed their handshake (HTTP/2 preface and SETTINGS, "
+     "TLS) or an HTTP/1.1 request within this duration, as grpc-go's ConnectionTimeout (0s: never)."},
     {"version", F_BOOL, OFF(show_version), "false", "Print the version and exit."},
     {"help", F_BOOL, OFF(show_help), "false", "Show this help and exit."},
 };
@@ -209,6 +213,11 @@ int config_parse(struct config *c, int argc, char **argv)
     if (config_parse_duration_ms(c->watch_progress_notify_interval, &ms) != 0) {
         fprintf(stderr, "invalid value \"%s\" for flag -experimental-watch-progress-notify-interval: "
                         "parse error\n", c->watch_progress_notify_interval);
+        return 2;
+    }
+    if (config_parse_duration_ms(c->connection_timeout, &ms) != 0) {
+        fprintf(stderr, "invalid value \"%s\" for flag -experimental-connection-timeout: "
+                        "parse error\n", c->connection_timeout);
         return 2;
     }
     return 0;

@@ -33,6 +33,7 @@ struct config {
     /* TLS for peers: parsed and checked; used once peers talk (clustering). */
     char *peer_cert_file, *peer_key_file, *peer_trusted_ca_file;
     bool peer_client_cert_auth, peer_auto_tls;
+    char *connection_timeout; /* a Go duration: handshake/request deadline */
     bool show_version;
     bool show_help;
 };

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include <uv.h>
 
@@ -231,6 +232,20 @@ static int start_member(struct server *srv)
     return 0;
 }
 
+/* As Go's runtime does at start (since Go 1.19): the soft limit on open
+ * files goes up to the hard limit, so thousands of client connections
+ * (Kubernetes' watchers) do not run out of descriptors. */
+static void raise_nofile(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= rl.rlim_max) return;
+    rlim_t was = rl.rlim_cur;
+    rl.rlim_cur = rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &rl) == 0)
+        log_debug("open files limit raised from %llu to %llu", (unsigned long long)was,
+                  (unsigned long long)rl.rlim_max);
+}
+
 int main(int argc, char **argv)
 {
     static struct server srv;
@@ -258,6 +273,7 @@ int main(int argc, char **argv)
     }
     log_set_level(level);
     signal(SIGPIPE, SIG_IGN);
+    raise_nofile();
 
     srv.exit_code = 1;
     srv.loop = uv_default_loop();
@@ -283,6 +299,9 @@ int main(int argc, char **argv)
     srv.gateway = (struct gateway){.grpc = srv.grpc, .api = a, .version = ETCD_COMPAT_VERSION,
                                    .cluster_version = ETCD_COMPAT_VERSION};
     gateway_start(&srv.gateway);
+    uint64_t conn_timeout_ms = 0;
+    config_parse_duration_ms(srv.cfg.connection_timeout, &conn_timeout_ms);
+    grpc_server_set_handshake_timeout(srv.grpc, conn_timeout_ms);
     /* Bind the client ports before touching the data dir: a port in use
      * stops us with nothing written. */
     if (listen_clients(&srv) != 0) goto out_grpc;
