@@ -30,8 +30,9 @@
  * from the history table once the queue has drained (polled every
  * WATCH_SYNC_MS, etcd's syncWatchersLoop interval).
  *
- * Differences: a client half-close ends the stream with status OK (etcd
- * keeps sending until the client cancels). */
+ * A client half-close (CloseSend) does not end the stream: as etcd's
+ * recvLoop returning nil on io.EOF, the watchers keep sending events until
+ * the client cancels the stream or goes away. */
 #include "api/watch.h"
 
 #include <stdlib.h>
@@ -351,6 +352,13 @@ static void do_cancel(struct wstream *st, int64_t id)
     send_simple(st, mvcc_revision(st->s->store), id, false, true, NULL);
 }
 
+/* The client sent its last request: nothing changes for its watchers. */
+static void watch_half_close(grpc_call *call, void *ctx)
+{
+    (void)call;
+    (void)ctx;
+}
+
 void watch_watch(grpc_call *call, const uint8_t *msg, size_t len, void *ctx)
 {
     api_server *s = ctx;
@@ -371,6 +379,7 @@ void watch_watch(grpc_call *call, const uint8_t *msg, size_t len, void *ctx)
         if (st->next) st->next->prev = st;
         s->watch->streams = st;
         grpc_call_set_data(call, st);
+        grpc_call_set_half_close(call, watch_half_close);
         start_timers(s->watch, s->loop);
     }
     Etcdserverpb__WatchRequest *req = etcdserverpb__watch_request__unpack(NULL, len, msg);

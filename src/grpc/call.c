@@ -139,6 +139,11 @@ void grpc_call_set_data(grpc_call *call, void *data)
     call->data = data;
 }
 
+void grpc_call_set_half_close(grpc_call *call, grpc_close_fn fn)
+{
+    call->on_half_close = fn;
+}
+
 void *grpc_call_get_data(const grpc_call *call)
 {
     return call->data;

@@ -179,6 +179,16 @@ void grpc_call_reply(grpc_call *call, const ProtobufCMessage *msg);
 /* Finishes with a KERR_* code: its gRPC status and etcd's text. */
 void grpc_call_fail(grpc_call *call, int kerr);
 
+/* GRPC_STREAM only: what to do when the client half-closes (END_STREAM)
+ * while the call is alive. Without a hook (the default) the half-close is
+ * delivered as on_close and the layer is expected to finish the call
+ * (grpc-go handlers that return on io.EOF, e.g. LeaseKeepAlive). With one,
+ * `fn` runs instead and the stream stays open for responses (etcd's Watch
+ * keeps sending events after CloseSend); on_close then comes when the
+ * stream really ends (reset, deadline, connection loss, or after the layer
+ * finished the call). */
+void grpc_call_set_half_close(grpc_call *call, grpc_close_fn fn);
+
 /* Per-call user pointer for the layer above (e.g. a watch stream). */
 void grpc_call_set_data(grpc_call *call, void *data);
 void *grpc_call_get_data(const grpc_call *call);

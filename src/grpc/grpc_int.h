@@ -142,6 +142,7 @@ struct grpc_call {
     const grpc_method *method;
     void *data;
     void *ctx;              /* the server's server_ctx */
+    grpc_close_fn on_half_close; /* see grpc_call_set_half_close; NULL: none */
     uint64_t deadline;
     uv_timer_t *timer;      /* deadline timer, separately allocated */
     grpc_server *server;

@@ -245,6 +245,10 @@ static void remote_end(struct grpc_call *call)
     }
     if (call->req.len > 0 && !call->rx_failed)
         rx_reject(call, GRPC_INTERNAL, "grpc: unexpected EOF inside a request message");
+    if (call->on_half_close && grpc_call_alive(call)) {
+        call->on_half_close(call, call->ctx); /* on_close comes when the stream ends */
+        return;
+    }
     grpc_call_deliver_close(call);
 }
 
