@@ -156,6 +156,216 @@ static void gateway_call(struct gateway *gw, grpc_http_req *req, const struct ro
     free(buf);
 }
 
+/* ---- POST /v3/watch: a streamed call ----
+ *
+ * As grpc-gateway's request_Watch_0 and ForwardResponseStream (v1): the
+ * body is a sequence of JSON WatchRequests, each sent on the stream, then
+ * the stream is half-closed (it stays open: see api/watch.c). The response
+ * is chunked, one {"result":WatchResponse} per line, for as long as the
+ * HTTP client stays; a stream that ends with an error gets one
+ * {"error":{"grpc_code","http_code","message","http_status"}} (and that
+ * HTTP status if nothing was sent before). If the first request does not
+ * decode: a plain error response (code 2, HTTP 500, as grpc-gateway's
+ * non-status errors). */
+
+struct gw_watch {
+    uv_timer_t release; /* drops the call reference after the handler returned */
+    grpc_http_req *req;
+    grpc_call *call;   /* our reference; NULL once finished or cancelled */
+    uv_loop_t *loop;
+    bool in_setup;     /* inside gateway_watch: done only records */
+    bool started;      /* the response head was sent */
+    bool done;
+    int status;
+    char *message;
+};
+
+static const char *http_status_text(int code)
+{
+    switch (code) {
+    case 200: return "OK";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 408: return "Request Timeout";
+    case 409: return "Conflict";
+    case 429: return "Too Many Requests";
+    case 501: return "Not Implemented";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    default: return "Internal Server Error";
+    }
+}
+
+static void watch_write_json(struct gw_watch *w, const char *key, json_t *inner, bool newline)
+{
+    json_t *j = json_object();
+    json_object_set_new(j, key, inner);
+    char *s = pbjson_dump(j);
+    json_decref(j);
+    if (!s) return;
+    grpc_http_stream_write(w->req, s, strlen(s));
+    if (newline) grpc_http_stream_write(w->req, "\n", 1);
+    free(s);
+}
+
+static void watch_on_msg(const uint8_t *msg, size_t len, void *data)
+{
+    struct gw_watch *w = data;
+    if (!w->started) {
+        w->started = true;
+        grpc_http_stream_start(w->req, 200, CT_JSON);
+    }
+    Etcdserverpb__WatchResponse *r = etcdserverpb__watch_response__unpack(NULL, len, msg);
+    if (!r) return;
+    json_t *j = pbjson_to_json(&r->base);
+    etcdserverpb__watch_response__free_unpacked(r, NULL);
+    if (j) watch_write_json(w, "result", j, true);
+}
+
+static void watch_freed(uv_handle_t *h)
+{
+    struct gw_watch *w = h->data;
+    free(w->message);
+    free(w);
+}
+
+static void watch_release(uv_timer_t *t)
+{
+    struct gw_watch *w = t->data;
+    if (w->call) grpc_call_unref(w->call);
+    w->call = NULL;
+    uv_close((uv_handle_t *)&w->release, watch_freed);
+}
+
+/* The call is over (w->status): end the response, free everything. */
+static void watch_finish(struct gw_watch *w)
+{
+    if (w->status != GRPC_OK) {
+        int http = http_status_from_code(w->status);
+        if (!w->started) {
+            w->started = true;
+            grpc_http_stream_start(w->req, http, CT_JSON);
+        }
+        json_t *e = json_object();
+        json_object_set_new(e, "grpc_code", json_integer(w->status));
+        json_object_set_new(e, "http_code", json_integer(http));
+        json_object_set_new(e, "message", json_string(w->message ? w->message : ""));
+        json_object_set_new(e, "http_status", json_string(http_status_text(http)));
+        watch_write_json(w, "error", e, false);
+    } else if (!w->started) {
+        w->started = true;
+        grpc_http_stream_start(w->req, 200, CT_JSON);
+    }
+    grpc_http_stream_end(w->req);
+    w->req = NULL;
+    /* We may be inside the handler's grpc_call_finish: let it return before
+     * the call can be freed. */
+    uv_timer_init(w->loop, &w->release);
+    w->release.data = w;
+    uv_timer_start(&w->release, watch_release, 0, 0);
+}
+
+static void watch_done(int status, const char *message, const uint8_t *resp, size_t len,
+                       void *data)
+{
+    struct gw_watch *w = data;
+    w->done = true;
+    w->status = status;
+    w->message = message ? strdup(message) : NULL;
+    if (!w->in_setup) watch_finish(w);
+}
+
+/* The HTTP client went away: cancel the stream (done never runs then). */
+static void watch_gone(grpc_http_req *req, void *data)
+{
+    struct gw_watch *w = data;
+    grpc_call *call = w->call;
+    w->call = NULL;
+    if (call && !w->done) grpc_local_stream_cancel(call);
+    else if (call) grpc_call_unref(call);
+    grpc_http_stream_end(req);
+    free(w->message);
+    free(w);
+}
+
+static void gateway_watch(struct gateway *gw, grpc_http_req *req)
+{
+    size_t blen;
+    const uint8_t *body = grpc_http_body(req, &blen);
+    struct gw_watch *w = calloc(1, sizeof *w);
+    if (!w) {
+        respond_error(req, GRPC_RESOURCE_EXHAUSTED, "ketch: out of memory");
+        return;
+    }
+    w->req = req;
+    w->loop = gw->api->loop;
+    w->in_setup = true;
+    size_t off = 0;
+    int n = 0;
+    for (;;) {
+        while (off < blen && strchr(" \t\r\n", body[off])) off++;
+        if (off == blen) break;
+        json_error_t jerr;
+        json_t *j = json_loadb((const char *)body + off, blen - off, JSON_DISABLE_EOF_CHECK, &jerr);
+        char err[256];
+        ProtobufCMessage *m = NULL;
+        arena a = ARENA_INIT;
+        if (j) {
+            off += jerr.position;
+            m = pbjson_from_json(&etcdserverpb__watch_request__descriptor, j, &a, err, sizeof err);
+            json_decref(j);
+        } else {
+            snprintf(err, sizeof err, "%s", jerr.text);
+        }
+        if (!m) {
+            arena_free(&a);
+            if (n == 0) { /* as grpc-gateway: the error alone, nothing opened */
+                free(w);
+                respond_error(req, GRPC_UNKNOWN, err);
+                return;
+            }
+            break; /* later ones: stop sending, as its send loop does */
+        }
+        size_t len = protobuf_c_message_get_packed_size(m);
+        uint8_t *buf = malloc(len ? len : 1);
+        if (buf) protobuf_c_message_pack(m, buf);
+        arena_free(&a);
+        if (!buf) break;
+        if (n++ == 0) {
+            w->call = grpc_server_open_local_stream(gw->grpc, "/etcdserverpb.Watch/Watch",
+                                                    watch_on_msg, watch_done, w);
+            if (!w->call) {
+                free(buf);
+                break;
+            }
+            grpc_http_set_on_gone(req, watch_gone, w);
+        }
+        if (!w->done) grpc_local_stream_send(w->call, buf, len);
+        free(buf);
+        if (w->done) break;
+    }
+    if (n == 0) { /* an empty body: a stream with no watchers, as etcd */
+        w->call = grpc_server_open_local_stream(gw->grpc, "/etcdserverpb.Watch/Watch",
+                                                watch_on_msg, watch_done, w);
+        if (w->call) grpc_http_set_on_gone(req, watch_gone, w);
+    }
+    if (w->call && !w->done) grpc_local_stream_half_close(w->call);
+    w->in_setup = false;
+    if (w->done) {
+        watch_finish(w);
+        return;
+    }
+    /* Nothing sent yet (no watcher created): the head goes out now, as
+     * grpc-gateway flushes its headers with the first message only; we
+     * send it at once so that clients see the stream is open. */
+    if (!w->started) {
+        w->started = true;
+        grpc_http_stream_start(req, 200, CT_JSON);
+    }
+}
+
 /* ---- /health, /version, /metrics ---- */
 
 static void health(struct gateway *gw, grpc_http_req *req)
@@ -266,6 +476,11 @@ static void handle(grpc_http_req *req, void *ctx)
     if (page) {
         if (!get) grpc_http_respond(req, 405, CT_TEXT, "Method Not Allowed\n", 19);
         else page(gw, req);
+        return;
+    }
+    if (!strcmp(path, "/v3/watch")) {
+        if (strcmp(method, "POST")) grpc_http_respond(req, 405, CT_TEXT, "Method Not Allowed\n", 19);
+        else gateway_watch(gw, req);
         return;
     }
     for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {

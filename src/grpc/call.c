@@ -170,6 +170,18 @@ static int submit_headers(struct grpc_call *call)
 /* After bytes were queued or the call finished: get nghttp2 to pull. */
 static int kick(struct grpc_call *call)
 {
+    if (call->local && call->local->on_msg) {
+        /* A local stream: hand every queued message over now. */
+        struct grpc_local *l = call->local;
+        while (call->resp.len - call->resp_off >= 5 && grpc_call_alive(call)) {
+            const uint8_t *p = call->resp.p + call->resp_off;
+            size_t mlen = (size_t)p[1] << 24 | (size_t)p[2] << 16 | (size_t)p[3] << 8 | p[4];
+            call->resp_off += 5 + mlen;
+            l->on_msg(p + 5, mlen, l->data);
+        }
+        call->resp.len = call->resp_off = 0;
+        return 0;
+    }
     if (call->local) return 0; /* the response waits in call->resp */
     int rv = 0;
     if (!call->headers_sent) rv = submit_headers(call);
@@ -232,7 +244,7 @@ static void finish(struct grpc_call *call, const char *http_status, int status,
         l->done = NULL;
         size_t avail = call->resp.len - call->resp_off;
         const uint8_t *r = avail >= 5 ? call->resp.p + call->resp_off + 5 : NULL;
-        done(status, message && *message ? message : NULL, r, r ? avail - 5 : 0, l->data);
+        if (done) done(status, message && *message ? message : NULL, r, r ? avail - 5 : 0, l->data);
         return;
     }
     if (message && *message) call->message = grpc_message_encode(message);
@@ -387,23 +399,16 @@ void grpc_count_handled(struct grpc_call *call, int status)
     call->server->handled[call->method - call->server->table.methods][status]++;
 }
 
-void grpc_server_call_local(grpc_server *s, const char *path, const uint8_t *msg, size_t len,
-                            grpc_local_done_fn done, void *data)
+/* A call not on any connection; the caller holds its one reference. */
+static struct grpc_call *local_new(grpc_server *s, const grpc_method *m, grpc_local_done_fn done,
+                                   void *data)
 {
-    const grpc_method *m = grpc_methods_find(&s->table, path, strlen(path));
-    if (!m || m->kind != GRPC_UNARY) {
-        char text[512];
-        grpc_methods_unknown_text(&s->table, path, text, sizeof text);
-        done(GRPC_UNIMPLEMENTED, text, NULL, 0, data);
-        return;
-    }
     struct grpc_call *call = malloc(sizeof *call);
-    struct grpc_local *l = malloc(sizeof *l);
+    struct grpc_local *l = calloc(1, sizeof *l);
     if (!call || !l) {
         free(call);
         free(l);
-        done(GRPC_RESOURCE_EXHAUSTED, "ketch: out of memory", NULL, 0, data);
-        return;
+        return NULL;
     }
     memset(call, 0, offsetof(struct grpc_call, hdrs_inl));
     l->done = done;
@@ -420,6 +425,75 @@ void grpc_server_call_local(grpc_server *s, const char *path, const uint8_t *msg
     if (s->locals) s->locals->prev = call;
     s->locals = call;
     s->started[m - s->table.methods]++;
+    return call;
+}
+
+grpc_call *grpc_server_open_local_stream(grpc_server *s, const char *path,
+                                         grpc_local_msg_fn on_msg, grpc_local_done_fn done,
+                                         void *data)
+{
+    const grpc_method *m = grpc_methods_find(&s->table, path, strlen(path));
+    if (!m || m->kind != GRPC_STREAM) {
+        char text[512];
+        grpc_methods_unknown_text(&s->table, path, text, sizeof text);
+        done(GRPC_UNIMPLEMENTED, text, NULL, 0, data);
+        return NULL;
+    }
+    struct grpc_call *call = local_new(s, m, done, data);
+    if (!call) {
+        done(GRPC_RESOURCE_EXHAUSTED, "ketch: out of memory", NULL, 0, data);
+        return NULL;
+    }
+    call->local->on_msg = on_msg;
+    return call;
+}
+
+void grpc_local_stream_send(grpc_call *call, const uint8_t *msg, size_t len)
+{
+    if (!call->local || !grpc_call_alive(call) || call->remote_closed) return;
+    grpc_call_ref(call);
+    call->method->on_message(call, msg, len, call->ctx);
+    grpc_call_unref(call);
+}
+
+void grpc_local_stream_half_close(grpc_call *call)
+{
+    if (!call->local || call->remote_closed) return;
+    call->remote_closed = true;
+    grpc_call_ref(call);
+    if (call->on_half_close && grpc_call_alive(call)) call->on_half_close(call, call->ctx);
+    else grpc_call_deliver_close(call);
+    grpc_call_unref(call);
+}
+
+void grpc_local_stream_cancel(grpc_call *call)
+{
+    if (!call->local) return;
+    call->local->done = NULL;
+    call->local->on_msg = NULL;
+    if (!call->finished) {
+        grpc_count_handled(call, GRPC_CANCELLED);
+        call->finished = true;
+    }
+    grpc_call_deliver_close(call);
+    grpc_call_unref(call);
+}
+
+void grpc_server_call_local(grpc_server *s, const char *path, const uint8_t *msg, size_t len,
+                            grpc_local_done_fn done, void *data)
+{
+    const grpc_method *m = grpc_methods_find(&s->table, path, strlen(path));
+    if (!m || m->kind != GRPC_UNARY) {
+        char text[512];
+        grpc_methods_unknown_text(&s->table, path, text, sizeof text);
+        done(GRPC_UNIMPLEMENTED, text, NULL, 0, data);
+        return;
+    }
+    struct grpc_call *call = local_new(s, m, done, data);
+    if (!call) {
+        done(GRPC_RESOURCE_EXHAUSTED, "ketch: out of memory", NULL, 0, data);
+        return;
+    }
     m->on_message(call, msg, len, s->ctx);
     grpc_call_unref(call);
 }

@@ -115,6 +115,24 @@ const char *grpc_http_header(const grpc_http_req *req, const char *name);
 void grpc_http_respond(grpc_http_req *req, int http_status, const char *content_type,
                        const void *body, size_t len);
 
+/* Streamed responses (grpc-gateway's server streams, e.g. POST /v3/watch):
+ * grpc_http_stream_start sends the head with "Transfer-Encoding: chunked"
+ * (HTTP/1.0 clients: no length, the connection closes at the end); each
+ * grpc_http_stream_write sends one chunk (copied); grpc_http_stream_end
+ * sends the last chunk and frees req (instead of grpc_http_respond).
+ * start/write return 0, or -1 once the connection is gone or closing. */
+int grpc_http_stream_start(grpc_http_req *req, int http_status, const char *content_type);
+int grpc_http_stream_write(grpc_http_req *req, const void *data, size_t len);
+void grpc_http_stream_end(grpc_http_req *req);
+/* Response bytes waiting to be sent on req's connection (0 when gone): a
+ * streaming handler can stop producing while the client does not read. */
+size_t grpc_http_pending(const grpc_http_req *req);
+/* `fn` runs once if the connection goes away while the handler still owns
+ * req; req stays valid (and must still be ended or responded to, which
+ * then only frees it). fn may end it right away. */
+void grpc_http_set_on_gone(grpc_http_req *req, void (*fn)(grpc_http_req *req, void *data),
+                           void *data);
+
 /* ---- in-process calls (the JSON gateway) ----
  * Runs the unary method at `path` on the request message msg (packed
  * protobuf, borrowed for the duration of the call) as if a client had
@@ -127,6 +145,27 @@ typedef void (*grpc_local_done_fn)(int status, const char *message, const uint8_
                                    size_t len, void *data);
 void grpc_server_call_local(grpc_server *s, const char *path, const uint8_t *msg, size_t len,
                             grpc_local_done_fn done, void *data);
+
+/* In-process GRPC_STREAM calls (the gateway's POST /v3/watch). Opens a
+ * stream at `path`: every message the handler sends goes to on_msg at once
+ * (packed, without the 5-byte prefix, borrowed for the duration of
+ * on_msg); `done` runs once when the handler finishes the call (status,
+ * message or NULL; resp NULL) or the server stops (UNAVAILABLE). Returns
+ * the call, with a reference that the caller owns, or NULL after `done`
+ * ran (unknown or unary path: UNIMPLEMENTED; out of memory). */
+typedef void (*grpc_local_msg_fn)(const uint8_t *msg, size_t len, void *data);
+grpc_call *grpc_server_open_local_stream(grpc_server *s, const char *path,
+                                         grpc_local_msg_fn on_msg, grpc_local_done_fn done,
+                                         void *data);
+/* Delivers one request message (borrowed for the call) to the handler, as
+ * if the client had sent it. No-op once the call is not alive. */
+void grpc_local_stream_send(grpc_call *call, const uint8_t *msg, size_t len);
+/* The client's half-close (END_STREAM), as on the network. */
+void grpc_local_stream_half_close(grpc_call *call);
+/* The client went away: the call stops being alive (counted CANCELLED),
+ * on_close reaches the handler, `done` never runs after this, and the
+ * caller's reference is dropped. */
+void grpc_local_stream_cancel(grpc_call *call);
 
 /* Writes grpc-prometheus' grpc_server_started_total and
  * grpc_server_handled_total (with HELP and TYPE lines) for every method. */

@@ -132,6 +132,7 @@ enum call_kind_state { CALL_HEADERS, CALL_OPEN, CALL_REJECTED };
 struct grpc_local {
     grpc_local_done_fn done;
     void *data;
+    grpc_local_msg_fn on_msg; /* streams: each response message, at once */
 };
 
 struct grpc_call {

@@ -36,6 +36,10 @@ struct grpc_http_req {
     uint8_t *body;
     size_t body_len;
     bool keep_alive;
+    bool http10;
+    bool streaming;   /* grpc_http_stream_start done */
+    void (*on_gone)(grpc_http_req *req, void *data);
+    void *gone_data;
 };
 
 static const char *reason(int status)
@@ -217,6 +221,7 @@ static bool parse_one(struct grpc_conn *c)
     memcpy(req->body, h->in.p + head_len, req->body_len);
     req->body[req->body_len] = 0;
     req->keep_alive = keep_alive;
+    req->http10 = http10;
     req->conn = c;
     grpc_buf_consume(&h->in, head_len + req->body_len);
     h->sent_continue = false;
@@ -298,11 +303,16 @@ void grpc_http1_free(struct grpc_conn *c)
 {
     struct grpc_http1 *h = c->h1;
     if (!h) return;
-    if (h->cur) h->cur->conn = NULL;
+    grpc_http_req *cur = h->cur;
+    h->cur = NULL;
     grpc_buf_free(&h->in);
     grpc_buf_free(&h->out);
     free(h);
     c->h1 = NULL;
+    if (cur) {
+        cur->conn = NULL;
+        if (cur->on_gone) cur->on_gone(cur, cur->gone_data); /* may free cur */
+    }
 }
 
 /* ---- the request API ---- */
@@ -331,6 +341,77 @@ const char *grpc_http_header(const grpc_http_req *req, const char *name)
         p = v + strlen(v) + 1;
     }
     return NULL;
+}
+
+void grpc_http_set_on_gone(grpc_http_req *req, void (*fn)(grpc_http_req *req, void *data),
+                           void *data)
+{
+    req->on_gone = fn;
+    req->gone_data = data;
+}
+
+static bool req_connected(const grpc_http_req *req)
+{
+    struct grpc_conn *c = req->conn;
+    return c && c->h1 && c->h1->cur == req && !c->h1->close;
+}
+
+int grpc_http_stream_start(grpc_http_req *req, int http_status, const char *content_type)
+{
+    if (!req_connected(req) || req->streaming) return -1;
+    struct grpc_http1 *h = req->conn->h1;
+    char head[512];
+    /* HTTP/1.0 has no chunked encoding: the body ends with the connection. */
+    int n = snprintf(head, sizeof head, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\n%s\r\n",
+                     http_status, reason(http_status), content_type,
+                     req->http10 ? "Connection: close\r\n" : "Transfer-Encoding: chunked\r\n");
+    if (grpc_buf_append(&h->out, head, (size_t)n)) return -1;
+    req->streaming = true;
+    grpc_conn_mark_dirty(req->conn);
+    return 0;
+}
+
+int grpc_http_stream_write(grpc_http_req *req, const void *data, size_t len)
+{
+    if (!req_connected(req) || !req->streaming) return -1;
+    if (len == 0) return 0; /* an empty chunk would end the body */
+    struct grpc_http1 *h = req->conn->h1;
+    char size[24];
+    int n = snprintf(size, sizeof size, "%zx\r\n", len);
+    if ((!req->http10 && grpc_buf_append(&h->out, size, (size_t)n)) ||
+        grpc_buf_append(&h->out, data, len) ||
+        (!req->http10 && grpc_buf_append(&h->out, "\r\n", 2)))
+        return -1;
+    grpc_conn_mark_dirty(req->conn);
+    return 0;
+}
+
+size_t grpc_http_pending(const grpc_http_req *req)
+{
+    return req_connected(req) ? req->conn->h1->out.len : 0;
+}
+
+void grpc_http_stream_end(grpc_http_req *req)
+{
+    struct grpc_conn *c = req->conn;
+    if (req_connected(req) && req->streaming) {
+        struct grpc_http1 *h = c->h1;
+        bool close = req->http10 || !req->keep_alive;
+        if (!req->http10 && grpc_buf_append(&h->out, "0\r\n\r\n", 5)) close = true;
+        if (close) h->close = true;
+        h->cur = NULL;
+        grpc_conn_mark_dirty(c);
+        process(c);
+    } else if (c && c->h1 && c->h1->cur == req) {
+        c->h1->cur = NULL; /* never started: nothing to end; close */
+        c->h1->close = true;
+        grpc_conn_mark_dirty(c);
+    }
+    free(req->method);
+    free(req->path);
+    free(req->hdrs);
+    free(req->body);
+    free(req);
 }
 
 void grpc_http_respond(grpc_http_req *req, int http_status, const char *content_type,
