@@ -11,6 +11,8 @@
 
 #include "gateway/pbjson.h"
 #include "rpc.pb-c.h"
+#include "v3election.pb-c.h"
+#include "v3lock.pb-c.h"
 #include "util/errors.h"
 #include "util/log.h"
 
@@ -50,7 +52,48 @@ static const struct route {
       lease_leases_response),
     R("/v3/kv/lease/leases", "/etcdserverpb.Lease/LeaseLeases", lease_leases_request,
       lease_leases_response),
+    /* The rest of etcd's routes (but auth's). Methods ketch does not serve
+     * yet answer grpc-go's UNIMPLEMENTED through the gateway. */
+    R("/v3/cluster/member/add", "/etcdserverpb.Cluster/MemberAdd", member_add_request,
+      member_add_response),
+    R("/v3/cluster/member/remove", "/etcdserverpb.Cluster/MemberRemove", member_remove_request,
+      member_remove_response),
+    R("/v3/cluster/member/update", "/etcdserverpb.Cluster/MemberUpdate", member_update_request,
+      member_update_response),
+    R("/v3/cluster/member/promote", "/etcdserverpb.Cluster/MemberPromote",
+      member_promote_request, member_promote_response),
+    R("/v3/maintenance/defragment", "/etcdserverpb.Maintenance/Defragment", defragment_request,
+      defragment_response),
+    /* etcd's rpc.proto maps Hash and HashKV both here; grpc-gateway serves Hash. */
+    R("/v3/maintenance/hash", "/etcdserverpb.Maintenance/Hash", hash_request, hash_response),
+    R("/v3/maintenance/transfer-leadership", "/etcdserverpb.Maintenance/MoveLeader",
+      move_leader_request, move_leader_response),
 #undef R
+#define RP(h, g, pkg, req, resp) {h, g, &pkg##__##req##__descriptor, &pkg##__##resp##__descriptor}
+    RP("/v3/lock/lock", "/v3lockpb.Lock/Lock", v3lockpb, lock_request, lock_response),
+    RP("/v3/lock/unlock", "/v3lockpb.Lock/Unlock", v3lockpb, unlock_request, unlock_response),
+    RP("/v3/election/campaign", "/v3electionpb.Election/Campaign", v3electionpb,
+       campaign_request, campaign_response),
+    RP("/v3/election/proclaim", "/v3electionpb.Election/Proclaim", v3electionpb,
+       proclaim_request, proclaim_response),
+    RP("/v3/election/leader", "/v3electionpb.Election/Leader", v3electionpb, leader_request,
+       leader_response),
+    RP("/v3/election/resign", "/v3electionpb.Election/Resign", v3electionpb, resign_request,
+       resign_response),
+#undef RP
+};
+
+/* Streaming routes (gateway_stream). */
+static const struct route stream_routes[] = {
+    {"/v3/watch", "/etcdserverpb.Watch/Watch", &etcdserverpb__watch_request__descriptor,
+     &etcdserverpb__watch_response__descriptor},
+    {"/v3/lease/keepalive", "/etcdserverpb.Lease/LeaseKeepAlive",
+     &etcdserverpb__lease_keep_alive_request__descriptor,
+     &etcdserverpb__lease_keep_alive_response__descriptor},
+    {"/v3/election/observe", "/v3electionpb.Election/Observe",
+     &v3electionpb__leader_request__descriptor, &v3electionpb__leader_response__descriptor},
+    {"/v3/maintenance/snapshot", "/etcdserverpb.Maintenance/Snapshot",
+     &etcdserverpb__snapshot_request__descriptor, &etcdserverpb__snapshot_response__descriptor},
 };
 
 static uint64_t health_ok, health_failed;
@@ -156,7 +199,7 @@ static void gateway_call(struct gateway *gw, grpc_http_req *req, const struct ro
     free(buf);
 }
 
-/* ---- POST /v3/watch: a streamed call ----
+/* ---- POST /v3/watch and the other streams ----
  *
  * As grpc-gateway's request_Watch_0 and ForwardResponseStream (v1): the
  * body is a sequence of JSON WatchRequests, each sent on the stream, then
@@ -170,10 +213,11 @@ static void gateway_call(struct gateway *gw, grpc_http_req *req, const struct ro
 
 struct gw_watch {
     uv_timer_t release; /* drops the call reference after the handler returned */
+    const struct route *route;
     grpc_http_req *req;
     grpc_call *call;   /* our reference; NULL once finished or cancelled */
     uv_loop_t *loop;
-    bool in_setup;     /* inside gateway_watch: done only records */
+    bool in_setup;     /* inside gateway_stream: done only records */
     bool started;      /* the response head was sent */
     bool done;
     int status;
@@ -217,10 +261,10 @@ static void watch_on_msg(const uint8_t *msg, size_t len, void *data)
         w->started = true;
         grpc_http_stream_start(w->req, 200, CT_JSON);
     }
-    Etcdserverpb__WatchResponse *r = etcdserverpb__watch_response__unpack(NULL, len, msg);
+    ProtobufCMessage *r = protobuf_c_message_unpack(w->route->resp, NULL, len, msg);
     if (!r) return;
-    json_t *j = pbjson_to_json(&r->base);
-    etcdserverpb__watch_response__free_unpacked(r, NULL);
+    json_t *j = pbjson_to_json(r);
+    protobuf_c_message_free_unpacked(r, NULL);
     if (j) watch_write_json(w, "result", j, true);
 }
 
@@ -290,7 +334,7 @@ static void watch_gone(grpc_http_req *req, void *data)
     free(w);
 }
 
-static void gateway_watch(struct gateway *gw, grpc_http_req *req)
+static void gateway_stream(struct gateway *gw, grpc_http_req *req, const struct route *route)
 {
     size_t blen;
     const uint8_t *body = grpc_http_body(req, &blen);
@@ -300,6 +344,7 @@ static void gateway_watch(struct gateway *gw, grpc_http_req *req)
         return;
     }
     w->req = req;
+    w->route = route;
     w->loop = gw->api->loop;
     w->in_setup = true;
     size_t off = 0;
@@ -314,7 +359,7 @@ static void gateway_watch(struct gateway *gw, grpc_http_req *req)
         arena a = ARENA_INIT;
         if (j) {
             off += jerr.position;
-            m = pbjson_from_json(&etcdserverpb__watch_request__descriptor, j, &a, err, sizeof err);
+            m = pbjson_from_json(route->req, j, &a, err, sizeof err);
             json_decref(j);
         } else {
             snprintf(err, sizeof err, "%s", jerr.text);
@@ -334,8 +379,8 @@ static void gateway_watch(struct gateway *gw, grpc_http_req *req)
         arena_free(&a);
         if (!buf) break;
         if (n++ == 0) {
-            w->call = grpc_server_open_local_stream(gw->grpc, "/etcdserverpb.Watch/Watch",
-                                                    watch_on_msg, watch_done, w);
+            w->call = grpc_server_open_local_stream(gw->grpc, route->grpc_path, watch_on_msg,
+                                                    watch_done, w);
             if (!w->call) {
                 free(buf);
                 break;
@@ -347,8 +392,8 @@ static void gateway_watch(struct gateway *gw, grpc_http_req *req)
         if (w->done) break;
     }
     if (n == 0) { /* an empty body: a stream with no watchers, as etcd */
-        w->call = grpc_server_open_local_stream(gw->grpc, "/etcdserverpb.Watch/Watch",
-                                                watch_on_msg, watch_done, w);
+        w->call = grpc_server_open_local_stream(gw->grpc, route->grpc_path, watch_on_msg,
+                                                watch_done, w);
         if (w->call) grpc_http_set_on_gone(req, watch_gone, w);
     }
     if (w->call && !w->done) grpc_local_stream_half_close(w->call);
@@ -478,9 +523,10 @@ static void handle(grpc_http_req *req, void *ctx)
         else page(gw, req);
         return;
     }
-    if (!strcmp(path, "/v3/watch")) {
+    for (size_t i = 0; i < sizeof stream_routes / sizeof stream_routes[0]; i++) {
+        if (strcmp(path, stream_routes[i].http_path)) continue;
         if (strcmp(method, "POST")) grpc_http_respond(req, 405, CT_TEXT, "Method Not Allowed\n", 19);
-        else gateway_watch(gw, req);
+        else gateway_stream(gw, req, &stream_routes[i]);
         return;
     }
     for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {

@@ -351,3 +351,32 @@ def test_a_thousand_idle_connections(request):
         for c in idle:
             c.close()
     still_serving(s)
+
+
+def test_health_without_a_leader(request):
+    """A member whose only peer never comes up has no leader: /health says
+    so as etcd 3.5 does (503, {"health":"false","reason":"RAFT NO LEADER"}),
+    and keeps saying it while the member waits."""
+    import http.client
+    import json
+    s = Server(label="sut")
+    other = "http://127.0.0.1:%d" % s.client_port  # nobody listens there as a peer
+    s.extra_args = ["--initial-cluster", "%s=%s,other=%s" % (s.name, s.peer_url, other)]
+    request.addfinalizer(s.cleanup)
+    s.start(wait=False)
+    end = time.monotonic() + 30
+    body = None
+    while time.monotonic() < end:
+        try:
+            c = http.client.HTTPConnection("127.0.0.1", s.client_port, timeout=10)
+            c.request("GET", "/health")
+            r = c.getresponse()
+            status, body = r.status, r.read()
+            c.close()
+            break
+        except (ConnectionRefusedError, ConnectionResetError):
+            time.sleep(0.2)
+    assert body is not None, s.log_tail()
+    assert status == 503, (status, body)
+    assert json.loads(body) == {"health": "false", "reason": "RAFT NO LEADER"}, body
+    assert s.running()

@@ -177,3 +177,39 @@ def test_gateway_watch_client_leaving_cancels(sut):
     with grpc.insecure_channel(sut.endpoint) as ch:
         r = rpc_pb2_grpc.KVStub(ch).Range(rpc_pb2.RangeRequest(key=b"leave-0"), timeout=20)
         assert r.kvs[0].value == b"after"
+
+
+def post(server, path, body):
+    c = http.client.HTTPConnection("127.0.0.1", server.client_port, timeout=30)
+    c.request("POST", path, body=body)
+    r = c.getresponse()
+    out = (r.status, r.getheader("Transfer-Encoding"), r.read())
+    c.close()
+    return out
+
+
+def test_gateway_keepalive_lock_election_as_etcd(sut, ref):
+    res = {}
+    for name, server in (("sut", sut), ("ref", ref)):
+        got = []
+        st, _, body = post(server, "/v3/lease/grant", '{"TTL":60,"ID":4242}')
+        got.append((st, strip_ids(json.loads(body))))
+        # A stream of requests in one body: one result line each.
+        st, te, body = post(server, "/v3/lease/keepalive", '{"ID":4242}\n{"ID":"4242"}')
+        lines = [json.loads(l) for l in body.splitlines() if l.strip()]
+        got.append((st, te, [strip_ids(l) for l in lines]))
+        st, _, body = post(server, "/v3/lock/lock",
+                           json.dumps({"name": b64(b"gwlock"), "lease": "4242"}))
+        j = json.loads(body)
+        got.append((st, base64.b64decode(j["key"]).startswith(b"gwlock/")))
+        st, _, body = post(server, "/v3/lock/unlock", json.dumps({"key": j["key"]}))
+        got.append((st, strip_ids(json.loads(body))))
+        st, _, body = post(server, "/v3/election/campaign",
+                           json.dumps({"name": b64(b"gwel"), "value": b64(b"v"), "lease": "4242"}))
+        j = json.loads(body)
+        got.append((st, base64.b64decode(j["leader"]["name"])))
+        st, _, body = post(server, "/v3/election/leader", json.dumps({"name": b64(b"gwel")}))
+        got.append((st, base64.b64decode(json.loads(body)["kv"]["value"])))
+        res[name] = got
+    assert res["sut"] == res["ref"], res
+    assert res["sut"][1][2] and all("result" in l for l in res["sut"][1][2])
