@@ -538,6 +538,26 @@ static void handle(grpc_http_req *req, void *ctx)
     grpc_http_respond(req, 404, CT_TEXT, "404 page not found\n", 19);
 }
 
+/* The --listen-metrics-urls side: /metrics and /health only, as etcd's
+ * etcdhttp.HandleMetricsHealth. */
+static void handle_metrics_only(grpc_http_req *req, void *ctx)
+{
+    struct gateway *gw = ctx;
+    const char *path = grpc_http_path(req);
+    void (*page)(struct gateway *, grpc_http_req *) = NULL;
+    if (!strcmp(path, "/health")) page = health;
+    else if (!strcmp(path, "/metrics")) page = metrics;
+    if (!page) grpc_http_respond(req, 404, CT_TEXT, "404 page not found\n", 19);
+    else if (strcmp(grpc_http_method(req), "GET"))
+        grpc_http_respond(req, 405, CT_TEXT, "Method Not Allowed\n", 19);
+    else page(gw, req);
+}
+
+void gateway_start_metrics(struct gateway *gw, grpc_server *metrics_server)
+{
+    grpc_server_set_http_handler(metrics_server, handle_metrics_only, gw);
+}
+
 void gateway_start(struct gateway *gw)
 {
     grpc_server_set_http_handler(gw->grpc, handle, gw);

@@ -28,4 +28,8 @@ struct gateway {
  * points at) must outlive the gRPC server. */
 void gateway_start(struct gateway *gw);
 
+/* Serves only GET /metrics and /health (of gw's server) as `metrics_server`'s
+ * HTTP/1.1 handler: etcd's --listen-metrics-urls. `gw` must outlive it. */
+void gateway_start_metrics(struct gateway *gw, grpc_server *metrics_server);
+
 #endif

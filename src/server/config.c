@@ -70,7 +70,9 @@ static const struct flag flags[] = {
      "Enable peer client cert authentication. (Accepted; peer TLS comes with clustering.)"},
     {"peer-auto-tls", F_BOOL, OFF(peer_auto_tls), "false",
      "Peer TLS using generated certificates. (Accepted; peer TLS comes with clustering.)"},
-    /* Bad input (issue 4): ketch's own. */
+    /* Bad input and the HTTP face (issue 4). */
+    {"listen-metrics-urls", F_STRING, OFF(listen_metrics_urls), "",
+     "List of URLs to listen on for the metrics and health endpoints."},
     {"experimental-connection-timeout", F_STRING, OFF(connection_timeout), "2m0s",
      "Close client connections that have not completed their handshake (HTTP/2 preface and SETTINGS, "
      "TLS) or an HTTP/1.1 request within this duration, as grpc-go's ConnectionTimeout (0s: never)."},

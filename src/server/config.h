@@ -34,6 +34,7 @@ struct config {
     char *peer_cert_file, *peer_key_file, *peer_trusted_ca_file;
     bool peer_client_cert_auth, peer_auto_tls;
     char *connection_timeout; /* a Go duration: handshake/request deadline */
+    char *listen_metrics_urls; /* /metrics and /health only */
     bool show_version;
     bool show_help;
 };

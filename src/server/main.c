@@ -47,6 +47,7 @@ struct server {
     struct identity id;
     api_server api;
     grpc_server *grpc;
+    grpc_server *metrics; /* --listen-metrics-urls; NULL when none */
     tls_ctx *client_tls; /* NULL unless some client URL is https */
     struct gateway gateway; /* HTTP/1.1 on the client ports */
     mvcc_store *store;
@@ -110,6 +111,8 @@ static void server_stop(struct server *srv)
     log_info("stopping");
     lease_api_stop(&srv->api);
     watch_api_stop(&srv->api);
+    if (srv->metrics != NULL) grpc_server_close(srv->metrics, NULL, NULL);
+    srv->metrics = NULL;
     if (srv->grpc != NULL)
         grpc_server_close(srv->grpc, on_grpc_closed, srv);
     else
@@ -161,6 +164,56 @@ static int listen_clients(struct server *srv)
             rv = -1;
         } else {
             log_info("serving client requests on %s", urls[i]);
+        }
+        free(host);
+    }
+    config_strv_free(urls);
+    return rv;
+}
+
+/* etcd's --listen-metrics-urls: GET /metrics and /health only (https ones
+ * with the client TLS settings, as etcd). */
+static int listen_metrics(struct server *srv)
+{
+    size_t n;
+    char **urls = config_split(srv->cfg.listen_metrics_urls, &n);
+    int rv = 0;
+    if (n > 0 && grpc_server_new(&srv->metrics, srv->loop, NULL, 0, NULL, 64 * 1024) != 0) {
+        fprintf(stderr, "ketch: cannot create the metrics server\n");
+        rv = -1;
+    }
+    if (srv->metrics) {
+        uint64_t ms = 0;
+        config_parse_duration_ms(srv->cfg.connection_timeout, &ms);
+        grpc_server_set_handshake_timeout(srv->metrics, ms);
+        gateway_start_metrics(&srv->gateway, srv->metrics);
+    }
+    for (size_t i = 0; i < n && rv == 0; i++) {
+        char *host;
+        int port;
+        bool tls = strncmp(urls[i], "https://", 8) == 0;
+        if ((!tls && strncmp(urls[i], "http://", 7) != 0) ||
+            config_parse_url(urls[i], &host, &port) != 0) {
+            fprintf(stderr, "ketch: --listen-metrics-urls: unsupported URL %s (want http:// or "
+                            "https://host:port)\n", urls[i]);
+            rv = -1;
+            break;
+        }
+        if (tls && srv->client_tls == NULL) {
+            fprintf(stderr, "ketch: --listen-metrics-urls: %s needs the client TLS flags "
+                            "(--cert-file, --key-file or --auto-tls) and an https client URL\n",
+                    urls[i]);
+            free(host);
+            rv = -1;
+            break;
+        }
+        int err = grpc_server_listen_tls(srv->metrics, host, port, tls ? srv->client_tls : NULL);
+        if (err != 0) {
+            fprintf(stderr, "ketch: listen tcp %s:%d: bind: %s\n", host, port,
+                    err == UV_EADDRINUSE ? "address already in use" : uv_strerror(err));
+            rv = -1;
+        } else {
+            log_info("serving metrics and health on %s", urls[i]);
         }
         free(host);
     }
@@ -304,7 +357,7 @@ int main(int argc, char **argv)
     grpc_server_set_handshake_timeout(srv.grpc, conn_timeout_ms);
     /* Bind the client ports before touching the data dir: a port in use
      * stops us with nothing written. */
-    if (listen_clients(&srv) != 0) goto out_grpc;
+    if (listen_clients(&srv) != 0 || listen_metrics(&srv) != 0) goto out_grpc;
     if (identity_prepare_data_dir(&srv.id, srv.cfg.data_dir) != 0) goto out_grpc;
     a->member_id = srv.id.members[srv.id.self].id;
     a->cluster_id = srv.id.cluster_id;
@@ -366,6 +419,7 @@ out_store:
 out_members:
     free_members(&srv);
 out_grpc:
+    if (srv.metrics != NULL) grpc_server_close(srv.metrics, NULL, NULL);
     grpc_server_close(srv.grpc, NULL, NULL);
     uv_run(srv.loop, UV_RUN_DEFAULT);
 out_peers:

@@ -1,10 +1,10 @@
-"""Watch streams beyond the plain gRPC client: a client that half-closes
-(CloseSend) keeps receiving events, as from etcd; and the JSON gateway's
-POST /v3/watch, streamed as etcd's grpc-gateway streams it (one
-{"result":...} JSON object per line, chunked). Each behaviour is checked
-against real etcd too.
+"""The HTTP face beyond plain unary calls, each checked against real etcd:
+a Watch client that half-closes (CloseSend) keeps receiving events; the
+JSON gateway's streams (POST /v3/watch, /v3/lease/keepalive: chunked, one
+{"result":...} per line, as etcd's grpc-gateway) and its other routes
+(lock, election); --listen-metrics-urls (/metrics and /health only).
 
-Run:  KETCH_BUILD=build KETCH_BIN=$PWD/build/ketch /usr/bin/python3 -m pytest -q tests/integration/test_watch_stream.py
+Run:  KETCH_BUILD=build KETCH_BIN=$PWD/build/ketch /usr/bin/python3 -m pytest -q tests/integration/test_http_face.py
 """
 
 import base64
@@ -17,7 +17,7 @@ import grpc
 import pytest
 from etcd3.etcdrpc import rpc_pb2, rpc_pb2_grpc
 
-from harness import ETCD, Server
+from harness import ETCD, Server, free_port_pair
 
 
 @pytest.fixture(scope="module")
@@ -213,3 +213,26 @@ def test_gateway_keepalive_lock_election_as_etcd(sut, ref):
         res[name] = got
     assert res["sut"] == res["ref"], res
     assert res["sut"][1][2] and all("result" in l for l in res["sut"][1][2])
+
+
+@pytest.mark.parametrize("binary", [None, ETCD])
+def test_listen_metrics_urls(binary, request):
+    port = free_port_pair()[0]
+    s = Server(binary=binary, tmpfs=binary is not None, label="sut" if binary is None else "ref",
+               extra_args=["--listen-metrics-urls", "http://127.0.0.1:%d" % port])
+    request.addfinalizer(s.cleanup)
+    s.start()
+
+    def get(path, method="GET"):
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        c.request(method, path)
+        r = c.getresponse()
+        out = (r.status, r.read())
+        c.close()
+        return out
+    st, body = get("/metrics")
+    assert st == 200 and b"etcd_server_has_leader 1" in body, body[:300]
+    st, body = get("/health")
+    assert st == 200 and json.loads(body)["health"] == "true", body
+    assert get("/v3/kv/range", "POST")[0] == 404
+    assert get("/version")[0] == 404
