@@ -21,7 +21,11 @@
  *   /etcdserverpb.KV/Put      unary: fails with INVALID_ARGUMENT
  *   /etcdserverpb.Watch/Watch stream: each message answered back; the
  *                             call finishes OK when the stream closes
- * and every HTTP/1.1 request is answered with its body. */
+ *   /etcdserverpb.Lease/LeaseKeepAlive  the same, but a half-close keeps
+ *                             the stream open (grpc_call_set_half_close)
+ * and every HTTP/1.1 request is answered with its body: at once, or for
+ * path /stream as a chunked stream (twice), or for /hold as a stream kept
+ * open until the connection goes (grpc_http_set_on_gone). */
 #include <errno.h>
 #include <signal.h>
 #include <stdint.h>
@@ -64,18 +68,48 @@ static void stream_close(grpc_call *call, void *ctx)
     if (grpc_call_alive(call)) grpc_call_finish(call, 0, NULL);
 }
 
+static void keep_open(grpc_call *call, void *ctx)
+{
+    grpc_call_send(call, (const uint8_t *)"half-closed", 11);
+}
+
+static void stream_keep(grpc_call *call, const uint8_t *msg, size_t len, void *ctx)
+{
+    grpc_call_set_half_close(call, keep_open);
+    grpc_call_send(call, msg, len);
+}
+
 static const grpc_method methods[] = {
     {"/etcdserverpb.KV/Range", GRPC_UNARY, unary_echo, NULL},
     {"/etcdserverpb.KV/Put", GRPC_UNARY, unary_fail, NULL},
     {"/etcdserverpb.Watch/Watch", GRPC_STREAM, stream_echo, stream_close},
+    {"/etcdserverpb.Lease/LeaseKeepAlive", GRPC_STREAM, stream_keep, stream_close},
 };
+
+static void held_gone(grpc_http_req *req, void *data)
+{
+    grpc_http_stream_end(req);
+}
 
 static void http_echo(grpc_http_req *req, void *ctx)
 {
     size_t len;
     const uint8_t *body = grpc_http_body(req, &len);
-    if (grpc_http_header(req, "x-fail")) grpc_http_respond(req, 404, "text/plain", "no\n", 3);
-    else grpc_http_respond(req, 200, "application/json", body, len);
+    const char *path = grpc_http_path(req);
+    if (grpc_http_header(req, "x-fail")) {
+        grpc_http_respond(req, 404, "text/plain", "no\n", 3);
+    } else if (!strcmp(path, "/stream")) {
+        grpc_http_stream_start(req, 200, "application/json");
+        grpc_http_stream_write(req, body, len);
+        grpc_http_stream_write(req, body, len);
+        grpc_http_stream_end(req);
+    } else if (!strcmp(path, "/hold")) {
+        grpc_http_stream_start(req, 200, "application/json");
+        grpc_http_stream_write(req, body, len);
+        grpc_http_set_on_gone(req, held_gone, NULL);
+    } else {
+        grpc_http_respond(req, 200, "application/json", body, len);
+    }
 }
 
 static void setup(void)

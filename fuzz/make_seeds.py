@@ -75,6 +75,11 @@ def h2_seeds():
         c.send_data(1, b"", end_stream=True)
     h2_seed("stream_half_close", stream)
 
+    def keep(c):
+        c.send_headers(1, headers("/etcdserverpb.Lease/LeaseKeepAlive"))
+        c.send_data(1, grpc_msg(b"\x08\x01"), end_stream=True)
+    h2_seed("half_close_kept", keep)
+
     def stream_reset(c):
         c.send_headers(1, headers("/etcdserverpb.Watch/Watch"))
         c.send_data(1, grpc_msg(watch))
@@ -125,6 +130,10 @@ def http1_seeds():
     write("fuzz_http1", "x_fail_close",
           b"GET /x HTTP/1.1\r\nX-Fail: 1\r\nConnection: keep-alive\r\n\r\nGET / HTTP/1.1\r\n\r\n")
     write("fuzz_http1", "garbage", b"\x16\x03\x01\x00\xa5\x01\x00\x00")
+    write("fuzz_http1", "stream_then_next",
+          b"POST /stream HTTP/1.1\r\nContent-Length: 3\r\n\r\nabcGET /x HTTP/1.1\r\n\r\n")
+    write("fuzz_http1", "stream_http10", b"POST /stream HTTP/1.0\r\nContent-Length: 2\r\n\r\nab")
+    write("fuzz_http1", "hold", b"POST /hold HTTP/1.1\r\nContent-Length: 2\r\n\r\nabGET / HTTP/1.1\r\n\r\n")
     write("fuzz_http1", "half_preface", PREFACE[:10] + b"XX")
 
 
