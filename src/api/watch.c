@@ -34,6 +34,7 @@
  * keeps sending until the client cancels). */
 #include "api/watch.h"
 
+#include "api/auth.h"
 #include <stdlib.h>
 #include <string.h>
 
@@ -300,6 +301,17 @@ static void do_create(struct wstream *st, const Etcdserverpb__WatchCreateRequest
         if (cmp > 0 || (cmp == 0 && o.klen >= o.elen)) err = "mvcc: watcher range is empty";
     }
     int64_t id = c->watch_id;
+    if (err == NULL) {
+        /* as etcd's isWatchPermitted: read access to the range, at create */
+        ProtobufCBinaryData k = {o.klen, (uint8_t *)o.key};
+        int rv = auth_api_check_range(s, st->call, k, c->range_end);
+        if (rv != 0) {
+            if (rv != KERR_INVALID_AUTH_TOKEN && rv != KERR_AUTH_OLD_REVISION &&
+                rv != KERR_USER_EMPTY)
+                rv = KERR_PERMISSION_DENIED;
+            err = kerr_text(rv);
+        }
+    }
     if (err == NULL) {
         if (id == 0) {
             while (u64map_get(&st->entries, id_key(st->next_id)) != NULL) st->next_id++;

@@ -129,6 +129,12 @@ const char *grpc_call_header(const grpc_call *call, const char *name)
     return NULL;
 }
 
+const char *grpc_call_peer_cn(const grpc_call *call)
+{
+    if (call->conn == NULL || call->conn->tls == NULL) return NULL;
+    return tls_conn_peer_cn(call->conn->tls);
+}
+
 uint64_t grpc_call_deadline(const grpc_call *call)
 {
     return call->deadline;
@@ -385,6 +391,13 @@ void grpc_count_handled(struct grpc_call *call, int status)
 void grpc_server_call_local(grpc_server *s, const char *path, const uint8_t *msg, size_t len,
                             grpc_local_done_fn done, void *data)
 {
+    grpc_server_call_local_auth(s, path, msg, len, NULL, done, data);
+}
+
+void grpc_server_call_local_auth(grpc_server *s, const char *path, const uint8_t *msg,
+                                 size_t len, const char *authorization,
+                                 grpc_local_done_fn done, void *data)
+{
     const grpc_method *m = grpc_methods_find(&s->table, path, strlen(path));
     if (!m || m->kind != GRPC_UNARY) {
         char text[512];
@@ -411,6 +424,15 @@ void grpc_server_call_local(grpc_server *s, const char *path, const uint8_t *msg
     grpc_buf_init(&call->hdrs, call->hdrs_inl, sizeof call->hdrs_inl);
     grpc_buf_init(&call->req, call->req_inl, sizeof call->req_inl);
     grpc_buf_init(&call->resp, call->resp_inl, sizeof call->resp_inl);
+    if (authorization != NULL &&
+        (grpc_buf_append(&call->hdrs, "authorization", sizeof "authorization") != 0 ||
+         grpc_buf_append(&call->hdrs, authorization, strlen(authorization) + 1) != 0)) {
+        grpc_buf_free(&call->hdrs);
+        free(call);
+        free(l);
+        done(GRPC_RESOURCE_EXHAUSTED, "ketch: out of memory", NULL, 0, data);
+        return;
+    }
     call->next = s->locals;
     if (s->locals) s->locals->prev = call;
     s->locals = call;

@@ -108,6 +108,12 @@ typedef void (*grpc_local_done_fn)(int status, const char *message, const uint8_
                                    size_t len, void *data);
 void grpc_server_call_local(grpc_server *s, const char *path, const uint8_t *msg, size_t len,
                             grpc_local_done_fn done, void *data);
+/* As grpc_server_call_local, with request header "authorization" set to
+ * `authorization` (borrowed; NULL: none), as etcd's grpc-gateway passes
+ * the HTTP Authorization header on as metadata (the auth token). */
+void grpc_server_call_local_auth(grpc_server *s, const char *path, const uint8_t *msg,
+                                 size_t len, const char *authorization,
+                                 grpc_local_done_fn done, void *data);
 
 /* Writes grpc-prometheus' grpc_server_started_total and
  * grpc_server_handled_total (with HELP and TYPE lines) for every method. */
@@ -135,6 +141,10 @@ const char *grpc_call_header(const grpc_call *call, const char *name);
  * none. When it passes the layer finishes the call with DEADLINE_EXCEEDED
  * itself. */
 uint64_t grpc_call_deadline(const grpc_call *call);
+
+/* The CN of the client's verified TLS certificate, or NULL (cleartext,
+ * no certificate, in-process call, or connection gone). Borrowed. */
+const char *grpc_call_peer_cn(const grpc_call *call);
 
 /* Queues one response message (copies `len` bytes). For unary calls send at
  * most one before finishing. Returns 0, or a negative KERR_* code if the

@@ -70,6 +70,14 @@ static const struct flag flags[] = {
      "Enable peer client cert authentication. (Accepted; peer TLS comes with clustering.)"},
     {"peer-auto-tls", F_BOOL, OFF(peer_auto_tls), "false",
      "Peer TLS using generated certificates. (Accepted; peer TLS comes with clustering.)"},
+    /* auth (src/api/auth.c) */
+    {"auth-token", F_STRING, OFF(auth_token), "simple",
+     "Specify auth token specific options. Possible types: 'simple', 'jwt' "
+     "(jwt,pub-key=F,priv-key=F,sign-method=RS256[,ttl=5m])."},
+    {"auth-token-ttl", F_UINT, OFF(auth_token_ttl), "300",
+     "The lifetime in seconds of the auth token."},
+    {"bcrypt-cost", F_UINT, OFF(bcrypt_cost), "10",
+     "Specify bcrypt algorithm cost factor for auth password hashing."},
     {"version", F_BOOL, OFF(show_version), "false", "Print the version and exit."},
     {"help", F_BOOL, OFF(show_help), "false", "Show this help and exit."},
 };

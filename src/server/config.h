@@ -33,6 +33,10 @@ struct config {
     /* TLS for peers: parsed and checked; used once peers talk (clustering). */
     char *peer_cert_file, *peer_key_file, *peer_trusted_ca_file;
     bool peer_client_cert_auth, peer_auto_tls;
+    /* auth */
+    char *auth_token;
+    uint64_t auth_token_ttl;
+    uint64_t bcrypt_cost;
     bool show_version;
     bool show_help;
 };
