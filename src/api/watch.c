@@ -305,12 +305,17 @@ static void do_create(struct wstream *st, const Etcdserverpb__WatchCreateRequest
         /* as etcd's isWatchPermitted: read access to the range, at create */
         ProtobufCBinaryData k = {o.klen, (uint8_t *)o.key};
         int rv = auth_api_check_range(s, st->call, k, c->range_end);
-        if (rv != 0) {
-            if (rv != KERR_INVALID_AUTH_TOKEN && rv != KERR_AUTH_OLD_REVISION &&
-                rv != KERR_USER_EMPTY)
-                rv = KERR_PERMISSION_DENIED;
-            err = kerr_text(rv);
-        }
+        /* the reason is the text of the gRPC error, as etcd's
+         * rpctypes.ErrGRPC*.Error() */
+        if (rv == KERR_INVALID_AUTH_TOKEN)
+            err = "rpc error: code = Unauthenticated desc = etcdserver: invalid auth token";
+        else if (rv == KERR_AUTH_OLD_REVISION)
+            err = "rpc error: code = InvalidArgument desc = etcdserver: revision of auth store "
+                  "is old";
+        else if (rv == KERR_USER_EMPTY)
+            err = "rpc error: code = InvalidArgument desc = etcdserver: user name is empty";
+        else if (rv != 0)
+            err = "rpc error: code = PermissionDenied desc = etcdserver: permission denied";
     }
     if (err == NULL) {
         if (id == 0) {
