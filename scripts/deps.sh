@@ -8,6 +8,7 @@ PKGS=(
   libuv1-dev libnghttp2-dev libprotobuf-c-dev protobuf-c-compiler
   libssl-dev liblmdb-dev libraft-dev libjansson-dev
   libcmocka-dev
+  libcrypt-dev
   etcd-client etcd-server
   python3 python3-etcd3 python3-pytest python3-h2
   procps psmisc
