@@ -136,6 +136,30 @@ int auth_api_check_txn(api_server *s, grpc_call *call, const Etcdserverpb__TxnRe
     return rv;
 }
 
+int auth_api_check_conc(api_server *s, grpc_call *call, ProtobufCBinaryData name, bool write)
+{
+    if (!mvcc_auth_enabled(s->store)) return 0;
+    uint8_t *k = malloc(name.len + 1), *e = malloc(name.len + 1);
+    int rv = KERR_NOMEM;
+    if (k == NULL || e == NULL) goto out;
+    if (name.len) memcpy(k, name.data, name.len);
+    k[name.len] = '/';
+    memcpy(e, k, name.len + 1);
+    e[name.len] = '/' + 1; /* the prefix's end, as clientv3.GetPrefixRangeEnd */
+    char *user;
+    uint64_t rev;
+    rv = auth_api_info(s, call, &user, &rev);
+    if (rv == 0)
+        rv = mvcc_auth_check(s->store, user, rev, k, name.len + 1, e, name.len + 1, 0);
+    if (rv == 0 && write)
+        rv = mvcc_auth_check(s->store, user, rev, k, name.len + 1, e, name.len + 1, 1);
+    free(user);
+out:
+    free(k);
+    free(e);
+    return rv;
+}
+
 void auth_api_applied(api_server *s, uint64_t index, const Ketchpb__InternalRequest *req,
                       struct mvcc_result *res, arena *a)
 {

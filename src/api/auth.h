@@ -34,6 +34,13 @@ int auth_api_check_range(api_server *s, grpc_call *call, ProtobufCBinaryData key
                          ProtobufCBinaryData end);
 int auth_api_check_txn(api_server *s, grpc_call *call, const Etcdserverpb__TxnRequest *t);
 
+/* Lock and election requests (whose writes the server proposes itself):
+ * with auth enabled, the caller needs read access (and write access if
+ * `write`) to every key under the name, [name "/", name "0"), as the
+ * client-side recipes etcd's v3lock/v3election run as the caller would.
+ * 0 or a KERR_* code. */
+int auth_api_check_conc(api_server *s, grpc_call *call, ProtobufCBinaryData name, bool write);
+
 /* Called by api_apply after each entry: issues Authenticate tokens and
  * forgets those of deleted users, changed passwords, disabled auth. */
 void auth_api_applied(api_server *s, uint64_t index, const Ketchpb__InternalRequest *req,

@@ -283,6 +283,41 @@ def test_tokens_and_watch_against_etcd(pair):
         "INVALID_ARGUMENT", "etcdserver: permission not given")
 
 
+def test_lock_and_election_permissions(pair):
+    import lockpb as P
+    p = pair
+    setup_users(p)
+    p.ok("auth", "enable")
+    res = {}
+    for srv in (p.ref, p.sut):
+        ep = srv.endpoint
+        tok = authenticate(ep, "alice", "apw")
+        ch = grpc.insecure_channel(ep)
+        lock, el = P.LockStub(ch), P.ElectionStub(ch)
+
+        def call(fn, req, token=tok):
+            try:
+                r = fn(req, timeout=10, metadata=[("token", token)] if token else None)
+                return ("OK", r)
+            except grpc.RpcError as e:
+                return (e.code().name, e.details())
+        out = []
+        code, r = call(lock.Lock, P.LockRequest(name=b"/a/l"))
+        out.append((code, r.key.startswith(b"/a/l/") if code == "OK" else r))
+        if code == "OK":
+            out.append(call(lock.Unlock, P.UnlockRequest(key=r.key))[0])
+        out.append(call(lock.Lock, P.LockRequest(name=b"x")))
+        out.append(call(lock.Lock, P.LockRequest(name=b"/a/l"), token=None))
+        out.append(call(el.Campaign, P.CampaignRequest(name=b"x", value=b"v")))
+        code, r = call(el.Campaign, P.CampaignRequest(name=b"/a/e", value=b"v"))
+        out.append(code)
+        out.append(call(el.Leader, P.LeaderRequest(name=b"/a/e"))[0])
+        out.append(call(el.Leader, P.LeaderRequest(name=b"foo")))
+        ch.close()
+        res[srv] = out
+    assert res[p.sut] == res[p.ref]
+
+
 def test_python_etcd3_with_password(request, keys):
     """python3-etcd3 sends its token as call credentials, which grpc-python
     only sends over TLS: serve TLS (no client certificates)."""
