@@ -14,6 +14,8 @@ OPT     ?= -O2 -g
 CFLAGS  += $(OPT) -std=c17 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -MMD -MP \
            -I$(BUILD)/gen -Isrc $(shell pkg-config --cflags $(PKGS)) $(SAN)
 LDLIBS  += $(shell pkg-config --libs $(PKGS)) -lm
+# auth (src/auth/password.c): bcrypt through libxcrypt
+LDLIBS  += -lcrypt
 LDFLAGS += $(SAN)
 
 PROTOS  := $(wildcard proto/*.proto)

@@ -9,6 +9,7 @@ PKGS=(
   libssl-dev liblmdb-dev libraft-dev libjansson-dev
   libcmocka-dev
   clang libclang-rt-14-dev   # make fuzz: libFuzzer + sanitizers
+  libcrypt-dev
   etcd-client etcd-server
   python3 python3-etcd3 python3-pytest python3-h2
   procps psmisc

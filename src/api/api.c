@@ -3,6 +3,7 @@
 
 #include <time.h>
 
+#include "api/auth.h"
 #include "api/cluster.h"
 #include "api/election.h"
 #include "api/kv.h"
@@ -33,6 +34,23 @@ static const grpc_method methods[] = {
     {"/v3electionpb.Election/Leader", GRPC_UNARY, election_leader, NULL},
     {"/v3electionpb.Election/Observe", GRPC_STREAM, election_observe, election_observe_close},
     {"/v3electionpb.Election/Resign", GRPC_UNARY, election_resign, NULL},
+    {"/etcdserverpb.Auth/AuthEnable", GRPC_UNARY, auth_enable, NULL},
+    {"/etcdserverpb.Auth/AuthDisable", GRPC_UNARY, auth_disable, NULL},
+    {"/etcdserverpb.Auth/AuthStatus", GRPC_UNARY, auth_status, NULL},
+    {"/etcdserverpb.Auth/Authenticate", GRPC_UNARY, auth_authenticate, NULL},
+    {"/etcdserverpb.Auth/UserAdd", GRPC_UNARY, auth_user_add, NULL},
+    {"/etcdserverpb.Auth/UserGet", GRPC_UNARY, auth_user_get, NULL},
+    {"/etcdserverpb.Auth/UserList", GRPC_UNARY, auth_user_list, NULL},
+    {"/etcdserverpb.Auth/UserDelete", GRPC_UNARY, auth_user_delete, NULL},
+    {"/etcdserverpb.Auth/UserChangePassword", GRPC_UNARY, auth_user_change_password, NULL},
+    {"/etcdserverpb.Auth/UserGrantRole", GRPC_UNARY, auth_user_grant_role, NULL},
+    {"/etcdserverpb.Auth/UserRevokeRole", GRPC_UNARY, auth_user_revoke_role, NULL},
+    {"/etcdserverpb.Auth/RoleAdd", GRPC_UNARY, auth_role_add, NULL},
+    {"/etcdserverpb.Auth/RoleGet", GRPC_UNARY, auth_role_get, NULL},
+    {"/etcdserverpb.Auth/RoleList", GRPC_UNARY, auth_role_list, NULL},
+    {"/etcdserverpb.Auth/RoleDelete", GRPC_UNARY, auth_role_delete, NULL},
+    {"/etcdserverpb.Auth/RoleGrantPermission", GRPC_UNARY, auth_role_grant_permission, NULL},
+    {"/etcdserverpb.Auth/RoleRevokePermission", GRPC_UNARY, auth_role_revoke_permission, NULL},
 };
 
 const grpc_method *api_methods(size_t *n)
@@ -51,7 +69,11 @@ void api_init(api_server *s)
     s->next_request_id = (s->member_id << 48) | ((ms & 0xFFFFFFFFFFULL) << 8);
 }
 
-void api_fini(api_server *s) { u64map_free(&s->proposals); }
+void api_fini(api_server *s)
+{
+    u64map_free(&s->proposals);
+    auth_api_fini(s);
+}
 
 void api_fill_header(api_server *s, Etcdserverpb__ResponseHeader *h, int64_t revision)
 {

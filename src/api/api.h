@@ -48,6 +48,7 @@ typedef struct api_server {
     struct lease_api *lease; /* leases (api/lease.c); NULL until lease_api_init */
     struct conc_api *conc;   /* lock/election waiters (api/concurrency.c); NULL when none */
     struct watch_api *watch; /* watch streams and hub (api/watch.c); NULL until watch_api_init */
+    struct auth_api *auth;   /* tokens and auth options (api/auth.c); NULL until first used */
 } api_server;
 
 /* Prepares `s` (fields above the line must be filled by the caller). */

@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "api/auth.h"
 #include "api/concurrency.h"
 #include "util/errors.h"
 #include "util/log.h"
@@ -200,6 +201,12 @@ void election_campaign(grpc_call *call, const uint8_t *msg, size_t len, void *ct
     api_server *s = ctx;
     V3electionpb__CampaignRequest *req = v3electionpb__campaign_request__unpack(NULL, len, msg);
     if (req == NULL) return fail_unmarshal(call);
+    int arv = auth_api_check_conc(s, call, req->name, true);
+    if (arv != 0) {
+        conc_fail(call, arv);
+        v3electionpb__campaign_request__free_unpacked(req, NULL);
+        return;
+    }
     struct campaign_op *op = calloc(1, sizeof *op);
     if (op == NULL) {
         conc_fail(call, KERR_NOMEM);
@@ -323,6 +330,12 @@ void election_proclaim(grpc_call *call, const uint8_t *msg, size_t len, void *ct
 {
     V3electionpb__ProclaimRequest *req = v3electionpb__proclaim_request__unpack(NULL, len, msg);
     if (req == NULL) return fail_unmarshal(call);
+    int arv = req->leader ? auth_api_check_conc(ctx, call, req->leader->name, true) : 0;
+    if (arv != 0) {
+        conc_fail(call, arv);
+        v3electionpb__proclaim_request__free_unpacked(req, NULL);
+        return;
+    }
     guarded_start(ctx, call, req->leader, req->value, false);
     v3electionpb__proclaim_request__free_unpacked(req, NULL);
 }
@@ -331,6 +344,12 @@ void election_resign(grpc_call *call, const uint8_t *msg, size_t len, void *ctx)
 {
     V3electionpb__ResignRequest *req = v3electionpb__resign_request__unpack(NULL, len, msg);
     if (req == NULL) return fail_unmarshal(call);
+    int arv = req->leader ? auth_api_check_conc(ctx, call, req->leader->name, true) : 0;
+    if (arv != 0) {
+        conc_fail(call, arv);
+        v3electionpb__resign_request__free_unpacked(req, NULL);
+        return;
+    }
     guarded_start(ctx, call, req->leader, (conc_bytes){0, NULL}, true);
     v3electionpb__resign_request__free_unpacked(req, NULL);
 }
@@ -362,6 +381,12 @@ void election_leader(grpc_call *call, const uint8_t *msg, size_t len, void *ctx)
 {
     V3electionpb__LeaderRequest *req = v3electionpb__leader_request__unpack(NULL, len, msg);
     if (req == NULL) return fail_unmarshal(call);
+    int arv = auth_api_check_conc(ctx, call, req->name, false);
+    if (arv != 0) {
+        conc_fail(call, arv);
+        v3electionpb__leader_request__free_unpacked(req, NULL);
+        return;
+    }
     /* etcd's election server reads with a linearizable Get */
     api_read(ctx, call, &req->base, false, leader_exec);
 }
@@ -447,6 +472,12 @@ void election_observe(grpc_call *call, const uint8_t *msg, size_t len, void *ctx
     if (grpc_call_get_data(call) != NULL) return; /* one request per stream */
     V3electionpb__LeaderRequest *req = v3electionpb__leader_request__unpack(NULL, len, msg);
     if (req == NULL) return fail_unmarshal(call);
+    int arv = auth_api_check_conc(s, call, req->name, false);
+    if (arv != 0) {
+        conc_fail(call, arv);
+        v3electionpb__leader_request__free_unpacked(req, NULL);
+        return;
+    }
     struct observe_op *op = calloc(1, sizeof *op);
     if (op == NULL) {
         conc_fail(call, KERR_NOMEM);

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "api/auth.h"
 #include "api/kv.h"
 #include "api/propose.h"
 #include "util/arena.h"
@@ -232,7 +233,8 @@ static void range_exec(api_server *s, grpc_call *call, const ProtobufCMessage *m
     const Etcdserverpb__RangeRequest *req = (const Etcdserverpb__RangeRequest *)m;
     arena a = ARENA_INIT;
     Etcdserverpb__RangeResponse resp = ETCDSERVERPB__RANGE_RESPONSE__INIT;
-    int rv = mvcc_range(s->store, req, &a, &resp);
+    int rv = auth_api_check_range(s, call, req->key, req->range_end);
+    if (rv == 0) rv = mvcc_range(s->store, req, &a, &resp);
     if (rv != 0)
         grpc_call_fail(call, rv);
     else
@@ -288,7 +290,8 @@ static void txn_read_exec(api_server *s, grpc_call *call, const ProtobufCMessage
     const Etcdserverpb__TxnRequest *req = (const Etcdserverpb__TxnRequest *)m;
     arena a = ARENA_INIT;
     Etcdserverpb__TxnResponse resp = ETCDSERVERPB__TXN_RESPONSE__INIT;
-    int rv = mvcc_txn_read(s->store, req, &a, &resp);
+    int rv = auth_api_check_txn(s, call, req);
+    if (rv == 0) rv = mvcc_txn_read(s->store, req, &a, &resp);
     if (rv != 0)
         grpc_call_fail(call, rv);
     else

@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "api/auth.h"
 #include "api/concurrency.h"
 #include "util/errors.h"
 #include "util/log.h"
@@ -173,6 +174,12 @@ void lock_lock(grpc_call *call, const uint8_t *msg, size_t len, void *ctx)
     api_server *s = ctx;
     V3lockpb__LockRequest *req = v3lockpb__lock_request__unpack(NULL, len, msg);
     if (req == NULL) return fail_unmarshal(call);
+    int arv = auth_api_check_conc(s, call, req->name, true);
+    if (arv != 0) {
+        conc_fail(call, arv);
+        v3lockpb__lock_request__free_unpacked(req, NULL);
+        return;
+    }
     struct lock_op *op = calloc(1, sizeof *op);
     if (op == NULL) {
         conc_fail(call, KERR_NOMEM);
@@ -222,8 +229,20 @@ void lock_unlock(grpc_call *call, const uint8_t *msg, size_t len, void *ctx)
     api_server *s = ctx;
     V3lockpb__UnlockRequest *req = v3lockpb__unlock_request__unpack(NULL, len, msg);
     if (req == NULL) return fail_unmarshal(call);
+    /* etcd's Unlock is a Delete of the key: write access to it */
+    int arv = 0;
+    if (req->key.len && mvcc_auth_enabled(s->store)) {
+        char *user;
+        uint64_t rev;
+        arv = auth_api_info(s, call, &user, &rev);
+        if (arv == 0)
+            arv = mvcc_auth_check(s->store, user, rev, req->key.data, req->key.len, NULL, 0, 1);
+        free(user);
+    }
     if (req->key.len == 0) {
         conc_fail(call, KERR_EMPTY_KEY);
+    } else if (arv != 0) {
+        conc_fail(call, arv);
     } else {
         grpc_call_ref(call);
         int rv = conc_propose_delete(s, req->key, unlock_done, call);

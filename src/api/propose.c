@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "api/auth.h"
 #include "api/concurrency.h"
 #include "api/lease.h"
 #include "util/arena.h"
@@ -89,6 +90,14 @@ void api_propose(api_server *s, grpc_call *call, Ketchpb__InternalRequest *req)
     }
     p->s = s;
     p->call = call;
+    /* as etcd's processInternalRaftRequestOnce: who asks goes in the entry */
+    char *user;
+    int rv = auth_api_stamp(s, call, req, &user);
+    if (rv != 0) {
+        grpc_call_fail(call, rv);
+        free(p);
+        return;
+    }
     p->id = ++s->next_request_id;
     req->id = p->id;
     api_strip_unknown(&req->base);
@@ -98,18 +107,21 @@ void api_propose(api_server *s, grpc_call *call, Ketchpb__InternalRequest *req)
     if (len > s->max_request_bytes) {
         grpc_call_fail(call, KERR_REQUEST_TOO_LARGE);
         free(p);
+        free(user);
         return;
     }
     uint8_t *buf = malloc(len ? len : 1);
     if (buf == NULL || u64map_put(&s->proposals, p->id, p) != 0) {
         free(buf);
         free(p);
+        free(user);
         grpc_call_fail(call, KERR_NOMEM);
         return;
     }
     ketchpb__internal_request__pack(req, buf);
+    free(user);
     grpc_call_ref(call);
-    int rv = member_propose(s->member, buf, len, proposal_done, p);
+    rv = member_propose(s->member, buf, len, proposal_done, p);
     free(buf);
     if (rv != 0) {
         u64map_del(&s->proposals, p->id);
@@ -130,6 +142,7 @@ int api_propose_internal(api_server *s, Ketchpb__InternalRequest *req, api_propo
     p->id = ++s->next_request_id;
     req->id = p->id;
     api_strip_unknown(&req->base);
+    req->auth_system = true; /* the server's own request: etcd runs these as root */
     size_t len = ketchpb__internal_request__get_packed_size(req);
     int rv = KERR_REQUEST_TOO_LARGE;
     if (len > s->max_request_bytes) goto err_after_alloc;
@@ -181,6 +194,14 @@ static void deliver(api_server *s, struct proposal *p, struct mvcc_result *res, 
     } else if (res->lease_checkpoint) {
         res->lease_checkpoint->header = h;
         msg = &res->lease_checkpoint->base;
+    } else if (res->auth) {
+        /* every Auth*Response has its header as field 1 */
+        const ProtobufCFieldDescriptor *f =
+            protobuf_c_message_descriptor_get_field_by_name(res->auth->descriptor, "header");
+        if (f != NULL) {
+            *(Etcdserverpb__ResponseHeader **)((char *)res->auth + f->offset) = h;
+            msg = res->auth;
+        }
     }
     if (msg == NULL) {
         p->err = KERR_INTERNAL;
@@ -218,6 +239,7 @@ void api_apply(void *ctx, uint64_t index, const uint8_t *buf, size_t len)
         abort();
     }
     lease_api_applied(s, req, &res);
+    auth_api_applied(s, index, req, &res, &a);
     conc_applied(s);
     if (req != NULL && req->id != 0) {
         struct proposal *p = u64map_get(&s->proposals, req->id);

@@ -35,6 +35,7 @@
  * the client cancels the stream or goes away. */
 #include "api/watch.h"
 
+#include "api/auth.h"
 #include <stdlib.h>
 #include <string.h>
 
@@ -301,6 +302,22 @@ static void do_create(struct wstream *st, const Etcdserverpb__WatchCreateRequest
         if (cmp > 0 || (cmp == 0 && o.klen >= o.elen)) err = "mvcc: watcher range is empty";
     }
     int64_t id = c->watch_id;
+    if (err == NULL) {
+        /* as etcd's isWatchPermitted: read access to the range, at create */
+        ProtobufCBinaryData k = {o.klen, (uint8_t *)o.key};
+        int rv = auth_api_check_range(s, st->call, k, c->range_end);
+        /* the reason is the text of the gRPC error, as etcd's
+         * rpctypes.ErrGRPC*.Error() */
+        if (rv == KERR_INVALID_AUTH_TOKEN)
+            err = "rpc error: code = Unauthenticated desc = etcdserver: invalid auth token";
+        else if (rv == KERR_AUTH_OLD_REVISION)
+            err = "rpc error: code = InvalidArgument desc = etcdserver: revision of auth store "
+                  "is old";
+        else if (rv == KERR_USER_EMPTY)
+            err = "rpc error: code = InvalidArgument desc = etcdserver: user name is empty";
+        else if (rv != 0)
+            err = "rpc error: code = PermissionDenied desc = etcdserver: permission denied";
+    }
     if (err == NULL) {
         if (id == 0) {
             while (u64map_get(&st->entries, id_key(st->next_id)) != NULL) st->next_id++;

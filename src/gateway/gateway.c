@@ -68,6 +68,24 @@ static const struct route {
     R("/v3/maintenance/hash", "/etcdserverpb.Maintenance/Hash", hash_request, hash_response),
     R("/v3/maintenance/transfer-leadership", "/etcdserverpb.Maintenance/MoveLeader",
       move_leader_request, move_leader_response),
+    /* auth (src/api/auth.c); the token comes in the Authorization header */
+    R("/v3/auth/enable", "/etcdserverpb.Auth/AuthEnable", auth_enable_request, auth_enable_response),
+    R("/v3/auth/disable", "/etcdserverpb.Auth/AuthDisable", auth_disable_request, auth_disable_response),
+    R("/v3/auth/status", "/etcdserverpb.Auth/AuthStatus", auth_status_request, auth_status_response),
+    R("/v3/auth/authenticate", "/etcdserverpb.Auth/Authenticate", authenticate_request, authenticate_response),
+    R("/v3/auth/user/add", "/etcdserverpb.Auth/UserAdd", auth_user_add_request, auth_user_add_response),
+    R("/v3/auth/user/get", "/etcdserverpb.Auth/UserGet", auth_user_get_request, auth_user_get_response),
+    R("/v3/auth/user/list", "/etcdserverpb.Auth/UserList", auth_user_list_request, auth_user_list_response),
+    R("/v3/auth/user/delete", "/etcdserverpb.Auth/UserDelete", auth_user_delete_request, auth_user_delete_response),
+    R("/v3/auth/user/changepw", "/etcdserverpb.Auth/UserChangePassword", auth_user_change_password_request, auth_user_change_password_response),
+    R("/v3/auth/user/grant", "/etcdserverpb.Auth/UserGrantRole", auth_user_grant_role_request, auth_user_grant_role_response),
+    R("/v3/auth/user/revoke", "/etcdserverpb.Auth/UserRevokeRole", auth_user_revoke_role_request, auth_user_revoke_role_response),
+    R("/v3/auth/role/add", "/etcdserverpb.Auth/RoleAdd", auth_role_add_request, auth_role_add_response),
+    R("/v3/auth/role/get", "/etcdserverpb.Auth/RoleGet", auth_role_get_request, auth_role_get_response),
+    R("/v3/auth/role/list", "/etcdserverpb.Auth/RoleList", auth_role_list_request, auth_role_list_response),
+    R("/v3/auth/role/delete", "/etcdserverpb.Auth/RoleDelete", auth_role_delete_request, auth_role_delete_response),
+    R("/v3/auth/role/grant", "/etcdserverpb.Auth/RoleGrantPermission", auth_role_grant_permission_request, auth_role_grant_permission_response),
+    R("/v3/auth/role/revoke", "/etcdserverpb.Auth/RoleRevokePermission", auth_role_revoke_permission_request, auth_role_revoke_permission_response),
 #undef R
 #define RP(h, g, pkg, req, resp) {h, g, &pkg##__##req##__descriptor, &pkg##__##resp##__descriptor}
     RP("/v3/lock/lock", "/v3lockpb.Lock/Lock", v3lockpb, lock_request, lock_response),
@@ -195,7 +213,10 @@ static void gateway_call(struct gateway *gw, grpc_http_req *req, const struct ro
     arena_free(&a);
     gc->req = req;
     gc->route = r;
-    grpc_server_call_local(gw->grpc, r->grpc_path, buf, len, call_done, gc);
+    /* as etcd's grpc-gateway: the Authorization header becomes the
+     * "authorization" metadata, read as the auth token */
+    grpc_server_call_local_auth(gw->grpc, r->grpc_path, buf, len,
+                                grpc_http_header(req, "authorization"), call_done, gc);
     free(buf);
 }
 
@@ -379,8 +400,9 @@ static void gateway_stream(struct gateway *gw, grpc_http_req *req, const struct 
         arena_free(&a);
         if (!buf) break;
         if (n++ == 0) {
-            w->call = grpc_server_open_local_stream(gw->grpc, route->grpc_path, watch_on_msg,
-                                                    watch_done, w);
+            w->call = grpc_server_open_local_stream(
+                gw->grpc, route->grpc_path, grpc_http_header(req, "authorization"), watch_on_msg,
+                watch_done, w);
             if (!w->call) {
                 free(buf);
                 break;
@@ -392,8 +414,9 @@ static void gateway_stream(struct gateway *gw, grpc_http_req *req, const struct 
         if (w->done) break;
     }
     if (n == 0) { /* an empty body: a stream with no watchers, as etcd */
-        w->call = grpc_server_open_local_stream(gw->grpc, route->grpc_path, watch_on_msg,
-                                                watch_done, w);
+        w->call = grpc_server_open_local_stream(gw->grpc, route->grpc_path,
+                                                grpc_http_header(req, "authorization"),
+                                                watch_on_msg, watch_done, w);
         if (w->call) grpc_http_set_on_gone(req, watch_gone, w);
     }
     if (w->call && !w->done) grpc_local_stream_half_close(w->call);

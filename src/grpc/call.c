@@ -129,6 +129,12 @@ const char *grpc_call_header(const grpc_call *call, const char *name)
     return NULL;
 }
 
+const char *grpc_call_peer_cn(const grpc_call *call)
+{
+    if (call->conn == NULL || call->conn->tls == NULL) return NULL;
+    return tls_conn_peer_cn(call->conn->tls);
+}
+
 uint64_t grpc_call_deadline(const grpc_call *call)
 {
     return call->deadline;
@@ -400,8 +406,8 @@ void grpc_count_handled(struct grpc_call *call, int status)
 }
 
 /* A call not on any connection; the caller holds its one reference. */
-static struct grpc_call *local_new(grpc_server *s, const grpc_method *m, grpc_local_done_fn done,
-                                   void *data)
+static struct grpc_call *local_new(grpc_server *s, const grpc_method *m,
+                                   const char *authorization, grpc_local_done_fn done, void *data)
 {
     struct grpc_call *call = malloc(sizeof *call);
     struct grpc_local *l = calloc(1, sizeof *l);
@@ -421,6 +427,15 @@ static struct grpc_call *local_new(grpc_server *s, const grpc_method *m, grpc_lo
     grpc_buf_init(&call->hdrs, call->hdrs_inl, sizeof call->hdrs_inl);
     grpc_buf_init(&call->req, call->req_inl, sizeof call->req_inl);
     grpc_buf_init(&call->resp, call->resp_inl, sizeof call->resp_inl);
+    /* the gateway's Authorization header, seen by handlers as gRPC metadata */
+    if (authorization != NULL &&
+        (grpc_buf_append(&call->hdrs, "authorization", sizeof "authorization") != 0 ||
+         grpc_buf_append(&call->hdrs, authorization, strlen(authorization) + 1) != 0)) {
+        grpc_buf_free(&call->hdrs);
+        free(call);
+        free(l);
+        return NULL;
+    }
     call->next = s->locals;
     if (s->locals) s->locals->prev = call;
     s->locals = call;
@@ -429,8 +444,8 @@ static struct grpc_call *local_new(grpc_server *s, const grpc_method *m, grpc_lo
 }
 
 grpc_call *grpc_server_open_local_stream(grpc_server *s, const char *path,
-                                         grpc_local_msg_fn on_msg, grpc_local_done_fn done,
-                                         void *data)
+                                         const char *authorization, grpc_local_msg_fn on_msg,
+                                         grpc_local_done_fn done, void *data)
 {
     const grpc_method *m = grpc_methods_find(&s->table, path, strlen(path));
     if (!m || m->kind != GRPC_STREAM) {
@@ -439,7 +454,7 @@ grpc_call *grpc_server_open_local_stream(grpc_server *s, const char *path,
         done(GRPC_UNIMPLEMENTED, text, NULL, 0, data);
         return NULL;
     }
-    struct grpc_call *call = local_new(s, m, done, data);
+    struct grpc_call *call = local_new(s, m, authorization, done, data);
     if (!call) {
         done(GRPC_RESOURCE_EXHAUSTED, "ketch: out of memory", NULL, 0, data);
         return NULL;
@@ -482,6 +497,13 @@ void grpc_local_stream_cancel(grpc_call *call)
 void grpc_server_call_local(grpc_server *s, const char *path, const uint8_t *msg, size_t len,
                             grpc_local_done_fn done, void *data)
 {
+    grpc_server_call_local_auth(s, path, msg, len, NULL, done, data);
+}
+
+void grpc_server_call_local_auth(grpc_server *s, const char *path, const uint8_t *msg,
+                                 size_t len, const char *authorization,
+                                 grpc_local_done_fn done, void *data)
+{
     const grpc_method *m = grpc_methods_find(&s->table, path, strlen(path));
     if (!m || m->kind != GRPC_UNARY) {
         char text[512];
@@ -489,7 +511,7 @@ void grpc_server_call_local(grpc_server *s, const char *path, const uint8_t *msg
         done(GRPC_UNIMPLEMENTED, text, NULL, 0, data);
         return;
     }
-    struct grpc_call *call = local_new(s, m, done, data);
+    struct grpc_call *call = local_new(s, m, authorization, done, data);
     if (!call) {
         done(GRPC_RESOURCE_EXHAUSTED, "ketch: out of memory", NULL, 0, data);
         return;

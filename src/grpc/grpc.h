@@ -145,6 +145,12 @@ typedef void (*grpc_local_done_fn)(int status, const char *message, const uint8_
                                    size_t len, void *data);
 void grpc_server_call_local(grpc_server *s, const char *path, const uint8_t *msg, size_t len,
                             grpc_local_done_fn done, void *data);
+/* As grpc_server_call_local, with request header "authorization" set to
+ * `authorization` (borrowed; NULL: none), as etcd's grpc-gateway passes
+ * the HTTP Authorization header on as metadata (the auth token). */
+void grpc_server_call_local_auth(grpc_server *s, const char *path, const uint8_t *msg,
+                                 size_t len, const char *authorization,
+                                 grpc_local_done_fn done, void *data);
 
 /* In-process GRPC_STREAM calls (the gateway's POST /v3/watch). Opens a
  * stream at `path`: every message the handler sends goes to on_msg at once
@@ -152,11 +158,12 @@ void grpc_server_call_local(grpc_server *s, const char *path, const uint8_t *msg
  * on_msg); `done` runs once when the handler finishes the call (status,
  * message or NULL; resp NULL) or the server stops (UNAVAILABLE). Returns
  * the call, with a reference that the caller owns, or NULL after `done`
- * ran (unknown or unary path: UNIMPLEMENTED; out of memory). */
+ * ran (unknown or unary path: UNIMPLEMENTED; out of memory).
+ * `authorization` as for grpc_server_call_local_auth (NULL: none). */
 typedef void (*grpc_local_msg_fn)(const uint8_t *msg, size_t len, void *data);
 grpc_call *grpc_server_open_local_stream(grpc_server *s, const char *path,
-                                         grpc_local_msg_fn on_msg, grpc_local_done_fn done,
-                                         void *data);
+                                         const char *authorization, grpc_local_msg_fn on_msg,
+                                         grpc_local_done_fn done, void *data);
 /* Delivers one request message (borrowed for the call) to the handler, as
  * if the client had sent it. No-op once the call is not alive. */
 void grpc_local_stream_send(grpc_call *call, const uint8_t *msg, size_t len);
@@ -193,6 +200,10 @@ const char *grpc_call_header(const grpc_call *call, const char *name);
  * none. When it passes the layer finishes the call with DEADLINE_EXCEEDED
  * itself. */
 uint64_t grpc_call_deadline(const grpc_call *call);
+
+/* The CN of the client's verified TLS certificate, or NULL (cleartext,
+ * no certificate, in-process call, or connection gone). Borrowed. */
+const char *grpc_call_peer_cn(const grpc_call *call);
 
 /* Queues one response message (copies `len` bytes). For unary calls send at
  * most one before finishing. Returns 0, or a negative KERR_* code if the

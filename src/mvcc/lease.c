@@ -212,6 +212,12 @@ int mvcc_lease_list(mvcc_store *s, struct mvcc_lease **out, size_t *n)
     return ret;
 }
 
+int leasetab_keys(MDB_txn *txn, mvcc_store *s, int64_t id, arena *a, ProtobufCBinaryData **keys,
+                  size_t *n)
+{
+    return collect_keys(txn, s, id, a, keys, n);
+}
+
 int mvcc_lease_keys(mvcc_store *s, int64_t id, arena *a, ProtobufCBinaryData **keys, size_t *n)
 {
     MDB_txn *txn;

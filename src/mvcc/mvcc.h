@@ -96,6 +96,7 @@ struct mvcc_result {
     Etcdserverpb__LeaseGrantResponse *lease_grant;
     Etcdserverpb__LeaseRevokeResponse *lease_revoke;
     Etcdserverpb__LeaseCheckpointResponse *lease_checkpoint;
+    ProtobufCMessage *auth; /* the Auth*Response of an auth request (auth.c) */
 };
 
 /* Applies the entry at Raft `index` in a nested txn of the open batch (see
@@ -135,6 +136,37 @@ int mvcc_lease_list(mvcc_store *s, struct mvcc_lease **out, size_t *n);
  * has none. Returns 0 or a negative KERR_* code. */
 int mvcc_lease_keys(mvcc_store *s, int64_t id, arena *a, ProtobufCBinaryData **keys,
                     size_t *n);
+
+/* ---- auth (auth.c; the tables are described there) ----
+ *
+ * mvcc_apply of an auth request (auth_enable ... auth_role_revoke_permission,
+ * authenticate) applies it as etcd's authStore (errors: KERR_USER_*,
+ * KERR_ROLE_*, KERR_ROOT_*, KERR_INVALID_AUTH_MGMT, KERR_AUTH_*,
+ * KERR_PERMISSION_*) and sets out->auth. While auth is enabled every entry
+ * not marked auth_system is first checked as etcd's authApplierV3 does
+ * (user from auth_user, token revision auth_revision): KERR_USER_EMPTY,
+ * KERR_AUTH_OLD_REVISION, KERR_PERMISSION_DENIED, KERR_USER_NOT_FOUND. */
+#include <stdbool.h>
+bool mvcc_auth_enabled(const mvcc_store *s);
+uint64_t mvcc_auth_revision(const mvcc_store *s);
+/* bcrypt cost for entries that carry a plain password (old proposers). */
+void mvcc_auth_set_bcrypt_cost(mvcc_store *s, int cost);
+/* etcd's IsRangePermitted (write 0) / IsPutPermitted, IsDeleteRangePermitted
+ * (write 1) for `user` holding a token of auth revision `rev` (0: no user):
+ * 0 (also when auth is disabled) or KERR_USER_EMPTY, KERR_AUTH_OLD_REVISION,
+ * KERR_PERMISSION_DENIED, KERR_IO. */
+int mvcc_auth_check(mvcc_store *s, const char *user, uint64_t rev, const uint8_t *key,
+                    size_t klen, const uint8_t *end, size_t elen, int write);
+/* etcd's checkTxnAuth. */
+int mvcc_auth_check_txn(mvcc_store *s, const char *user, uint64_t rev,
+                        const Etcdserverpb__TxnRequest *t);
+/* etcd's IsAdminPermitted: 0, KERR_USER_EMPTY, KERR_USER_NOT_FOUND,
+ * KERR_PERMISSION_DENIED. */
+int mvcc_auth_is_admin(mvcc_store *s, const char *user);
+/* The bcrypt hash of `name`'s password (*hash malloc'd), for Authenticate:
+ * 0, KERR_AUTH_NOT_ENABLED, KERR_AUTH_FAILED (no such user, or a
+ * --no-password one), KERR_NOMEM, KERR_IO. */
+int mvcc_auth_password(mvcc_store *s, const char *name, char **hash);
 
 /* ---- watch events (events.c) ----
  *

@@ -4,6 +4,7 @@
 #define KETCH_MVCC_MVCC_INT_H
 
 #include <lmdb.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -33,6 +34,11 @@ struct mvcc_store {
     void *lease_ctx;
     mvcc_event_fn event_fn; /* watch hook (events.c); NULL: none */
     void *event_ctx;
+    /* auth (auth.c): the table, and its state as of the last apply */
+    MDB_dbi auth;
+    bool auth_enabled;
+    uint64_t auth_rev;
+    int bcrypt_cost;
 };
 
 /* The keys-table record of one user key: its id and its latest change. */
@@ -162,6 +168,21 @@ int leasetab_grant(struct op_ctx *c, const Etcdserverpb__LeaseGrantRequest *r, a
 int leasetab_revoke(struct op_ctx *c, const Etcdserverpb__LeaseRevokeRequest *r, arena *a,
                     Etcdserverpb__LeaseRevokeResponse *resp);
 int leasetab_checkpoint(struct op_ctx *c, const Etcdserverpb__LeaseCheckpointRequest *r);
+
+/* The keys attached to lease `id` (unsorted), in arena memory. */
+int leasetab_keys(MDB_txn *txn, mvcc_store *s, int64_t id, arena *a, ProtobufCBinaryData **keys,
+                  size_t *n);
+
+/* ---- auth.c ---- */
+/* Reads the auth state (enabled, revision) into s; creates the revision
+ * (1) if the table is new. */
+int auth_load(MDB_txn *txn, mvcc_store *s);
+/* etcd's authApplierV3 checks of one entry against the proposer's user and
+ * auth revision (req->auth_user / auth_revision): 0 or a KERR_* code. */
+int auth_check_request(struct op_ctx *c, const Ketchpb__InternalRequest *req);
+/* Applies an auth request (out->auth set); returns 1 if req is none. */
+int auth_exec(struct op_ctx *c, const Ketchpb__InternalRequest *req, arena *a,
+              struct mvcc_result *out);
 
 /* ---- events.c ---- */
 /* Hands the events of revision `rev` (just committed) to the event hook. */

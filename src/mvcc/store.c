@@ -39,6 +39,7 @@
  *   lkeys  LMDB key  lease ID i64 | kid u64                      (16 bytes)
  *          value     the user key (any length): the keys attached to a
  *                    lease, found by a prefix scan (lease.c)
+ *   auth   users, roles, enabled flag, auth revision (auth.c)
  *
  * A key is removed from `keys` when compaction has removed its last change.
  * Reads at the current revision use `keys` (+ `hist` for values); reads at
@@ -168,7 +169,8 @@ int mvcc_open(mvcc_store **out, const char *dir, size_t map_size)
         (rc = mdb_dbi_open(txn, "hist", MDB_CREATE, &s->hist)) != 0 ||
         (rc = mdb_dbi_open(txn, "meta", MDB_CREATE, &s->meta)) != 0 ||
         (rc = mdb_dbi_open(txn, "lease", MDB_CREATE, &s->lease)) != 0 ||
-        (rc = mdb_dbi_open(txn, "lkeys", MDB_CREATE, &s->lkeys)) != 0)
+        (rc = mdb_dbi_open(txn, "lkeys", MDB_CREATE, &s->lkeys)) != 0 ||
+        (rc = mdb_dbi_open(txn, "auth", MDB_CREATE, &s->auth)) != 0)
         goto err_after_txn;
 
     uint64_t rev, crev, applied, kid;
@@ -192,6 +194,11 @@ int mvcc_open(mvcc_store **out, const char *dir, size_t map_size)
         rc = EIO;
         goto err_after_txn;
     }
+    if (auth_load(txn, s) != 0) {
+        rc = EIO;
+        goto err_after_txn;
+    }
+    s->bcrypt_cost = 10;
     if ((rc = mdb_txn_commit(txn)) != 0) goto err_after_env;
     s->rev = (int64_t)rev;
     s->compact_rev = (int64_t)crev;
@@ -297,7 +304,7 @@ void mvcc_db_size(mvcc_store *s, int64_t *size, int64_t *in_use)
     MDB_txn *txn;
     if (store_rtxn_begin(s, &txn) == 0) {
         MDB_dbi dbis[] = {0 /* FREE_DBI */, s->keys, s->idx, s->hist, s->meta, s->lease,
-                          s->lkeys};
+                          s->lkeys, s->auth};
         for (size_t i = 0; i < sizeof dbis / sizeof dbis[0]; i++)
             if (mdb_stat(txn, dbis[i], &st) == 0)
                 pages += (int64_t)(st.ms_branch_pages + st.ms_leaf_pages + st.ms_overflow_pages);

@@ -401,6 +401,22 @@ static int is_request_error(int rc)
     case KERR_LEASE_TTL_TOO_LARGE:
     case KERR_BAD_REQUEST:
     case KERR_NO_SPACE:
+    case KERR_ROOT_USER_NOT_EXIST:
+    case KERR_ROOT_ROLE_NOT_EXIST:
+    case KERR_USER_ALREADY_EXIST:
+    case KERR_USER_EMPTY:
+    case KERR_USER_NOT_FOUND:
+    case KERR_ROLE_ALREADY_EXIST:
+    case KERR_ROLE_NOT_FOUND:
+    case KERR_ROLE_EMPTY:
+    case KERR_AUTH_FAILED:
+    case KERR_PERMISSION_NOT_GIVEN:
+    case KERR_PERMISSION_DENIED:
+    case KERR_ROLE_NOT_GRANTED:
+    case KERR_PERMISSION_NOT_GRANTED:
+    case KERR_AUTH_NOT_ENABLED:
+    case KERR_INVALID_AUTH_MGMT:
+    case KERR_AUTH_OLD_REVISION:
         return 1;
     default:
         return 0;
@@ -411,6 +427,10 @@ static int exec_request(struct op_ctx *c, const Ketchpb__InternalRequest *req, a
                         struct mvcc_result *out, int64_t *compact_to)
 {
     int rc;
+    /* as etcd's authApplierV3: permissions first, against the auth state
+     * of this point of the log */
+    if ((rc = auth_check_request(c, req)) != 0) return rc;
+    if ((rc = auth_exec(c, req, a, out)) != 1) return rc;
     if (req->put) {
         out->put = arena_alloc(a, sizeof *out->put);
         etcdserverpb__put_response__init(out->put);
@@ -473,12 +493,15 @@ int mvcc_apply(mvcc_store *s, uint64_t index, const Ketchpb__InternalRequest *re
             if (!is_request_error(rc)) return rc < 0 ? rc : mdb_to_kerr(rc);
             out->put = NULL, out->delete_range = NULL, out->txn = NULL, out->compaction = NULL;
             out->lease_grant = NULL, out->lease_revoke = NULL, out->lease_checkpoint = NULL;
+            out->auth = NULL;
             out->err = rc;
             c.nchanges = 0;
             c.next_kid = s->next_kid;
             compact_to = -2;
         } else if ((rc = mdb_txn_commit(c.txn)) != 0) {
             return mdb_to_kerr(rc);
+        } else if (out->auth != NULL && (rc = auth_load(batch, s)) != 0) {
+            return rc;
         }
     }
     int64_t rev = ctx_rev(&c);

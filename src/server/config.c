@@ -76,6 +76,14 @@ static const struct flag flags[] = {
     {"experimental-connection-timeout", F_STRING, OFF(connection_timeout), "2m0s",
      "Close client connections that have not completed their handshake (HTTP/2 preface and SETTINGS, "
      "TLS) or an HTTP/1.1 request within this duration, as grpc-go's ConnectionTimeout (0s: never)."},
+    /* auth (src/api/auth.c) */
+    {"auth-token", F_STRING, OFF(auth_token), "simple",
+     "Specify auth token specific options. Possible types: 'simple', 'jwt' "
+     "(jwt,pub-key=F,priv-key=F,sign-method=RS256[,ttl=5m])."},
+    {"auth-token-ttl", F_UINT, OFF(auth_token_ttl), "300",
+     "The lifetime in seconds of the auth token."},
+    {"bcrypt-cost", F_UINT, OFF(bcrypt_cost), "10",
+     "Specify bcrypt algorithm cost factor for auth password hashing."},
     {"version", F_BOOL, OFF(show_version), "false", "Print the version and exit."},
     {"help", F_BOOL, OFF(show_help), "false", "Show this help and exit."},
 };

@@ -35,6 +35,10 @@ struct config {
     bool peer_client_cert_auth, peer_auto_tls;
     char *connection_timeout; /* a Go duration: handshake/request deadline */
     char *listen_metrics_urls; /* /metrics and /health only */
+    /* auth */
+    char *auth_token;
+    uint64_t auth_token_ttl;
+    uint64_t bcrypt_cost;
     bool show_version;
     bool show_help;
 };

@@ -9,6 +9,7 @@
 #include <uv.h>
 
 #include "api/api.h"
+#include "api/auth.h"
 #include "api/lease.h"
 #include "gateway/gateway.h"
 #include "api/watch.h"
@@ -373,6 +374,12 @@ int main(int argc, char **argv)
     }
     a->store = srv.store;
     api_init(a);
+    if (auth_api_configure(a, srv.cfg.auth_token, srv.cfg.auth_token_ttl,
+                           (int)srv.cfg.bcrypt_cost, srv.cfg.client_cert_auth) != 0) {
+        api_fini(a);
+        mvcc_close(srv.store);
+        goto out_members;
+    }
     log_info("member %s (%016" PRIx64 ") of cluster %016" PRIx64 ", data in %s, revision %" PRId64
              ", applied index %" PRIu64,
              srv.cfg.name, a->member_id, a->cluster_id, srv.cfg.data_dir, mvcc_revision(srv.store),

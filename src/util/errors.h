@@ -52,7 +52,29 @@ enum grpc_status {
     X(KERR_LEADER_CHANGED, GRPC_UNAVAILABLE, "etcdserver: leader changed")                \
     X(KERR_STOPPED, GRPC_UNAVAILABLE, "etcdserver: server stopped")                       \
     X(KERR_TIMEOUT, GRPC_UNAVAILABLE, "etcdserver: request timed out")                    \
-    X(KERR_CORRUPT, GRPC_DATA_LOSS, "etcdserver: corrupt cluster")
+    X(KERR_CORRUPT, GRPC_DATA_LOSS, "etcdserver: corrupt cluster")                         \
+    /* auth (src/mvcc/auth.c, src/api/auth.c): rpctypes/error.go */                       \
+    X(KERR_ROOT_USER_NOT_EXIST, GRPC_FAILED_PRECONDITION, "etcdserver: root user does not exist") \
+    X(KERR_ROOT_ROLE_NOT_EXIST, GRPC_FAILED_PRECONDITION,                                  \
+      "etcdserver: root user does not have root role")                                     \
+    X(KERR_USER_ALREADY_EXIST, GRPC_FAILED_PRECONDITION, "etcdserver: user name already exists") \
+    X(KERR_USER_EMPTY, GRPC_INVALID_ARGUMENT, "etcdserver: user name is empty")            \
+    X(KERR_USER_NOT_FOUND, GRPC_FAILED_PRECONDITION, "etcdserver: user name not found")    \
+    X(KERR_ROLE_ALREADY_EXIST, GRPC_FAILED_PRECONDITION, "etcdserver: role name already exists") \
+    X(KERR_ROLE_NOT_FOUND, GRPC_FAILED_PRECONDITION, "etcdserver: role name not found")    \
+    X(KERR_ROLE_EMPTY, GRPC_INVALID_ARGUMENT, "etcdserver: role name is empty")            \
+    X(KERR_AUTH_FAILED, GRPC_INVALID_ARGUMENT,                                             \
+      "etcdserver: authentication failed, invalid user ID or password")                    \
+    X(KERR_PERMISSION_NOT_GIVEN, GRPC_INVALID_ARGUMENT, "etcdserver: permission not given") \
+    X(KERR_PERMISSION_DENIED, GRPC_PERMISSION_DENIED, "etcdserver: permission denied")     \
+    X(KERR_ROLE_NOT_GRANTED, GRPC_FAILED_PRECONDITION,                                     \
+      "etcdserver: role is not granted to the user")                                       \
+    X(KERR_PERMISSION_NOT_GRANTED, GRPC_FAILED_PRECONDITION,                               \
+      "etcdserver: permission is not granted to the role")                                 \
+    X(KERR_AUTH_NOT_ENABLED, GRPC_FAILED_PRECONDITION, "etcdserver: authentication is not enabled") \
+    X(KERR_INVALID_AUTH_TOKEN, GRPC_UNAUTHENTICATED, "etcdserver: invalid auth token")     \
+    X(KERR_INVALID_AUTH_MGMT, GRPC_INVALID_ARGUMENT, "etcdserver: invalid auth management") \
+    X(KERR_AUTH_OLD_REVISION, GRPC_INVALID_ARGUMENT, "etcdserver: revision of auth store is old")
 
 enum kerr {
     KERR_OK = 0,
