@@ -5,6 +5,7 @@
 
 #include "api/cluster.h"
 #include "api/election.h"
+#include "api/forward.h"
 #include "api/kv.h"
 #include "api/lease.h"
 #include "api/lock.h"
@@ -33,6 +34,10 @@ static const grpc_method methods[] = {
     {"/v3electionpb.Election/Leader", GRPC_UNARY, election_leader, NULL},
     {"/v3electionpb.Election/Observe", GRPC_STREAM, election_observe, election_observe_close},
     {"/v3electionpb.Election/Resign", GRPC_UNARY, election_resign, NULL},
+    /* followers to the leader (api/forward.c) */
+    {"/ketchpb.Internal/Propose", GRPC_UNARY, internal_propose, NULL},
+    {"/ketchpb.Internal/ReadIndex", GRPC_UNARY, internal_read_index, NULL},
+    {"/ketchpb.Internal/LeaseKeepAlive", GRPC_UNARY, internal_lease_keep_alive, NULL},
 };
 
 const grpc_method *api_methods(size_t *n)

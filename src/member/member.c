@@ -267,6 +267,10 @@ static int bootstrap(member *m, const struct member_config *cfg)
     struct raft_configuration conf;
     int rv;
 
+    if (cfg->join) {
+        log_info("member: joining an existing cluster (no bootstrap)");
+        return 0;
+    }
     raft_configuration_init(&conf);
     for (size_t i = 0; i < cfg->n_peers; i++) {
         rv = raft_configuration_add(&conf, cfg->peers[i].id, cfg->peers[i].address,

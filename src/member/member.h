@@ -42,6 +42,9 @@ struct member_config {
     const char *address; /* host:port this member's Raft transport binds */
     const struct member_peer *peers; /* initial voters, self included */
     size_t n_peers;
+    /* Joining an existing cluster (--initial-cluster-state existing): no
+     * bootstrap; the leader sends the log once the member was added. */
+    bool join;
     uint64_t applied_index; /* highest index already in the state machine */
     unsigned heartbeat_ms;  /* etcd --heartbeat-interval (default 100) */
     unsigned election_ms;   /* etcd --election-timeout (default 1000) */
