@@ -278,7 +278,8 @@ void cluster_member_list(grpc_call *call, const uint8_t *msg, size_t len, void *
     api_server *s = ctx;
     Etcdserverpb__MemberListResponse r = ETCDSERVERPB__MEMBER_LIST_RESPONSE__INIT;
     Etcdserverpb__ResponseHeader h = ETCDSERVERPB__RESPONSE_HEADER__INIT;
-    api_fill_header(s, &h, mvcc_revision(s->store));
+    /* as etcd's clusterServer.header(): no revision */
+    api_fill_header(s, &h, 0);
     r.header = &h;
     size_t n = api_cluster_size(s);
     Etcdserverpb__Member *ms = calloc(n ? n : 1, sizeof *ms);
