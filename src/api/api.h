@@ -83,6 +83,8 @@ void api_cluster_stop(api_server *s);
 void api_cluster_fini(api_server *s);
 /* Members in the table (learners included). */
 size_t api_cluster_size(const api_server *s);
+/* Whether member `id` is a learner (etcd's; a libraft standby). */
+bool api_cluster_is_learner(const api_server *s, uint64_t id);
 /* The first client URL that member `id` published, or NULL (borrowed until
  * the table next changes). */
 const char *api_cluster_client_url(const api_server *s, uint64_t id);

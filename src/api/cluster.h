@@ -6,6 +6,12 @@
 #include "api/api.h"
 
 void cluster_member_list(grpc_call *call, const uint8_t *msg, size_t len, void *ctx);
+void cluster_member_add(grpc_call *call, const uint8_t *msg, size_t len, void *ctx);
+void cluster_member_remove(grpc_call *call, const uint8_t *msg, size_t len, void *ctx);
+void cluster_member_update(grpc_call *call, const uint8_t *msg, size_t len, void *ctx);
+void cluster_member_promote(grpc_call *call, const uint8_t *msg, size_t len, void *ctx);
+/* Maintenance.MoveLeader (leader only, as etcd's). */
+void cluster_move_leader(grpc_call *call, const uint8_t *msg, size_t len, void *ctx);
 
 /* Applies req->member_attr_set / req->member_change to the table (and the
  * store's meta table). Returns 0 or a storage error (fatal). */
