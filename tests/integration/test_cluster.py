@@ -259,3 +259,116 @@ def count(member, prefix, serializable=False):
         return r.count, r.header.revision
     finally:
         ch.close()
+
+
+def add_member(request, ms, name, learner):
+    """etcdctl member add through a follower, then start the new member
+    with --initial-cluster-state existing. Returns (member, its ID)."""
+    new = ClusterMember(name, "sut-" + name)
+    request.addfinalizer(new.cleanup)
+    args = ["member", "add", name, "--peer-urls=" + new.peer_url]
+    if learner:
+        args.append("--learner")
+    r = ms[-1].etcdctl(*args)
+    assert r.returncode == 0, r.stderr
+    assert 'ETCD_INITIAL_CLUSTER_STATE="existing"' in r.stdout
+    ic = [line.split("=", 1)[1].strip('"') for line in r.stdout.splitlines()
+          if line.startswith("ETCD_INITIAL_CLUSTER=")][0]
+    mid = int(r.stdout.split()[1], 16)
+    new.initial_cluster = ic
+    new.cluster_state = "existing"
+    new.start(wait=False)
+    return new, mid
+
+
+def test_membership_changes_while_writing(request):
+    ms = start_cluster(request, 3)
+    acked = []
+    stop = threading.Event()
+
+    def writer(member):
+        c = client(member)
+        i = 0
+        try:
+            while not stop.is_set():
+                key = "mw/%s/%05d" % (member.name, i)
+                i += 1
+                try:
+                    c.put(key, "x")
+                    acked.append(key)
+                except Exception:
+                    time.sleep(0.05)
+        finally:
+            c.close()
+
+    threads = [threading.Thread(target=writer, args=(m,)) for m in ms[1:]]
+    for t in threads:
+        t.start()
+    try:
+        wait_for(lambda: len(acked) >= 20, what="writes")
+        # a learner joins, replicates, answers serializable reads, is promoted
+        m4, id4 = add_member(request, ms, "m4", learner=True)
+        ml = ctl_json(ms[0], "member", "list")["members"]
+        assert [x.get("isLearner", False) for x in ml if x["ID"] == id4] == [True]
+        want = len(acked)
+        wait_for(lambda: count(m4, "mw/", serializable=True)[0] >= want, what="the learner")
+        st = ctl_json(m4, "endpoint", "status")[0]["Status"]
+        assert st.get("isLearner") is True
+        wait_for(lambda: ms[0].etcdctl("member", "promote", "%x" % id4).returncode == 0,
+                 what="promotion")
+        ml = ctl_json(ms[1], "member", "list")["members"]
+        assert all(not x.get("isLearner", False) for x in ml) and len(ml) == 4
+
+        # a learner can be added and removed again
+        r = ms[1].etcdctl("member", "add", "spare", "--learner", "--peer-urls=http://127.0.0.1:9")
+        assert r.returncode == 0, r.stderr
+        sid = int(r.stdout.split()[1], 16)
+        r = ms[1].etcdctl("member", "add", "again", "--learner", "--peer-urls=http://127.0.0.1:9")
+        assert r.returncode != 0 and "Peer URLs already exists" in r.stderr
+        r = ms[2].etcdctl("member", "remove", "%x" % sid)
+        assert r.returncode == 0, r.stderr
+
+        # move the leadership to the new member, then remove the old leader
+        everyone = ms + [m4]
+        old = leader_of(everyone)
+        target = m4 if old is not m4 else ms[1]
+        tid = ctl_json(target, "endpoint", "status")[0]["Status"]["header"]["member_id"]
+        eps = ",".join(m.endpoint for m in everyone)
+        wait_for(lambda: run_etcdctl(eps, "move-leader", "%x" % tid).returncode == 0,
+                 what="move-leader")
+        assert leader_of(everyone) is target
+        old_id = ctl_json(old, "endpoint", "status")[0]["Status"]["header"]["member_id"]
+        r = target.etcdctl("member", "remove", "%x" % old_id)
+        assert r.returncode == 0, r.stderr
+        remaining = [m for m in ms + [m4] if m is not old]
+        ml = ctl_json(remaining[0], "member", "list")["members"]
+        assert sorted(x["ID"] for x in ml) == sorted(
+            ctl_json(m, "endpoint", "status")[0]["Status"]["header"]["member_id"]
+            for m in remaining)
+        old.stop()
+        before = len(acked)
+        wait_for(lambda: len(acked) >= before + 20, what="writes after the removal")
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+    remaining = [m for m in ms + [m4] if m is not old]
+    for m in remaining:
+        got = set(kv[1].key.decode() for kv in client(m).get_prefix("mw/"))
+        missing = [k for k in acked if k not in got]
+        assert not missing, "%s lost %d acknowledged writes" % (m.name, len(missing))
+
+
+def test_five_members_survive_two_failures(request):
+    ms = start_cluster(request, 5)
+    leader = leader_of(ms)
+    r = ms[0].etcdctl("put", "five", "1")
+    assert r.returncode == 0, r.stderr
+    others = [m for m in ms if m is not leader]
+    leader.kill()
+    others[0].kill()
+    alive = others[1:]
+    wait_for(lambda: alive[0].etcdctl("put", "five", "2").returncode == 0,
+             what="a write with 3 of 5 members")
+    for m in alive:
+        assert m.etcdctl("get", "five", "--print-value-only").stdout.strip() == "2"
