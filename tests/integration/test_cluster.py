@@ -341,10 +341,11 @@ def test_membership_changes_while_writing(request):
         r = target.etcdctl("member", "remove", "%x" % old_id)
         assert r.returncode == 0, r.stderr
         remaining = [m for m in ms + [m4] if m is not old]
-        ml = ctl_json(remaining[0], "member", "list")["members"]
-        assert sorted(x["ID"] for x in ml) == sorted(
-            ctl_json(m, "endpoint", "status")[0]["Status"]["header"]["member_id"]
-            for m in remaining)
+        want_ids = sorted(ctl_json(m, "endpoint", "status")[0]["Status"]["header"]["member_id"]
+                          for m in remaining)
+        for m in remaining:  # MemberList is local: each applies the removal
+            wait_for(lambda: sorted(x["ID"] for x in ctl_json(m, "member", "list")["members"])
+                     == want_ids, what="the removal on %s" % m.name)
         old.stop()
         before = len(acked)
         wait_for(lambda: len(acked) >= before + 20, what="writes after the removal")
