@@ -24,7 +24,8 @@ struct fcall {
     struct fcall *next;       /* in the retry list */
 };
 
-/* A linearizable read waiting for ReadIndex, then for the local apply. */
+/* A linearizable read waiting for ReadIndex, then for the local apply
+ * (index: the leader's store applied index). */
 struct rwait {
     member_done_fn cb;
     void *data;
@@ -306,7 +307,9 @@ static void on_check(uv_check_t *h)
 {
     api_server *s = h->data;
     struct fwd_api *f = s->fwd;
-    uint64_t applied = s->member != NULL ? member_applied_index(s->member) : 0;
+    /* the store's applied index: entries with a command (see
+     * internal_read_index) */
+    uint64_t applied = mvcc_applied_index(s->store);
     uint64_t now = uv_now(s->loop);
     struct rwait **pp = &f->applied, *ready = NULL, *late = NULL;
     while (*pp != NULL) {
@@ -425,32 +428,48 @@ void internal_propose(grpc_call *call, const uint8_t *msg, size_t len, void *ctx
     ketchpb__internal_request__free_unpacked(req, NULL);
 }
 
+/* ReadIndex on the leader (after the Raft thesis, 6.4): a barrier
+ * confirms that this member still leads and that everything committed
+ * before the request arrived is applied here; the answer is then the
+ * store's applied index, the last entry that carried a command. Barrier
+ * entries are left out on purpose: a follower learns that they committed
+ * only with the next heartbeat, and it does not need them for the read. */
+struct read_index {
+    grpc_call *call;
+    api_server *s;
+};
+
 static void read_index_done(void *data, int status)
 {
-    grpc_call *call = data;
-    api_server *s = grpc_call_get_data(call);
+    struct read_index *ri = data;
+    api_server *s = ri->s;
     if (status != 0) {
-        grpc_call_fail(call, status);
+        grpc_call_fail(ri->call, status);
     } else {
         Ketchpb__ReadIndexResponse r = KETCHPB__READ_INDEX_RESPONSE__INIT;
-        r.index = s->member != NULL ? member_applied_index(s->member) : 0;
-        grpc_call_reply(call, &r.base);
+        r.index = mvcc_applied_index(s->store);
+        grpc_call_reply(ri->call, &r.base);
     }
-    grpc_call_unref(call);
+    grpc_call_unref(ri->call);
+    free(ri);
 }
 
 void internal_read_index(grpc_call *call, const uint8_t *msg, size_t len, void *ctx)
 {
     api_server *s = ctx;
     (void)msg, (void)len;
-    if (s->member == NULL) return grpc_call_fail(call, KERR_STOPPED);
+    if (s->member == NULL || s->fwd == NULL) return grpc_call_fail(call, KERR_STOPPED);
     if (!member_is_leader(s->member))
         return grpc_call_fail(call, member_leader_id(s->member) ? KERR_NOT_LEADER : KERR_NO_LEADER);
-    grpc_call_set_data(call, s);
+    struct read_index *ri = malloc(sizeof *ri);
+    if (ri == NULL) return grpc_call_fail(call, KERR_NOMEM);
+    ri->call = call;
+    ri->s = s;
     grpc_call_ref(call);
-    int rv = member_read_barrier(s->member, read_index_done, call);
+    int rv = member_read_barrier(s->member, read_index_done, ri);
     if (rv != 0) {
         grpc_call_fail(call, rv);
         grpc_call_unref(call);
+        free(ri);
     }
 }
