@@ -393,3 +393,51 @@ def module_ref_etcd(request):
 def describe_sut():
     b = server_under_test_binary()
     return "%s%s" % (b, " (real etcd)" if is_etcd(b) else "")
+
+
+# ---------------------------------------------------------------------------
+# Clusters (tests/integration/test_cluster.py).  Added for clustering; the
+# single-member Server above is unchanged.
+
+class ClusterMember(Server):
+    """One member of a static cluster: --initial-cluster lists every member.
+    `cluster_state` is "new" or "existing" (joining after `member add`)."""
+
+    def __init__(self, name, label, binary=None, tmpfs=False, extra_args=()):
+        super().__init__(binary=binary, name=name, tmpfs=tmpfs, label=label,
+                         extra_args=extra_args)
+        self.initial_cluster = "%s=%s" % (name, self.peer_url)
+        self.cluster_state = "new"
+        self.token = "ketch-test-cluster"
+
+    def args(self):
+        return [
+            self.binary,
+            "--name", self.name,
+            "--data-dir", self.data_dir,
+            "--listen-client-urls", self.client_url,
+            "--advertise-client-urls", self.client_url,
+            "--listen-peer-urls", self.peer_url,
+            "--initial-advertise-peer-urls", self.peer_url,
+            "--initial-cluster", self.initial_cluster,
+            "--initial-cluster-state", self.cluster_state,
+            "--initial-cluster-token", self.token,
+        ] + self.extra_args
+
+
+def start_cluster(request, n=3, binary=None, tmpfs=False, label="sut", extra_args=()):
+    """n members of a fresh cluster, started together and cleaned up by
+    `request`. Returns the list of ClusterMember (members[i].name is
+    "m<i+1>"). Waits until every member answers a linearizable read, so a
+    leader has been elected."""
+    members = [ClusterMember("m%d" % (i + 1), "%s-m%d" % (label, i + 1), binary=binary,
+                             tmpfs=tmpfs, extra_args=extra_args) for i in range(n)]
+    ic = ",".join("%s=%s" % (m.name, m.peer_url) for m in members)
+    for m in members:
+        request.addfinalizer(m.cleanup)
+        m.initial_cluster = ic
+    for m in members:
+        m.start(wait=False)
+    for m in members:
+        m.wait_ready(timeout=max(READY_TIMEOUT, 30))
+    return members

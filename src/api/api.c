@@ -6,6 +6,7 @@
 #include "api/auth.h"
 #include "api/cluster.h"
 #include "api/election.h"
+#include "api/forward.h"
 #include "api/kv.h"
 #include "api/lease.h"
 #include "api/lock.h"
@@ -21,6 +22,11 @@ static const grpc_method methods[] = {
     {"/etcdserverpb.Maintenance/Status", GRPC_UNARY, maintenance_status, NULL},
     {"/etcdserverpb.Maintenance/Alarm", GRPC_UNARY, maintenance_alarm, NULL},
     {"/etcdserverpb.Cluster/MemberList", GRPC_UNARY, cluster_member_list, NULL},
+    {"/etcdserverpb.Cluster/MemberAdd", GRPC_UNARY, cluster_member_add, NULL},
+    {"/etcdserverpb.Cluster/MemberRemove", GRPC_UNARY, cluster_member_remove, NULL},
+    {"/etcdserverpb.Cluster/MemberUpdate", GRPC_UNARY, cluster_member_update, NULL},
+    {"/etcdserverpb.Cluster/MemberPromote", GRPC_UNARY, cluster_member_promote, NULL},
+    {"/etcdserverpb.Maintenance/MoveLeader", GRPC_UNARY, cluster_move_leader, NULL},
     {"/etcdserverpb.Lease/LeaseGrant", GRPC_UNARY, lease_grant, NULL},
     {"/etcdserverpb.Lease/LeaseRevoke", GRPC_UNARY, lease_revoke, NULL},
     {"/etcdserverpb.Lease/LeaseKeepAlive", GRPC_STREAM, lease_keep_alive, lease_keep_alive_close},
@@ -51,6 +57,10 @@ static const grpc_method methods[] = {
     {"/etcdserverpb.Auth/RoleDelete", GRPC_UNARY, auth_role_delete, NULL},
     {"/etcdserverpb.Auth/RoleGrantPermission", GRPC_UNARY, auth_role_grant_permission, NULL},
     {"/etcdserverpb.Auth/RoleRevokePermission", GRPC_UNARY, auth_role_revoke_permission, NULL},
+    /* followers to the leader (api/forward.c) */
+    {"/ketchpb.Internal/Propose", GRPC_UNARY, internal_propose, NULL},
+    {"/ketchpb.Internal/ReadIndex", GRPC_UNARY, internal_read_index, NULL},
+    {"/ketchpb.Internal/LeaseKeepAlive", GRPC_UNARY, internal_lease_keep_alive, NULL},
 };
 
 const grpc_method *api_methods(size_t *n)

@@ -16,6 +16,7 @@
 #include "member/member.h"
 #include "mvcc/mvcc.h"
 #include "util/u64map.h"
+#include "ketch.pb-c.h"
 
 /* One member of the cluster as MemberList reports it. */
 struct api_member_info {
@@ -34,8 +35,18 @@ typedef struct api_server {
     member *member; /* set once member_start succeeded */
     uint64_t cluster_id;
     uint64_t member_id;
-    struct api_member_info *members; /* owned by the server layer */
-    size_t n_members;
+    /* Membership (api/cluster.c). The table is replicated through Raft
+     * and stored in the store's meta table; `self_*` are this member's
+     * attributes, published into it once the member is up (borrowed from
+     * the server layer). */
+    Ketchpb__ClusterMembers *cluster;
+    const char *self_name;
+    char **self_client_urls;
+    size_t n_self_client_urls;
+    const char *cluster_token;   /* --initial-cluster-token */
+    unsigned election_ms;        /* --election-timeout */
+    struct cluster_api *clus;    /* publish timer; NULL until api_cluster_start */
+    struct fwd_api *fwd;         /* forwarding to the leader (api/forward.c) */
     size_t max_request_bytes; /* --max-request-bytes */
     unsigned max_txn_ops;     /* --max-txn-ops */
     int64_t quota_bytes;      /* --quota-backend-bytes */
@@ -60,6 +71,33 @@ const grpc_method *api_methods(size_t *n);
 
 /* member_apply_fn: applies one committed entry (ctx is the api_server). */
 void api_apply(void *ctx, uint64_t index, const uint8_t *buf, size_t len);
+
+/* ---- membership (api/cluster.c) ----
+ * api_cluster_init loads the member table from the store, or, on a fresh
+ * store, takes `initial` (n entries, copied: --initial-cluster). Returns 0
+ * or a KERR_* code. api_cluster_start begins publishing this member's
+ * name and client URLs through Raft (retried until applied);
+ * api_cluster_stop stops that; api_cluster_fini frees the table. */
+int api_cluster_init(api_server *s, const struct api_member_info *initial, size_t n);
+void api_cluster_start(api_server *s);
+void api_cluster_stop(api_server *s);
+void api_cluster_fini(api_server *s);
+/* Members in the table (learners included). */
+size_t api_cluster_size(const api_server *s);
+/* Whether member `id` is a learner (etcd's; a libraft standby). */
+bool api_cluster_is_learner(const api_server *s, uint64_t id);
+/* The first client URL that member `id` published, or NULL (borrowed until
+ * the table next changes). */
+const char *api_cluster_client_url(const api_server *s, uint64_t id);
+
+/* ---- forwarding to the leader (api/forward.c) ----
+ * api_forward_init prepares it (0 or KERR_NOMEM); api_forward_stop fails
+ * every waiting request with KERR_STOPPED and closes the connection to the
+ * leader (call when the server stops, before the member stops);
+ * api_forward_fini frees what is left. */
+int api_forward_init(api_server *s);
+void api_forward_stop(api_server *s);
+void api_forward_fini(api_server *s);
 
 /* Fills a response header as etcd does (cluster_id, member_id, revision,
  * raft_term). `h` must be initialised. */

@@ -1,9 +1,22 @@
-/* Private to api/: the Cluster service's handlers. */
+/* Private to api/: the Cluster service's handlers and the member table's
+ * apply (see api.h for the rest of api/cluster.c). */
 #ifndef KETCH_API_CLUSTER_H
 #define KETCH_API_CLUSTER_H
 
 #include "api/api.h"
 
 void cluster_member_list(grpc_call *call, const uint8_t *msg, size_t len, void *ctx);
+void cluster_member_add(grpc_call *call, const uint8_t *msg, size_t len, void *ctx);
+void cluster_member_remove(grpc_call *call, const uint8_t *msg, size_t len, void *ctx);
+void cluster_member_update(grpc_call *call, const uint8_t *msg, size_t len, void *ctx);
+void cluster_member_promote(grpc_call *call, const uint8_t *msg, size_t len, void *ctx);
+/* Maintenance.MoveLeader (leader only, as etcd's). */
+void cluster_move_leader(grpc_call *call, const uint8_t *msg, size_t len, void *ctx);
+
+/* Applies req->member_attr_set / req->member_change to the table (and the
+ * store's meta table). Returns 0 or a storage error (fatal). */
+int api_cluster_apply(api_server *s, const Ketchpb__InternalRequest *req);
+/* Whether member `id` was removed from the cluster. */
+bool api_cluster_is_removed(const api_server *s, uint64_t id);
 
 #endif

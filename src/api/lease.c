@@ -9,6 +9,7 @@
 
 #include <stdlib.h>
 
+#include "api/forward.h"
 #include "api/propose.h"
 #include "lease/lessor.h"
 #include "util/errors.h"
@@ -143,7 +144,7 @@ static void track_leadership(api_server *s)
         /* A lone member needs no grace period; with peers, allow for the
          * old leader having renewed just before it lost leadership (etcd
          * extends by the election timeout). */
-        uint64_t extend = s->n_members > 1 ? 1000 : 0;
+        uint64_t extend = api_cluster_size(s) > 1 ? s->election_ms : 0;
         lessor_promote(la->lessor, now_ms(), extend);
         la->next_checkpoint = now_ms() + LEASE_CHECKPOINT_MS;
         log_debug("lease: primary (%zu leases)", lessor_count(la->lessor));
@@ -296,36 +297,74 @@ void lease_revoke(grpc_call *call, const uint8_t *msg, size_t len, void *ctx)
     etcdserverpb__lease_revoke_request__free_unpacked(req, NULL);
 }
 
-/* etcd's leaseKeepAlive: one answer per request; an unknown (or expired)
- * lease is answered with TTL 0, not an error. */
+/* One keep-alive on the leader: fills `r`, or returns a KERR_* code
+ * (KERR_NOT_LEADER on a follower). As etcd's leaseKeepAlive, an unknown
+ * (or expired) lease is answered with TTL 0, not an error. */
+static int renew(api_server *s, const Etcdserverpb__LeaseKeepAliveRequest *req,
+                 Etcdserverpb__ResponseHeader *h, Etcdserverpb__LeaseKeepAliveResponse *r)
+{
+    /* header first, as etcd: its revision is not newer than the renewal */
+    api_fill_header(s, h, mvcc_revision(s->store));
+    r->header = h;
+    r->id = req->id;
+    int64_t ttl = 0;
+    bool clear = false;
+    int rv = s->lease == NULL ? KERR_STOPPED
+                              : lessor_renew(s->lease->lessor, req->id, now_ms(), &ttl, &clear);
+    if (rv != 0 && rv != KERR_LEASE_NOT_FOUND) return rv;
+    r->ttl = rv == 0 ? ttl : 0;
+    if (clear) propose_clear_checkpoint(s, req->id);
+    return 0;
+}
+
+/* A follower's keep-alive came back from the leader: pass it on. */
+static void keep_alive_forwarded(api_server *s, void *data, int kerr, const struct client_reply *r)
+{
+    grpc_call *call = data;
+    (void)s, (void)kerr;
+    if (r->status == 0) grpc_call_send(call, r->data ? r->data : (const uint8_t *)"", r->len);
+    else grpc_call_finish(call, r->status, r->message);
+    grpc_call_unref(call);
+}
+
+/* etcd's leaseKeepAlive: one answer per request; on a follower, as etcd's
+ * LeaseRenew, the renewal is forwarded to the leader. */
 void lease_keep_alive(grpc_call *call, const uint8_t *msg, size_t len, void *ctx)
 {
     api_server *s = ctx;
     Etcdserverpb__LeaseKeepAliveRequest *req =
         etcdserverpb__lease_keep_alive_request__unpack(NULL, len, msg);
     if (req == NULL) return fail_unmarshal(call);
-    /* header first, as etcd: its revision is not newer than the renewal */
     Etcdserverpb__ResponseHeader h = ETCDSERVERPB__RESPONSE_HEADER__INIT;
-    api_fill_header(s, &h, mvcc_revision(s->store));
     Etcdserverpb__LeaseKeepAliveResponse r = ETCDSERVERPB__LEASE_KEEP_ALIVE_RESPONSE__INIT;
-    r.header = &h;
-    r.id = req->id;
-    int64_t ttl = 0;
-    bool clear = false;
-    int rv = s->lease == NULL ? KERR_STOPPED
-                              : lessor_renew(s->lease->lessor, req->id, now_ms(), &ttl, &clear);
+    int rv = renew(s, req, &h, &r);
     if (rv == KERR_NOT_LEADER) {
-        /* A follower would forward to the leader (multi-member clusters are
-         * not served yet). */
-        rv = s->member != NULL && member_leader_id(s->member) == 0 ? KERR_NO_LEADER : rv;
+        grpc_call_ref(call);
+        rv = api_forward_unary(s, "/ketchpb.Internal/LeaseKeepAlive", msg, len,
+                               api_forward_deadline(s, NULL), keep_alive_forwarded, call);
+        if (rv != 0) grpc_call_unref(call);
+        else goto out;
     }
-    if (rv == 0 || rv == KERR_LEASE_NOT_FOUND) {
-        r.ttl = rv == 0 ? ttl : 0;
-        if (clear) propose_clear_checkpoint(s, req->id);
-        grpc_call_send_pb(call, &r.base);
-    } else {
-        grpc_call_fail(call, rv);
-    }
+    if (rv == 0) grpc_call_send_pb(call, &r.base);
+    else grpc_call_fail(call, rv);
+out:
+    etcdserverpb__lease_keep_alive_request__free_unpacked(req, NULL);
+}
+
+/* ketchpb.Internal/LeaseKeepAlive: one forwarded renewal (leader side). */
+void internal_lease_keep_alive(grpc_call *call, const uint8_t *msg, size_t len, void *ctx)
+{
+    api_server *s = ctx;
+    Etcdserverpb__LeaseKeepAliveRequest *req =
+        etcdserverpb__lease_keep_alive_request__unpack(NULL, len, msg);
+    if (req == NULL) return fail_unmarshal(call);
+    Etcdserverpb__ResponseHeader h = ETCDSERVERPB__RESPONSE_HEADER__INIT;
+    Etcdserverpb__LeaseKeepAliveResponse r = ETCDSERVERPB__LEASE_KEEP_ALIVE_RESPONSE__INIT;
+    int rv = renew(s, req, &h, &r);
+    if (rv == KERR_NOT_LEADER && s->member != NULL && member_leader_id(s->member) == 0)
+        rv = KERR_NO_LEADER;
+    if (rv == 0) grpc_call_reply(call, &r.base);
+    else grpc_call_fail(call, rv);
     etcdserverpb__lease_keep_alive_request__free_unpacked(req, NULL);
 }
 
@@ -367,6 +406,19 @@ static void ttl_exec(api_server *s, grpc_call *call, const ProtobufCMessage *m)
     arena_free(&a);
 }
 
+static void ttl_forwarded(api_server *s, void *data, int kerr, const struct client_reply *r)
+{
+    grpc_call *call = data;
+    (void)s, (void)kerr;
+    if (r->status == 0) {
+        grpc_call_send(call, r->data ? r->data : (const uint8_t *)"", r->len);
+        grpc_call_finish(call, GRPC_OK, NULL);
+    } else {
+        grpc_call_finish(call, r->status, r->message);
+    }
+    grpc_call_unref(call);
+}
+
 void lease_time_to_live(grpc_call *call, const uint8_t *msg, size_t len, void *ctx)
 {
     api_server *s = ctx;
@@ -376,6 +428,17 @@ void lease_time_to_live(grpc_call *call, const uint8_t *msg, size_t len, void *c
     if (s->lease == NULL) {
         grpc_call_fail(call, KERR_STOPPED);
         etcdserverpb__lease_time_to_live_request__free_unpacked(req, NULL);
+        return;
+    }
+    if (s->member != NULL && !member_is_leader(s->member)) {
+        /* only the leader knows the remaining TTL: ask it (as etcd) */
+        etcdserverpb__lease_time_to_live_request__free_unpacked(req, NULL);
+        grpc_call_ref(call);
+        if (api_forward_unary(s, "/etcdserverpb.Lease/LeaseTimeToLive", msg, len,
+                              api_forward_deadline(s, call), ttl_forwarded, call) != 0) {
+            grpc_call_fail(call, KERR_STOPPED);
+            grpc_call_unref(call);
+        }
         return;
     }
     /* as etcd: the leader answers once it has applied what it committed */

@@ -17,6 +17,7 @@ void maintenance_status(grpc_call *call, const uint8_t *msg, size_t len, void *c
         r.raftindex = member_commit_index(s->member);
         r.raftterm = member_term(s->member);
         r.raftappliedindex = member_applied_index(s->member);
+        r.islearner = api_cluster_is_learner(s, s->member_id);
     }
     grpc_call_reply(call, &r.base);
 }

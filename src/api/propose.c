@@ -7,7 +7,9 @@
 
 #include "api/auth.h"
 #include "api/concurrency.h"
+#include "api/forward.h"
 #include "api/lease.h"
+#include "api/cluster.h"
 #include "util/arena.h"
 #include "util/errors.h"
 #include "util/log.h"
@@ -21,12 +23,16 @@ struct proposal {
     int err;        /* KERR_* set by apply */
     uint8_t *resp;  /* packed response, set by apply */
     size_t resp_len;
+    uint8_t *buf;   /* the packed InternalRequest */
+    size_t len;
+    bool local_only; /* from ketchpb.Internal/Propose: never forward again */
 };
 
 static void proposal_free(struct proposal *p)
 {
     if (p->call != NULL) grpc_call_unref(p->call);
     free(p->resp);
+    free(p->buf);
     free(p);
 }
 
@@ -77,88 +83,124 @@ void api_strip_unknown(ProtobufCMessage *m)
     m->n_unknown_fields = 0;
 }
 
-void api_propose(api_server *s, grpc_call *call, Ketchpb__InternalRequest *req)
+/* The leader's answer to a forwarded proposal: passed on as it is. */
+static void forwarded(api_server *s, void *data, int kerr, const struct client_reply *r)
+{
+    struct proposal *p = data;
+    (void)s;
+    if (p->cb != NULL) {
+        p->cb(p->s, p->cb_data, kerr != 0 ? kerr : r->status != 0 ? KERR_INTERNAL : 0,
+              r->status == 0 ? r->data : NULL, r->status == 0 ? r->len : 0);
+    } else if (r->status == 0) {
+        grpc_call_send(p->call, r->data ? r->data : (const uint8_t *)"", r->len);
+        grpc_call_finish(p->call, GRPC_OK, NULL);
+    } else {
+        grpc_call_finish(p->call, r->status, r->message);
+    }
+    proposal_free(p);
+}
+
+/* Proposes p->buf here if this member leads, else forwards it to the
+ * leader (waiting for one). Returns 0 (p completes later) or a KERR_* code
+ * (p untouched, still the caller's). */
+static int submit(struct proposal *p)
+{
+    api_server *s = p->s;
+    if (s->member == NULL) return KERR_STOPPED;
+    if (member_is_leader(s->member) || p->local_only) {
+        if (u64map_put(&s->proposals, p->id, p) != 0) return KERR_NOMEM;
+        int rv = member_propose(s->member, p->buf, p->len, proposal_done, p);
+        if (rv == 0) return 0;
+        u64map_del(&s->proposals, p->id);
+        if (p->local_only || (rv != KERR_NOT_LEADER && rv != KERR_NO_LEADER)) return rv;
+    }
+    return api_forward_unary(s, "/ketchpb.Internal/Propose", p->buf, p->len,
+                             api_forward_deadline(s, p->call), forwarded, p);
+}
+
+/* Packs req into a new proposal. Returns it, or NULL with *err set. */
+static struct proposal *prepare(api_server *s, Ketchpb__InternalRequest *req, int *err)
 {
     if (s->member == NULL) {
-        grpc_call_fail(call, KERR_STOPPED);
-        return;
+        *err = KERR_STOPPED;
+        return NULL;
     }
     struct proposal *p = calloc(1, sizeof *p);
     if (p == NULL) {
-        grpc_call_fail(call, KERR_NOMEM);
-        return;
+        *err = KERR_NOMEM;
+        return NULL;
     }
     p->s = s;
-    p->call = call;
-    /* as etcd's processInternalRaftRequestOnce: who asks goes in the entry */
-    char *user;
-    int rv = auth_api_stamp(s, call, req, &user);
-    if (rv != 0) {
-        grpc_call_fail(call, rv);
-        free(p);
-        return;
-    }
     p->id = ++s->next_request_id;
     req->id = p->id;
     api_strip_unknown(&req->base);
-
-    size_t len = ketchpb__internal_request__get_packed_size(req);
+    p->len = ketchpb__internal_request__get_packed_size(req);
     /* As etcd: the encoded proposal may not exceed --max-request-bytes. */
-    if (len > s->max_request_bytes) {
-        grpc_call_fail(call, KERR_REQUEST_TOO_LARGE);
+    if (p->len > s->max_request_bytes) {
+        *err = KERR_REQUEST_TOO_LARGE;
         free(p);
+        return NULL;
+    }
+    p->buf = malloc(p->len ? p->len : 1);
+    if (p->buf == NULL) {
+        *err = KERR_NOMEM;
+        free(p);
+        return NULL;
+    }
+    ketchpb__internal_request__pack(req, p->buf);
+    return p;
+}
+
+static void propose_call(api_server *s, grpc_call *call, Ketchpb__InternalRequest *req,
+                         bool local_only)
+{
+    /* as etcd's processInternalRaftRequestOnce: who asks goes in the entry
+     * (a forwarded entry was stamped by the member that took the call) */
+    char *user = NULL;
+    int rv = local_only ? 0 : auth_api_stamp(s, call, req, &user);
+    struct proposal *p = rv == 0 ? prepare(s, req, &rv) : NULL;
+    if (user != NULL) {
+        req->auth_user = (char *)protobuf_c_empty_string; /* packed: no longer needed */
         free(user);
+    }
+    if (p == NULL) {
+        grpc_call_fail(call, rv);
         return;
     }
-    uint8_t *buf = malloc(len ? len : 1);
-    if (buf == NULL || u64map_put(&s->proposals, p->id, p) != 0) {
-        free(buf);
-        free(p);
-        free(user);
-        grpc_call_fail(call, KERR_NOMEM);
-        return;
-    }
-    ketchpb__internal_request__pack(req, buf);
-    free(user);
+    p->local_only = local_only;
+    p->call = call;
     grpc_call_ref(call);
-    rv = member_propose(s->member, buf, len, proposal_done, p);
-    free(buf);
+    rv = submit(p);
     if (rv != 0) {
-        u64map_del(&s->proposals, p->id);
         grpc_call_fail(call, rv);
         proposal_free(p);
     }
 }
 
+void api_propose(api_server *s, grpc_call *call, Ketchpb__InternalRequest *req)
+{
+    propose_call(s, call, req, false);
+}
+
+void api_propose_local(api_server *s, grpc_call *call, Ketchpb__InternalRequest *req)
+{
+    propose_call(s, call, req, true);
+}
+
 int api_propose_internal(api_server *s, Ketchpb__InternalRequest *req, api_propose_fn cb,
                          void *data)
 {
-    if (s->member == NULL) return KERR_STOPPED;
-    struct proposal *p = calloc(1, sizeof *p);
-    if (p == NULL) return KERR_NOMEM;
-    p->s = s;
+    int rv;
+    req->auth_system = true; /* the server's own request: etcd runs these as root */
+    struct proposal *p = prepare(s, req, &rv);
+    if (p == NULL) return rv;
     p->cb = cb;
     p->cb_data = data;
-    p->id = ++s->next_request_id;
-    req->id = p->id;
-    api_strip_unknown(&req->base);
-    req->auth_system = true; /* the server's own request: etcd runs these as root */
-    size_t len = ketchpb__internal_request__get_packed_size(req);
-    int rv = KERR_REQUEST_TOO_LARGE;
-    if (len > s->max_request_bytes) goto err_after_alloc;
-    uint8_t *buf = malloc(len ? len : 1);
-    rv = KERR_NOMEM;
-    if (buf == NULL || u64map_put(&s->proposals, p->id, p) != 0) {
-        free(buf);
-        goto err_after_alloc;
+    rv = submit(p);
+    if (rv != 0) {
+        p->cb = NULL;
+        proposal_free(p);
     }
-    ketchpb__internal_request__pack(req, buf);
-    rv = member_propose(s->member, buf, len, proposal_done, p);
-    free(buf);
-    if (rv == 0) return 0;
-    u64map_del(&s->proposals, p->id);
-err_after_alloc:
-    free(p);
     return rv;
 }
 
@@ -230,7 +272,10 @@ void api_apply(void *ctx, uint64_t index, const uint8_t *buf, size_t len)
     }
     arena a = ARENA_INIT;
     struct mvcc_result res = {0};
-    int rv = mvcc_apply(s->store, index, req, &a, &res);
+    bool membership = req != NULL && (req->member_attr_set != NULL || req->member_change != NULL);
+    /* membership entries only move the applied index in mvcc */
+    int rv = mvcc_apply(s->store, index, membership ? NULL : req, &a, &res);
+    if (rv == 0 && membership) rv = api_cluster_apply(s, req);
     if (rv != 0) {
         /* The store could not record a committed entry: continuing would
          * diverge from the log. etcd panics here too. */
@@ -243,7 +288,12 @@ void api_apply(void *ctx, uint64_t index, const uint8_t *buf, size_t len)
     conc_applied(s);
     if (req != NULL && req->id != 0) {
         struct proposal *p = u64map_get(&s->proposals, req->id);
-        if (p != NULL) deliver(s, p, &res, &a);
+        if (p != NULL && membership) {
+            p->resp = malloc(1); /* no response message: the caller builds it */
+            if (p->resp == NULL) p->err = KERR_NOMEM;
+        } else if (p != NULL) {
+            deliver(s, p, &res, &a);
+        }
     }
     arena_free(&a);
     if (req != NULL) ketchpb__internal_request__free_unpacked(req, NULL);
@@ -288,7 +338,9 @@ void api_read(api_server *s, grpc_call *call, ProtobufCMessage *req, bool serial
     }
     *w = (struct read_wait){s, call, exec, req};
     grpc_call_ref(call);
-    int rv = member_read_barrier(s->member, read_ready, w);
+    int rv = member_is_leader(s->member)
+                 ? member_read_barrier(s->member, read_ready, w)
+                 : api_forward_read_index(s, api_forward_deadline(s, call), read_ready, w);
     if (rv != 0) {
         grpc_call_fail(call, rv);
         protobuf_c_message_free_unpacked(req, NULL);

@@ -20,6 +20,11 @@ void api_strip_unknown(ProtobufCMessage *m);
  * propose, the call is failed right away. */
 void api_propose(api_server *s, grpc_call *call, Ketchpb__InternalRequest *req);
 
+/* As api_propose, but never forwarded: fails with KERR_NOT_LEADER /
+ * KERR_NO_LEADER unless this member leads (ketchpb.Internal/Propose, so a
+ * request is forwarded at most once). */
+void api_propose_local(api_server *s, grpc_call *call, Ketchpb__InternalRequest *req);
+
 /* Completion of api_propose_internal. err 0: the entry was applied and
  * `resp` (len bytes, borrowed for the call) is the packed response message
  * mvcc produced for it (e.g. a TxnResponse), header filled. Otherwise

@@ -310,6 +310,11 @@ int grpc_session_callbacks_new(grpc_server *s)
      * streams around for priority. */
     nghttp2_option_set_no_closed_streams(opt, 1);
     nghttp2_option_set_max_settings(opt, 64);
+    /* grpc-go sends the dial target as :authority, and etcdctl dials
+     * members by their client URL ("http://127.0.0.1:2379", e.g. for
+     * `endpoint status --cluster`), which nghttp2's RFC checks reject with
+     * PROTOCOL_ERROR; grpc-go's server accepts it, so we do too. */
+    nghttp2_option_set_no_http_messaging(opt, 1);
     s->cbs = cbs;
     s->opt = opt;
     return 0;

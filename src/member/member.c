@@ -267,6 +267,10 @@ static int bootstrap(member *m, const struct member_config *cfg)
     struct raft_configuration conf;
     int rv;
 
+    if (cfg->join) {
+        log_info("member: joining an existing cluster (no bootstrap)");
+        return 0;
+    }
     raft_configuration_init(&conf);
     for (size_t i = 0; i < cfg->n_peers; i++) {
         rv = raft_configuration_add(&conf, cfg->peers[i].id, cfg->peers[i].address,
@@ -565,6 +569,194 @@ uint64_t member_applied_index(const member *m)
 bool member_is_leader(const member *m)
 {
     return m->raft.state == RAFT_LEADER;
+}
+
+/* ---- membership ------------------------------------------------------- */
+
+struct change {
+    struct raft_change req; /* first */
+    member *m;
+    member_done_fn cb;
+    void *data;
+};
+
+static int map_change_error(const member *m, int rv)
+{
+    switch (rv) {
+    case RAFT_CANTCHANGE:
+        return KERR_BUSY;
+    case RAFT_BADROLE:
+    case RAFT_BADID:
+    case RAFT_NOTFOUND:
+    case RAFT_DUPLICATEID:
+    case RAFT_DUPLICATEADDRESS:
+        return KERR_BAD_REQUEST;
+    default:
+        return map_raft_error(m, rv);
+    }
+}
+
+enum member_role member_role_of(const member *m, uint64_t id)
+{
+    for (unsigned i = 0; i < m->raft.configuration.n; i++)
+        if (m->raft.configuration.servers[i].id == id)
+            return (enum member_role)m->raft.configuration.servers[i].role;
+    return MEMBER_ABSENT;
+}
+
+size_t member_config_ids(const member *m, uint64_t **ids)
+{
+    unsigned n = m->raft.configuration.n;
+    *ids = malloc((n ? n : 1) * sizeof **ids);
+    if (*ids == NULL)
+        return 0;
+    for (unsigned i = 0; i < n; i++)
+        (*ids)[i] = m->raft.configuration.servers[i].id;
+    return n;
+}
+
+uint64_t member_match_index(const member *m, uint64_t id)
+{
+    if (m->raft.state != RAFT_LEADER || m->raft.leader_state.progress == NULL)
+        return 0;
+    for (unsigned i = 0; i < m->raft.configuration.n; i++)
+        if (m->raft.configuration.servers[i].id == id)
+            return m->raft.leader_state.progress[i].match_index;
+    return 0;
+}
+
+uint64_t member_last_index(const member *m)
+{
+    return raft_last_index((struct raft *)&m->raft);
+}
+
+bool member_changing(const member *m)
+{
+    return m->raft.configuration_uncommitted_index != 0 ||
+           (m->raft.state == RAFT_LEADER && m->raft.leader_state.change != NULL);
+}
+
+static void change_cb(struct raft_change *req, int status)
+{
+    struct change *c = (struct change *)req;
+    member_done_fn cb = c->cb;
+    void *data = c->data;
+    int st = status == 0 ? 0 : map_change_error(c->m, status);
+
+    free(c);
+    cb(data, st);
+}
+
+static struct change *new_change(member *m, member_done_fn cb, void *data)
+{
+    struct change *c = calloc(1, sizeof *c);
+
+    if (c == NULL)
+        return NULL;
+    c->m = m;
+    c->cb = cb;
+    c->data = data;
+    c->req.data = c;
+    return c;
+}
+
+int member_add(member *m, uint64_t id, const char *address, member_done_fn cb, void *data)
+{
+    struct change *c;
+    int rv;
+
+    if (m->stopping)
+        return KERR_STOPPED;
+    if ((c = new_change(m, cb, data)) == NULL)
+        return KERR_NOMEM;
+    rv = raft_add(&m->raft, &c->req, id, address, change_cb);
+    if (rv != 0) {
+        free(c);
+        return map_change_error(m, rv);
+    }
+    return 0;
+}
+
+int member_assign(member *m, uint64_t id, enum member_role role, member_done_fn cb, void *data)
+{
+    struct change *c;
+    int rv;
+
+    if (m->stopping)
+        return KERR_STOPPED;
+    if ((c = new_change(m, cb, data)) == NULL)
+        return KERR_NOMEM;
+    rv = raft_assign(&m->raft, &c->req, id, (int)role, change_cb);
+    if (rv != 0) {
+        free(c);
+        return map_change_error(m, rv);
+    }
+    return 0;
+}
+
+int member_remove(member *m, uint64_t id, member_done_fn cb, void *data)
+{
+    struct change *c;
+    int rv;
+
+    if (m->stopping)
+        return KERR_STOPPED;
+    if ((c = new_change(m, cb, data)) == NULL)
+        return KERR_NOMEM;
+    rv = raft_remove(&m->raft, &c->req, id, change_cb);
+    if (rv != 0) {
+        free(c);
+        return map_change_error(m, rv);
+    }
+    return 0;
+}
+
+struct transfer {
+    struct raft_transfer req; /* first */
+    member *m;
+    uint64_t target;
+    member_done_fn cb;
+    void *data;
+};
+
+static void transfer_cb(struct raft_transfer *req)
+{
+    struct transfer *t = (struct transfer *)req;
+    member_done_fn cb = t->cb;
+    void *data = t->data;
+    int st = member_leader_id(t->m) == t->target ? 0 : KERR_TIMEOUT;
+
+    free(t);
+    cb(data, st);
+}
+
+int member_transfer(member *m, uint64_t id, member_done_fn cb, void *data)
+{
+    struct transfer *t;
+    int rv;
+
+    if (m->stopping)
+        return KERR_STOPPED;
+    if (m->raft.state != RAFT_LEADER)
+        return member_leader_id(m) ? KERR_NOT_LEADER : KERR_NO_LEADER;
+    if (id == m->id || member_role_of(m, id) != MEMBER_VOTER)
+        return KERR_BAD_REQUEST;
+    if (m->raft.transfer != NULL)
+        return KERR_BUSY;
+    t = calloc(1, sizeof *t);
+    if (t == NULL)
+        return KERR_NOMEM;
+    t->m = m;
+    t->target = id;
+    t->cb = cb;
+    t->data = data;
+    t->req.data = t;
+    rv = raft_transfer(&m->raft, &t->req, id, transfer_cb);
+    if (rv != 0) {
+        free(t);
+        return rv == RAFT_BADID || rv == RAFT_NOTFOUND ? KERR_BAD_REQUEST : map_raft_error(m, rv);
+    }
+    return 0;
 }
 
 /* ---- stop --------------------------------------------------------------- */

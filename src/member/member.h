@@ -42,6 +42,9 @@ struct member_config {
     const char *address; /* host:port this member's Raft transport binds */
     const struct member_peer *peers; /* initial voters, self included */
     size_t n_peers;
+    /* Joining an existing cluster (--initial-cluster-state existing): no
+     * bootstrap; the leader sends the log once the member was added. */
+    bool join;
     uint64_t applied_index; /* highest index already in the state machine */
     unsigned heartbeat_ms;  /* etcd --heartbeat-interval (default 100) */
     unsigned election_ms;   /* etcd --election-timeout (default 1000) */
@@ -89,6 +92,43 @@ uint64_t member_leader_id(const member *m); /* 0 if none known */
 uint64_t member_commit_index(const member *m);
 uint64_t member_applied_index(const member *m);
 bool member_is_leader(const member *m);
+
+/* ---- membership (leader only) ----
+ * Roles as libraft's: a voter counts in elections and commits; a standby
+ * (etcd's learner) replicates the log without a vote; a spare only sits
+ * in the configuration. */
+enum member_role { MEMBER_ABSENT = -1, MEMBER_STANDBY = 0, MEMBER_VOTER = 1, MEMBER_SPARE = 2 };
+
+/* The role of server `id` in the configuration last appended (committed
+ * or not), or MEMBER_ABSENT. */
+enum member_role member_role_of(const member *m, uint64_t id);
+/* The IDs in the configuration last appended; *ids is malloc'd (free()).
+ * Returns the count (0 with *ids NULL on allocation failure). */
+size_t member_config_ids(const member *m, uint64_t **ids);
+/* Leader only: the highest log index server `id` is known to hold (0 if
+ * unknown or not leader), and this member's last log index. */
+uint64_t member_match_index(const member *m, uint64_t id);
+uint64_t member_last_index(const member *m);
+/* Whether a configuration change is still in progress (libraft allows one
+ * at a time). */
+bool member_changing(const member *m);
+
+/* Adds server `id` at `address` (host:port) as a spare; changes the role
+ * of `id`; removes `id`. cb runs once the change is committed (status 0)
+ * or failed (a KERR_* code; for a promotion to voter, after libraft's
+ * catch-up rounds, aborted after 30 s if the server is not catching up).
+ * Returns 0, or KERR_NOT_LEADER / KERR_NO_LEADER, KERR_BUSY (another change
+ * is in progress), KERR_BAD_REQUEST (unknown id, same role), KERR_NOMEM,
+ * KERR_STOPPED; then cb never runs. */
+int member_add(member *m, uint64_t id, const char *address, member_done_fn cb, void *data);
+int member_assign(member *m, uint64_t id, enum member_role role, member_done_fn cb, void *data);
+int member_remove(member *m, uint64_t id, member_done_fn cb, void *data);
+
+/* Transfers leadership to voter `id` (etcd's MoveLeader). cb runs when the
+ * transfer ended: 0 if `id` leads now, else KERR_TIMEOUT. Returns 0, or
+ * KERR_NOT_LEADER, KERR_BAD_REQUEST (not a voter, or this member), KERR_BUSY
+ * (a transfer is in progress), KERR_NOMEM; then cb never runs. */
+int member_transfer(member *m, uint64_t id, member_done_fn cb, void *data);
 
 /* Stops the member: new calls fail with KERR_STOPPED; log writes already in
  * flight are first let finish (up to 5 s), so their proposals may still

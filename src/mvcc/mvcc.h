@@ -190,4 +190,15 @@ void mvcc_set_event_hook(mvcc_store *s, mvcc_event_fn fn, void *ctx);
 int mvcc_events(mvcc_store *s, int64_t from, int64_t to, size_t max_events, arena *a,
                 Mvccpb__Event ***evs, size_t *n, int64_t *next);
 
+/* ---- opaque meta records (meta.c), for the layers above ----
+ *
+ * mvcc_meta_put writes `name` -> val (len bytes, copied) in the open batch
+ * (see mvcc_flush): call it from the apply path, right after mvcc_apply of
+ * the same entry, so the record and the applied index commit together.
+ * Returns 0, KERR_INTERNAL (a name the store uses itself) or KERR_IO.
+ * mvcc_meta_get reads it into a malloc'd copy (*val, free() it): returns 0,
+ * KERR_KEY_NOT_FOUND, KERR_NOMEM or KERR_IO. */
+int mvcc_meta_put(mvcc_store *s, const char *name, const uint8_t *val, size_t len);
+int mvcc_meta_get(mvcc_store *s, const char *name, uint8_t **val, size_t *len);
+
 #endif

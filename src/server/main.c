@@ -114,6 +114,8 @@ static void server_stop(struct server *srv)
     watch_api_stop(&srv->api);
     if (srv->metrics != NULL) grpc_server_close(srv->metrics, NULL, NULL);
     srv->metrics = NULL;
+    api_cluster_stop(&srv->api);
+    api_forward_stop(&srv->api);
     if (srv->grpc != NULL)
         grpc_server_close(srv->grpc, on_grpc_closed, srv);
     else
@@ -222,29 +224,23 @@ static int listen_metrics(struct server *srv)
     return rv;
 }
 
-static void fill_members(struct server *srv)
+/* The member table of a fresh store: --initial-cluster. */
+static int init_members(struct server *srv)
 {
     api_server *a = &srv->api;
-    a->n_members = srv->id.n_members;
-    a->members = calloc(a->n_members, sizeof *a->members);
-    for (size_t i = 0; i < srv->id.n_members; i++) {
+    size_t n = srv->id.n_members;
+    struct api_member_info *ms = calloc(n ? n : 1, sizeof *ms);
+    if (ms == NULL) return KERR_NOMEM;
+    for (size_t i = 0; i < n; i++) {
         struct identity_member *im = &srv->id.members[i];
-        struct api_member_info *mi = &a->members[i];
-        mi->id = im->id;
-        mi->name = im->name;
-        mi->peer_urls = im->peer_urls;
-        mi->n_peer_urls = im->n_peer_urls;
-        if (i == srv->id.self) {
-            mi->client_urls = config_split(srv->cfg.advertise_client_urls, &mi->n_client_urls);
-        }
+        ms[i].id = im->id;
+        ms[i].name = im->name;
+        ms[i].peer_urls = im->peer_urls;
+        ms[i].n_peer_urls = im->n_peer_urls;
     }
-}
-
-static void free_members(struct server *srv)
-{
-    for (size_t i = 0; i < srv->api.n_members; i++)
-        config_strv_free(srv->api.members[i].client_urls);
-    free(srv->api.members);
+    int rv = api_cluster_init(a, ms, n);
+    free(ms);
+    return rv;
 }
 
 static int start_member(struct server *srv)
@@ -269,6 +265,7 @@ static int start_member(struct server *srv)
         .address = srv->peer_addrs[srv->id.self],
         .peers = srv->peers,
         .n_peers = n,
+        .join = strcmp(srv->cfg.initial_cluster_state, "existing") == 0,
         .applied_index = mvcc_applied_index(srv->store),
         .heartbeat_ms = (unsigned)srv->cfg.heartbeat_interval,
         .election_ms = (unsigned)srv->cfg.election_timeout,
@@ -303,6 +300,7 @@ static void raise_nofile(void)
 int main(int argc, char **argv)
 {
     static struct server srv;
+    char **self_client_urls = NULL;
     int rv = config_parse(&srv.cfg, argc, argv);
     if (rv != 0) {
         config_free(&srv.cfg);
@@ -362,7 +360,12 @@ int main(int argc, char **argv)
     if (identity_prepare_data_dir(&srv.id, srv.cfg.data_dir) != 0) goto out_grpc;
     a->member_id = srv.id.members[srv.id.self].id;
     a->cluster_id = srv.id.cluster_id;
-    fill_members(&srv);
+    a->self_name = srv.cfg.name;
+    self_client_urls = config_split(srv.cfg.advertise_client_urls, &a->n_self_client_urls);
+    a->self_client_urls = self_client_urls;
+    a->cluster_token = srv.cfg.initial_cluster_token;
+    a->election_ms = (unsigned)srv.cfg.election_timeout;
+    if (api_forward_init(a) != 0) goto out_members;
 
     char kv_dir[4096];
     snprintf(kv_dir, sizeof kv_dir, "%s/member/kv", srv.cfg.data_dir);
@@ -375,10 +378,11 @@ int main(int argc, char **argv)
     a->store = srv.store;
     api_init(a);
     if (auth_api_configure(a, srv.cfg.auth_token, srv.cfg.auth_token_ttl,
-                           (int)srv.cfg.bcrypt_cost, srv.cfg.client_cert_auth) != 0) {
-        api_fini(a);
-        mvcc_close(srv.store);
-        goto out_members;
+                           (int)srv.cfg.bcrypt_cost, srv.cfg.client_cert_auth) != 0)
+        goto out_store;
+    if (init_members(&srv) != 0) {
+        fprintf(stderr, "ketch: cannot load the member table from %s\n", kv_dir);
+        goto out_store;
     }
     log_info("member %s (%016" PRIx64 ") of cluster %016" PRIx64 ", data in %s, revision %" PRId64
              ", applied index %" PRIu64,
@@ -397,6 +401,7 @@ int main(int argc, char **argv)
     }
     if (start_member(&srv) != 0) goto out_store;
     lease_api_start(a);
+    api_cluster_start(a);
 
     uv_signal_init(srv.loop, &srv.sigterm);
     uv_signal_init(srv.loop, &srv.sigint);
@@ -414,17 +419,25 @@ int main(int argc, char **argv)
     watch_api_fini(a);
     lease_api_fini(a);
     api_fini(a);
+    api_cluster_fini(a);
     mvcc_close(srv.store);
-    free_members(&srv);
+    api_forward_fini(a);
+    config_strv_free(self_client_urls);
     goto out_peers;
 
 out_store:
     watch_api_fini(a);
     lease_api_fini(a);
     api_fini(a);
+    api_cluster_fini(a);
     mvcc_close(srv.store);
 out_members:
-    free_members(&srv);
+    if (a->fwd != NULL) {
+        api_forward_stop(a);
+        uv_run(srv.loop, UV_RUN_DEFAULT);
+        api_forward_fini(a);
+    }
+    config_strv_free(self_client_urls);
 out_grpc:
     if (srv.metrics != NULL) grpc_server_close(srv.metrics, NULL, NULL);
     grpc_server_close(srv.grpc, NULL, NULL);

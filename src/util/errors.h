@@ -74,7 +74,16 @@ enum grpc_status {
     X(KERR_AUTH_NOT_ENABLED, GRPC_FAILED_PRECONDITION, "etcdserver: authentication is not enabled") \
     X(KERR_INVALID_AUTH_TOKEN, GRPC_UNAUTHENTICATED, "etcdserver: invalid auth token")     \
     X(KERR_INVALID_AUTH_MGMT, GRPC_INVALID_ARGUMENT, "etcdserver: invalid auth management") \
-    X(KERR_AUTH_OLD_REVISION, GRPC_INVALID_ARGUMENT, "etcdserver: revision of auth store is old")
+    X(KERR_AUTH_OLD_REVISION, GRPC_INVALID_ARGUMENT, "etcdserver: revision of auth store is old") \
+    /* clustering (src/api/cluster.c, src/member) */                                     \
+    X(KERR_BUSY, GRPC_UNAVAILABLE, "ketch: a membership change is in progress")          \
+    X(KERR_MEMBER_EXIST, GRPC_FAILED_PRECONDITION, "etcdserver: member ID already exist") \
+    X(KERR_PEER_URL_EXIST, GRPC_FAILED_PRECONDITION, "etcdserver: Peer URLs already exists") \
+    X(KERR_MEMBER_BAD_URLS, GRPC_INVALID_ARGUMENT, "etcdserver: given member URLs are invalid") \
+    X(KERR_MEMBER_NOT_LEARNER, GRPC_FAILED_PRECONDITION, "etcdserver: can only promote a learner member") \
+    X(KERR_LEARNER_NOT_READY, GRPC_FAILED_PRECONDITION, "etcdserver: can only promote a learner member which is in sync with leader") \
+    X(KERR_TOO_MANY_LEARNERS, GRPC_FAILED_PRECONDITION, "etcdserver: too many learner members in cluster") \
+    X(KERR_BAD_LEADER_TRANSFEREE, GRPC_FAILED_PRECONDITION, "etcdserver: bad leader transferee")
 
 enum kerr {
     KERR_OK = 0,
