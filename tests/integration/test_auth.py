@@ -104,6 +104,7 @@ def test_etcdctl_users_and_roles(pair):
     p.ok("user", "grant-role", "alice", "r1")      # again: no change
     p.ok("user", "add", "nopw", "--no-password")
     p.ok("user", "get", "alice")
+    p.ok("user", "get", "alice", "--detail")
     p.ok("user", "get", "root")
     p.ok("user", "list")
     p.ok("role", "list")
