@@ -6,6 +6,7 @@ set -euo pipefail
 PKGS=(
   build-essential pkg-config make gcc
   libuv1-dev libnghttp2-dev libprotobuf-c-dev protobuf-c-compiler
+  protobuf-compiler          # protoc: tests generate Python stubs for ketch.proto and v3lock/election
   libssl-dev liblmdb-dev libraft-dev libjansson-dev
   libcmocka-dev
   clang libclang-rt-14-dev   # make fuzz: libFuzzer + sanitizers
