@@ -11,6 +11,7 @@ PKGS=(
   libcmocka-dev
   clang libclang-rt-14-dev   # make fuzz: libFuzzer + sanitizers
   libcrypt-dev
+  libsodium-dev libyaml-dev  # ketchctl k8s: secretbox decryption, EncryptionConfiguration files
   etcd-client etcd-server
   python3 python3-etcd3 python3-pytest python3-h2
   procps psmisc
