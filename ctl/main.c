@@ -294,6 +294,8 @@ static int not_implemented(int argc, char **argv)
     ctl_die(EXIT_BAD_FEATURE, "%s is not implemented in ketchctl yet", argv[-1]);
 }
 
+int cmd_migrate(int argc, char **argv); /* migrate.c */
+
 static const struct {
     const char *name;
     int (*fn)(int, char **);
@@ -306,7 +308,7 @@ static const struct {
     {"version", cmd_version},   {"k8s", cmd_k8s},
     {"snapshot", not_implemented}, {"defrag", not_implemented},
     {"move-leader", not_implemented}, {"make-mirror", not_implemented},
-    {"migrate", not_implemented}, {"lock", not_implemented},
+    {"migrate", cmd_migrate}, {"lock", not_implemented},
     {"elect", not_implemented}, {"auth", not_implemented},
     {"user", not_implemented},  {"role", not_implemented},
     {"check", not_implemented},
