@@ -563,7 +563,7 @@ static const uint8_t *plain_value(const struct obj *o, size_t *n, uint8_t **plai
     *plain = NULL;
     if (strncmp(o->enc, "encrypted", 9)) {
         *n = o->len;
-        return o->val;
+        return o->val ? o->val : (const uint8_t *)"";
     }
     if (k8s_decrypt(o->key, o->val, o->len, plain, n, why, cap))
         return NULL;
