@@ -98,6 +98,93 @@ static const char *const keep[] = {
     "Event.count",
 };
 
+/* Where the Go struct order (which kubectl's JSON follows) differs from
+ * the field-number order of the descriptors: the JSON keys in Go order. */
+static const struct {
+    const char *msg, *keys;
+} go_order[] = {
+    {"Container", "name image command args workingDir ports envFrom env resources volumeMounts "
+                  "volumeDevices livenessProbe readinessProbe startupProbe lifecycle "
+                  "terminationMessagePath terminationMessagePolicy imagePullPolicy securityContext "
+                  "stdin stdinOnce tty"},
+    {"PodSpec", "volumes initContainers containers ephemeralContainers restartPolicy "
+                "terminationGracePeriodSeconds activeDeadlineSeconds dnsPolicy nodeSelector "
+                "serviceAccountName serviceAccount automountServiceAccountToken nodeName hostNetwork "
+                "hostPID hostIPC shareProcessNamespace securityContext imagePullSecrets hostname "
+                "subdomain affinity schedulerName tolerations hostAliases priorityClassName priority "
+                "dnsConfig readinessGates runtimeClassName enableServiceLinks preemptionPolicy overhead "
+                "topologySpreadConstraints setHostnameAsFQDN"},
+    {"PodStatus", "phase conditions message reason nominatedNodeName hostIP podIP podIPs startTime "
+                  "initContainerStatuses containerStatuses qosClass"},
+    {"Secret", "metadata immutable data stringData type"},
+    {"ConfigMap", "metadata immutable data binaryData"},
+    {"ServiceSpec", "ports selector clusterIP clusterIPs type externalIPs sessionAffinity "
+                    "loadBalancerIP loadBalancerSourceRanges externalName externalTrafficPolicy "
+                    "healthCheckNodePort publishNotReadyAddresses sessionAffinityConfig ipFamilies "
+                    "ipFamilyPolicy allocateLoadBalancerNodePorts loadBalancerClass internalTrafficPolicy"},
+    {"ServicePort", "name protocol appProtocol port targetPort nodePort"},
+    {"EndpointAddress", "ip hostname nodeName targetRef"},
+    {"NodeSpec", "podCIDR podCIDRs providerID unschedulable taints externalID"},
+    {"DeploymentStatus", "observedGeneration replicas updatedReplicas readyReplicas availableReplicas "
+                         "unavailableReplicas conditions collisionCount"},
+    {"DeploymentCondition", "type status lastUpdateTime lastTransitionTime reason message"},
+    {"ReplicaSetSpec", "replicas minReadySeconds selector template"},
+    {"ReplicaSetStatus", "replicas fullyLabeledReplicas readyReplicas availableReplicas "
+                         "observedGeneration conditions"},
+    {"PodSecurityContext", "seLinuxOptions runAsUser runAsGroup runAsNonRoot supplementalGroups "
+                           "fsGroup sysctls fsGroupChangePolicy seccompProfile"},
+    {"SecurityContext", "capabilities privileged seLinuxOptions runAsUser runAsGroup runAsNonRoot "
+                        "readOnlyRootFilesystem allowPrivilegeEscalation procMount seccompProfile"},
+    {"PersistentVolumeClaimSpec", "accessModes selector resources volumeName storageClassName "
+                                  "volumeMode dataSource"},
+    {"OwnerReference", "apiVersion kind name uid controller blockOwnerDeletion"},
+};
+
+/* o's keys in Go struct order (keys not listed keep their place after). */
+static json_t *reorder(const ProtobufCMessageDescriptor *d, json_t *o)
+{
+    const char *keys = NULL;
+    for (size_t i = 0; i < sizeof go_order / sizeof go_order[0] && !keys; i++)
+        if (!strcmp(go_order[i].msg, d->short_name))
+            keys = go_order[i].keys;
+    if (!keys)
+        return o;
+    json_t *r = json_object();
+    for (const char *p = keys; *p;) {
+        const char *e = strchr(p, ' ');
+        size_t n = e ? (size_t)(e - p) : strlen(p);
+        char k[64];
+        snprintf(k, sizeof k, "%.*s", (int)n, p);
+        json_t *v = json_object_get(o, k);
+        if (v)
+            json_object_set(r, k, v);
+        p += n;
+        while (*p == ' ')
+            p++;
+    }
+    const char *k;
+    json_t *v;
+    json_object_foreach(o, k, v) if (!json_object_get(r, k)) json_object_set(r, k, v);
+    json_decref(o);
+    return r;
+}
+
+/* Fields of a known kind that our schema lacks (newer Kubernetes): shown
+ * as a warning on stderr, since kubectl's JSON has no place for them. */
+static char unknown_paths[1024];
+static size_t n_unknown;
+
+static void note_unknown(const ProtobufCMessage *m)
+{
+    for (unsigned i = 0; i < m->n_unknown_fields; i++) {
+        n_unknown++;
+        size_t l = strlen(unknown_paths);
+        if (l < sizeof unknown_paths - 80)
+            snprintf(unknown_paths + l, sizeof unknown_paths - l, "%s%s.%u", l ? ", " : "",
+                     m->descriptor->short_name, m->unknown_fields[i].tag);
+    }
+}
+
 /* Embedded Go structs whose fields JSON shows in the parent. */
 static bool is_inline(const char *field)
 {
@@ -337,7 +424,8 @@ static json_t *msg_json(const ProtobufCMessage *m)
             continue;
         json_object_set_new(o, f->name, val_json(f, p));
     }
-    return o;
+    note_unknown(m);
+    return reorder(d, o);
 }
 
 /* ---- generic dump (unknown kinds) ---- */
@@ -469,7 +557,12 @@ json_t *k8s_pb_to_json(const uint8_t *v, size_t n, char *why, size_t cap)
             k8s__unknown__free_unpacked(u, NULL);
             return NULL;
         }
+        n_unknown = 0;
+        unknown_paths[0] = 0;
         json_t *body = msg_json(m);
+        if (n_unknown)
+            fprintf(stderr, "warning: %s %s: %zu fields not in ketchctl's schema are not shown "
+                            "(message.field number: %s)\n", api, kind, n_unknown, unknown_paths);
         json_object_update(o, body);
         json_decref(body);
         protobuf_c_message_free_unpacked(m, NULL);
