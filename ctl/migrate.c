@@ -186,6 +186,30 @@ static void dst_key(const uint8_t *k, size_t n, ProtobufCBinaryData *out, char *
     *freeme = b;
 }
 
+/* The copy's puts are pipelined (distinct keys of one snapshot: their order
+ * does not matter); COPY_WINDOW of them in flight at most. */
+#define COPY_WINDOW 64
+static int copy_inflight;
+
+static void on_copied(void *arg, const struct client_reply *r)
+{
+    char *key = arg;
+    copy_inflight--;
+    if (r->status)
+        ctl_die(EXIT_ERR, "migrate: put %s: %s", key, r->message ? r->message : "");
+    free(key);
+}
+
+static void copy_wait(int below)
+{
+    int64_t end = mono_ms() + g.command_timeout_ms;
+    while (copy_inflight > below) {
+        if (mono_ms() >= end)
+            ctl_die(EXIT_BAD_CONN, "migrate: %s: context deadline exceeded", client_conn_endpoint(dst));
+        uv_run(&loop, UV_RUN_ONCE);
+    }
+}
+
 static void put_sync(const Mvccpb__KeyValue *kv)
 {
     Etcdserverpb__PutRequest pr = ETCDSERVERPB__PUT_REQUEST__INIT;
@@ -200,10 +224,11 @@ static void put_sync(const Mvccpb__KeyValue *kv)
         }
         pr.lease = kv->lease;
     }
-    struct sync_call r;
-    if (call(dst, "/etcdserverpb.KV/Put", &pr.base, &r))
-        ctl_die(EXIT_ERR, "migrate: put %.*s: %s", (int)kv->key.len, (const char *)kv->key.data, r.message);
-    sync_free(&r);
+    copy_wait(COPY_WINDOW - 1);
+    char *shown = strndup((const char *)kv->key.data, kv->key.len);
+    if (client_unary(dst, "/etcdserverpb.KV/Put", &pr.base, on_copied, shown))
+        ctl_die(EXIT_BAD_CONN, "migrate: %s: connection closed", client_conn_endpoint(dst));
+    copy_inflight++;
     free(fk);
     n_keys++;
     n_bytes += kv->key.len + kv->value.len;
@@ -259,6 +284,7 @@ static int64_t copy_all(const char *prefix)
         if (!more)
             break;
     }
+    copy_wait(0);
     free(from);
     free(end);
     return rev;
@@ -276,66 +302,124 @@ static bool inflight;
 
 static void pump(void);
 
-static void on_applied(void *arg, const struct client_reply *r)
+/* Up to BATCH consecutive events on distinct keys go in one Txn (etcd
+ * refuses a key twice in one txn); batches are sent one at a time, so the
+ * destination sees the source's order. */
+#define BATCH 128
+struct batch {
+    size_t n;
+    struct op ops[BATCH];
+};
+
+static void free_op(struct op *o)
 {
-    struct op *o = arg;
-    if (r->status) {
-        fprintf(stderr, "migrate: %s %.*s: %s\n", o->del ? "delete" : "put", (int)o->kv->key.len,
-                (const char *)o->kv->key.data, r->message ? r->message : "");
-        if (r->status == CLIENT_STATUS_UNAVAILABLE)
-            ctl_die(EXIT_BAD_CONN, "migrate: lost the destination");
-    } else {
-        n_events++;
-        if (o->del)
-            n_dels++;
-        else
-            n_puts++;
-        last_rev = o->kv->mod_revision;
-    }
     free(o->kv->key.data);
     free(o->kv->value.data);
     free(o->kv);
-    free(o);
+}
+
+static void on_applied(void *arg, const struct client_reply *r)
+{
+    struct batch *b = arg;
+    if (r->status) {
+        fprintf(stderr, "migrate: applying %zu events from %.*s: %s\n", b->n, (int)b->ops[0].kv->key.len,
+                (const char *)b->ops[0].kv->key.data, r->message ? r->message : "");
+        if (r->status == CLIENT_STATUS_UNAVAILABLE)
+            ctl_die(EXIT_BAD_CONN, "migrate: lost the destination");
+    } else {
+        for (size_t i = 0; i < b->n; i++) {
+            n_events++;
+            if (b->ops[i].del)
+                n_dels++;
+            else
+                n_puts++;
+            last_rev = b->ops[i].kv->mod_revision;
+        }
+    }
+    for (size_t i = 0; i < b->n; i++)
+        free_op(&b->ops[i]);
+    free(b);
     inflight = false;
     pump();
 }
 
-/* Sends the next queued operation (one at a time: the order is the
- * source's). A put with a lease not seen yet waits until the main loop has
- * synced the lease (libuv's loop must not be run from its callbacks). */
 static int64_t pending_lease; /* synced by the main loop, outside callbacks */
 
+static bool same_key(const Mvccpb__KeyValue *a, const Mvccpb__KeyValue *b)
+{
+    return a->key.len == b->key.len && !memcmp(a->key.data, b->key.data, a->key.len);
+}
+
+/* Sends the next batch. A put with a lease not seen yet waits until the
+ * main loop has synced the lease (libuv's loop must not be run from its
+ * callbacks). */
 static void pump(void)
 {
-    while (!inflight && qlen) {
-        const struct op *h = &q[qhead];
+    if (inflight || !qlen)
+        return;
+    struct batch *b = calloc(1, sizeof *b);
+    size_t bytes = 0;
+    while (b->n < qlen && b->n < BATCH) {
+        const struct op *h = &q[(qhead + b->n) % qcap];
+        bytes += h->kv->key.len + h->kv->value.len + 16;
+        if (b->n && bytes > (1u << 20)) /* under --max-request-bytes (1.5 MiB by default) */
+            break;
         if (!h->del && h->kv->lease && !lease_find(h->kv->lease)) {
-            pending_lease = h->kv->lease;
-            return;
+            if (!b->n)
+                pending_lease = h->kv->lease;
+            break;
         }
-        struct op *o = malloc(sizeof *o);
-        *o = q[qhead];
-        qhead = (qhead + 1) % qcap;
-        qlen--;
-        int rc;
-        char *fk;
-        if (o->del) {
-            Etcdserverpb__DeleteRangeRequest dr = ETCDSERVERPB__DELETE_RANGE_REQUEST__INIT;
-            dst_key(o->kv->key.data, o->kv->key.len, &dr.key, &fk);
-            rc = client_unary(dst, "/etcdserverpb.KV/DeleteRange", &dr.base, on_applied, o);
-        } else {
-            Etcdserverpb__PutRequest pr = ETCDSERVERPB__PUT_REQUEST__INIT;
-            dst_key(o->kv->key.data, o->kv->key.len, &pr.key, &fk);
-            pr.value = o->kv->value;
-            if (o->kv->lease && lease_sync(o->kv->lease) > 0)
-                pr.lease = o->kv->lease;
-            rc = client_unary(dst, "/etcdserverpb.KV/Put", &pr.base, on_applied, o);
-        }
-        free(fk);
-        if (rc)
-            ctl_die(EXIT_BAD_CONN, "migrate: lost the destination");
-        inflight = true;
+        bool dup = false;
+        for (size_t i = 0; i < b->n && !dup; i++)
+            dup = same_key(b->ops[i].kv, h->kv);
+        if (dup)
+            break;
+        b->ops[b->n++] = *h;
     }
+    if (!b->n) {
+        free(b);
+        return;
+    }
+    qhead = (qhead + b->n) % qcap;
+    qlen -= b->n;
+    Etcdserverpb__RequestOp *ops = calloc(b->n, sizeof *ops);
+    Etcdserverpb__RequestOp **opp = calloc(b->n, sizeof *opp);
+    Etcdserverpb__PutRequest *puts = calloc(b->n, sizeof *puts);
+    Etcdserverpb__DeleteRangeRequest *dels = calloc(b->n, sizeof *dels);
+    char **keys = calloc(b->n, sizeof *keys);
+    for (size_t i = 0; i < b->n; i++) {
+        const struct op *o = &b->ops[i];
+        etcdserverpb__request_op__init(&ops[i]);
+        opp[i] = &ops[i];
+        if (o->del) {
+            etcdserverpb__delete_range_request__init(&dels[i]);
+            dst_key(o->kv->key.data, o->kv->key.len, &dels[i].key, &keys[i]);
+            ops[i].request_case = ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_DELETE_RANGE;
+            ops[i].request_delete_range = &dels[i];
+        } else {
+            etcdserverpb__put_request__init(&puts[i]);
+            dst_key(o->kv->key.data, o->kv->key.len, &puts[i].key, &keys[i]);
+            puts[i].value = o->kv->value;
+            if (o->kv->lease && lease_find(o->kv->lease)->state > 0)
+                puts[i].lease = o->kv->lease;
+            ops[i].request_case = ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_PUT;
+            ops[i].request_put = &puts[i];
+        }
+    }
+    Etcdserverpb__TxnRequest tr = ETCDSERVERPB__TXN_REQUEST__INIT;
+    tr.n_success = b->n;
+    tr.success = opp;
+    int rc = client_unary(dst, "/etcdserverpb.KV/Txn", &tr.base, on_applied, b);
+    for (size_t i = 0; i < b->n; i++)
+        free(keys[i]);
+    free(keys);
+    free(ops);
+    free(opp);
+    free(puts);
+    free(dels);
+    if (rc)
+        ctl_die(EXIT_BAD_CONN, "migrate: lost the destination");
+    inflight = true;
 }
 
 static void enqueue(bool del, const Mvccpb__KeyValue *kv)

@@ -561,6 +561,15 @@ def test_migrate_from_real_etcd(server, ref_etcd):
         lid2 = elease.LeaseGrant(rpc_pb2.LeaseGrantRequest(TTL=300), timeout=5).ID
         ekv.Put(rpc_pb2.PutRequest(key=b"/app/leased2", value=b"l2", lease=lid2), timeout=5)
         ekv.Put(rpc_pb2.PutRequest(key=b"/other/y", value=b"outside the prefix"), timeout=5)
+        # a burst of puts and deletes over few keys: the last write of each key wins on both sides
+        import random
+        rnd = random.Random(3)
+        for i in range(400):
+            k = b"/app/hot%02d" % rnd.randrange(20)
+            if rnd.random() < 0.25:
+                ekv.DeleteRange(rpc_pb2.DeleteRangeRequest(key=k), timeout=5)
+            else:
+                ekv.Put(rpc_pb2.PutRequest(key=k, value=b"%d" % i), timeout=5)
         ekv.Put(rpc_pb2.PutRequest(key=b"/app/last", value=b"end"), timeout=5)
         sch = server.channel()
         skv = rpc_pb2_grpc.KVStub(sch)
@@ -573,7 +582,7 @@ def test_migrate_from_real_etcd(server, ref_etcd):
         p.send_signal(signal.SIGINT)
         rest, err = p.communicate(timeout=20)
     assert p.returncode == 0, err
-    assert "migrate: stopped: 1202 keys copied" in rest and "5 events followed (4 puts, 1 deletes)" in rest, rest
+    assert "migrate: stopped: 1202 keys copied" in rest, rest
 
     def all_kvs(ch):
         r = rpc_pb2_grpc.KVStub(ch).Range(rpc_pb2.RangeRequest(key=b"\x00", range_end=b"\x00"), timeout=10)
