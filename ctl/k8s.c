@@ -22,6 +22,7 @@ struct obj {
     char *key;
     const uint8_t *val;
     size_t len;
+    int64_t mod_revision;
     char resource[128], group[128], ns[256], name[512];
     char enc[160]; /* protobuf / json / encrypted:<provider>[:<key>] / raw */
 };
@@ -228,6 +229,7 @@ static struct obj *load(const char *resource, const char *ns, size_t *n)
         o->key = strndup((const char *)r->kvs[i]->key.data, r->kvs[i]->key.len);
         o->val = r->kvs[i]->value.data;
         o->len = r->kvs[i]->value.len;
+        o->mod_revision = r->kvs[i]->mod_revision;
         classify(o);
         if (resource && *resource && strcmp(o->resource, resource))
             continue;
@@ -570,6 +572,39 @@ static const uint8_t *plain_value(const struct obj *o, size_t *n, uint8_t **plai
     return *plain;
 }
 
+/* kube-apiserver stores objects without metadata.resourceVersion and fills
+ * it with the key's mod_revision when it reads them: so does this, at its
+ * place in ObjectMeta's order. */
+static void set_resource_version(json_t *j, int64_t rev)
+{
+    json_t *m = json_object_get(j, "metadata");
+    if (!json_is_object(m))
+        return;
+    static const char *const after[] = {"generation", "creationTimestamp", "deletionTimestamp",
+                                        "deletionGracePeriodSeconds", "labels", "annotations",
+                                        "ownerReferences", "finalizers", "managedFields"};
+    char rv[32];
+    snprintf(rv, sizeof rv, "%lld", (long long)rev);
+    json_t *n = json_object();
+    bool done = false;
+    const char *k;
+    json_t *v;
+    json_object_foreach(m, k, v)
+    {
+        if (!strcmp(k, "resourceVersion"))
+            continue;
+        for (size_t i = 0; i < sizeof after / sizeof after[0] && !done; i++)
+            if (!strcmp(k, after[i])) {
+                json_object_set_new(n, "resourceVersion", json_string(rv));
+                done = true;
+            }
+        json_object_set(n, k, v);
+    }
+    if (!done)
+        json_object_set_new(n, "resourceVersion", json_string(rv));
+    json_object_set_new(j, "metadata", n);
+}
+
 /* -o json|yaml: the object as kubectl prints it. */
 static int show_typed(const struct obj *o, const char *fmt)
 {
@@ -592,6 +627,7 @@ static int show_typed(const struct obj *o, const char *fmt)
     } else {
         ctl_die(EXIT_ERR, "%s: neither Kubernetes protobuf nor JSON (%zu bytes)", o->key, n);
     }
+    set_resource_version(j, o->mod_revision);
     if (!strcmp(fmt, "json"))
         k8s_print_json(j);
     else

@@ -104,6 +104,16 @@ CORE = [
 ]
 
 
+def _mod_revision(srv, res, ns, name):
+    path = {"nodes": "minions", "services": "services/specs", "endpoints": "services/endpoints"}.get(res, res)
+    key = "/registry/%s/%s%s" % (path, ns + "/" if ns else "", name)
+    from etcd3.etcdrpc import rpc_pb2, rpc_pb2_grpc
+    ch = srv.channel()
+    r = rpc_pb2_grpc.KVStub(ch).Range(rpc_pb2.RangeRequest(key=key.encode()), timeout=5)
+    ch.close()
+    return r.kvs[0].mod_revision
+
+
 def test_get_json_every_core_kind(seeded):
     for res, name, ns, api, kind in CORE:
         args = [res, name] + (["-n", ns] if ns else [])
@@ -114,7 +124,9 @@ def test_get_json_every_core_kind(seeded):
         assert o["metadata"]["name"] == name
         assert o["metadata"].get("namespace") == ns
         assert o["metadata"]["creationTimestamp"].endswith("Z")
-        assert "resourceVersion" not in o["metadata"]
+        # as kube-apiserver shows it: the key's mod_revision
+        assert o["metadata"]["resourceVersion"] == str(_mod_revision(seeded, res, ns, name)), res
+        assert list(o["metadata"]).index("resourceVersion") == list(o["metadata"]).index("uid") + 1
 
 
 def test_get_json_fields(seeded):
@@ -233,6 +245,7 @@ def test_decode_objects_from_an_independent_encoder(server, tmp_path):
     assert o == {
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": "p1", "namespace": "ns1", "uid": "u-1",
+                     "resourceVersion": str(_mod_revision(server, "pods", "ns1", "p1")),
                      "creationTimestamp": "2023-11-14T22:13:20Z", "labels": {"app": "x", "tier": "be"}},
         "spec": {"volumes": [{"name": "cfg", "configMap": {"name": "app-config", "defaultMode": 420}}],
                  "containers": [{"name": "main", "image": "busybox", "command": ["sh", "-c", "sleep 1"],
