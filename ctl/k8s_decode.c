@@ -44,6 +44,9 @@ static const struct {
     {"rbac.authorization.k8s.io", "RoleBinding", &k8s__role_binding__descriptor},
     {"rbac.authorization.k8s.io", "ClusterRoleBinding", &k8s__cluster_role_binding__descriptor},
     {"coordination.k8s.io", "Lease", &k8s__lease__descriptor},
+    {"batch", "Job", &k8s__job__descriptor},
+    {"batch", "CronJob", &k8s__cron_job__descriptor},
+    {"scheduling.k8s.io", "PriorityClass", &k8s__priority_class__descriptor},
 };
 
 /* Scalars shown even when zero: "Message.field" (required fields without
@@ -95,7 +98,13 @@ static const char *const keep[] = {
     "ServiceAccountTokenProjection.expirationSeconds", "ServiceAccountTokenProjection.path",
     "ClientIPConfig.timeoutSeconds", "ConfigMapKeySelector.key", "SecretKeySelector.key",
     "ObjectFieldSelector.fieldPath", "ResourceFieldSelector.resource", "HostPathVolumeSource.path",
-    "Event.count",
+    "Event.count", "JobCondition.type", "JobCondition.status", "JobSpec.parallelism",
+    "JobSpec.completions", "JobSpec.activeDeadlineSeconds", "JobSpec.backoffLimit",
+    "JobSpec.ttlSecondsAfterFinished", "JobSpec.manualSelector", "JobSpec.suspend",
+    "JobStatus.ready", "JobStatus.terminating", "CronJobSpec.schedule",
+    "CronJobSpec.startingDeadlineSeconds", "CronJobSpec.suspend",
+    "CronJobSpec.successfulJobsHistoryLimit", "CronJobSpec.failedJobsHistoryLimit",
+    "PriorityClass.value",
 };
 
 /* Where the Go struct order (which kubectl's JSON follows) differs from
@@ -138,6 +147,13 @@ static const struct {
     {"PersistentVolumeClaimSpec", "accessModes selector resources volumeName storageClassName "
                                   "volumeMode dataSource"},
     {"OwnerReference", "apiVersion kind name uid controller blockOwnerDeletion"},
+    {"JobSpec", "parallelism completions activeDeadlineSeconds backoffLimit backoffLimitPerIndex "
+                "maxFailedIndexes selector manualSelector template ttlSecondsAfterFinished "
+                "completionMode suspend podReplacementPolicy managedBy"},
+    {"JobStatus", "conditions startTime completionTime active succeeded failed terminating "
+                  "completedIndexes failedIndexes uncountedTerminatedPods ready"},
+    {"CronJobSpec", "schedule timeZone startingDeadlineSeconds concurrencyPolicy suspend jobTemplate "
+                    "successfulJobsHistoryLimit failedJobsHistoryLimit"},
 };
 
 /* o's keys in Go struct order (keys not listed keep their place after). */

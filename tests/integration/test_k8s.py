@@ -264,6 +264,27 @@ def test_decode_objects_from_an_independent_encoder(server, tmp_path):
     assert r.returncode == 0 and json.loads(r.stdout)["spec"]["restartPolicy"] == "Never"
     assert r.stderr == "warning: v1 Pod: 1 fields not in ketchctl's schema are not shown (message.field number: PodSpec.36)\n", r.stderr
 
+    # batch/v1 CronJob, with its nested Job and Pod templates
+    cj = pb.CronJob()
+    cj.metadata.name, cj.metadata.namespace = "backup", "ns1"
+    cj.spec.schedule, cj.spec.concurrencyPolicy = "0 3 * * *", "Forbid"
+    cj.spec.successfulJobsHistoryLimit = 0
+    jt = cj.spec.jobTemplate.spec
+    jt.backoffLimit = 2
+    jc = jt.template.spec.containers.add()
+    jc.name, jc.image = "dump", "postgres:16"
+    jt.template.spec.restartPolicy = "OnFailure"
+    cj.status.lastScheduleTime.seconds = 1700003600
+    u2 = pb.Unknown()
+    u2.typeMeta.apiVersion, u2.typeMeta.kind = "batch/v1", "CronJob"
+    u2.raw = cj.SerializeToString()
+    put_raw(server, b"/registry/cronjobs/ns1/backup", b"k8s\x00" + u2.SerializeToString())
+    o = get_json(server, "cronjobs", "backup", "-n", "ns1")
+    assert o["spec"] == {"schedule": "0 3 * * *", "concurrencyPolicy": "Forbid", "successfulJobsHistoryLimit": 0,
+                         "jobTemplate": {"spec": {"backoffLimit": 2, "template": {"spec": {
+                             "containers": [{"name": "dump", "image": "postgres:16"}], "restartPolicy": "OnFailure"}}}}}
+    assert o["status"] == {"lastScheduleTime": "2023-11-14T23:13:20Z"}
+
     sec = pb.Secret()
     sec.metadata.name, sec.metadata.namespace = "s1", "ns1"
     sec.data["bin"] = bytes(range(256))
