@@ -234,8 +234,11 @@ static void put_sync(const Mvccpb__KeyValue *kv)
     n_bytes += kv->key.len + kv->value.len;
 }
 
+static void report(const char *what);
+
 static int64_t copy_all(const char *prefix)
 {
+    int64_t last_report = mono_ms();
     size_t el;
     char *end;
     const uint8_t *k0;
@@ -281,6 +284,16 @@ static int64_t copy_all(const char *prefix)
             from[lastkv->key.len] = 0; /* the next key after the last one */
         }
         etcdserverpb__range_response__free_unpacked(resp, NULL);
+        if (stopping) { /* SIGINT / SIGTERM during the copy */
+            copy_wait(0);
+            report("interrupted during the copy");
+            ctl_die(EXIT_INTERRUPTED, "migrate: interrupted: the copy is incomplete");
+        }
+        if (mono_ms() - last_report >= 1000) {
+            last_rev = rev;
+            report("copying");
+            last_report = mono_ms();
+        }
         if (!more)
             break;
     }
@@ -530,6 +543,11 @@ int cmd_migrate(int argc, char **argv)
     fprintf(stdout, "migrate: copying %s%s%s from %s to %s\n", *prefix ? "keys under " : "every key",
             *prefix ? prefix : "", "", from, to);
     fflush(stdout);
+    static uv_signal_t sint, sterm;
+    uv_signal_init(&loop, &sint);
+    uv_signal_start(&sint, on_signal, SIGINT);
+    uv_signal_init(&loop, &sterm);
+    uv_signal_start(&sterm, on_signal, SIGTERM);
     int64_t rev = copy_all(prefix);
     last_rev = rev;
     report("copied");
@@ -559,11 +577,6 @@ int cmd_migrate(int argc, char **argv)
         ctl_die(EXIT_BAD_CONN, "migrate: cannot watch %s", from);
     fprintf(stdout, "migrate: following %s from revision %lld (Ctrl-C to stop)\n", from, (long long)rev + 1);
     fflush(stdout);
-    uv_signal_t sint, sterm;
-    uv_signal_init(&loop, &sint);
-    uv_signal_start(&sint, on_signal, SIGINT);
-    uv_signal_init(&loop, &sterm);
-    uv_signal_start(&sterm, on_signal, SIGTERM);
     uv_timer_t tick;
     uv_timer_init(&loop, &tick);
     uv_timer_start(&tick, on_tick, 1000, 1000);
