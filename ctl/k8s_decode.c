@@ -598,14 +598,74 @@ json_t *k8s_pb_to_json(const uint8_t *v, size_t n, char *why, size_t cap)
 
 /* ---- output ---- */
 
+/* Go's json.MarshalIndent(obj, "", "    "), as kubectl -o json: HTML
+ * characters escaped, {} and [] for empty collections. */
+static void j_node(struct buf *b, const json_t *v, int ind)
+{
+    switch (json_typeof(v)) {
+    case JSON_OBJECT: {
+        if (!json_object_size(v)) {
+            buf_puts(b, "{}");
+            return;
+        }
+        buf_puts(b, "{\n");
+        const char *k;
+        json_t *x;
+        size_t i = 0, n = json_object_size(v);
+        json_object_foreach((json_t *)v, k, x)
+        {
+            buf_printf(b, "%*s", ind + 4, "");
+            out_json_str(b, k, strlen(k));
+            buf_puts(b, ": ");
+            j_node(b, x, ind + 4);
+            buf_puts(b, ++i < n ? ",\n" : "\n");
+        }
+        buf_printf(b, "%*s}", ind, "");
+        return;
+    }
+    case JSON_ARRAY: {
+        size_t n = json_array_size(v);
+        if (!n) {
+            buf_puts(b, "[]");
+            return;
+        }
+        buf_puts(b, "[\n");
+        for (size_t i = 0; i < n; i++) {
+            buf_printf(b, "%*s", ind + 4, "");
+            j_node(b, json_array_get(v, i), ind + 4);
+            buf_puts(b, i + 1 < n ? ",\n" : "\n");
+        }
+        buf_printf(b, "%*s]", ind, "");
+        return;
+    }
+    case JSON_STRING:
+        out_json_str(b, json_string_value(v), json_string_length(v));
+        return;
+    case JSON_INTEGER:
+        buf_printf(b, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+        return;
+    case JSON_REAL:
+        buf_printf(b, "%.17g", json_real_value(v));
+        return;
+    case JSON_TRUE:
+        buf_puts(b, "true");
+        return;
+    case JSON_FALSE:
+        buf_puts(b, "false");
+        return;
+    case JSON_NULL:
+        buf_puts(b, "null");
+        return;
+    }
+}
+
 void k8s_print_json(const json_t *o)
 {
-    char *s = json_dumps(o, JSON_INDENT(4) | JSON_PRESERVE_ORDER);
-    if (s) {
-        fputs(s, stdout);
-        fputc('\n', stdout);
-        free(s);
-    }
+    struct buf b = {0};
+    j_node(&b, o, 0);
+    buf_puts(&b, "\n");
+    fwrite(b.p, 1, b.len, stdout);
+    buf_free(&b);
 }
 
 /* Would YAML read this plain scalar as something other than this string
@@ -662,46 +722,87 @@ static bool plain_ok(const char *s)
     return true;
 }
 
+/* The YAML printer writes through yp(), which tracks the output column:
+ * go-yaml (libyaml's emitter, width 80) folds a long plain or single-quoted
+ * scalar at a space past column 80, continuing on the next line indented
+ * two more than its key. */
+static struct buf yout;
+static int ycol;
+
+static void yp(const char *s, size_t n)
+{
+    buf_put(&yout, s, n);
+    for (size_t i = 0; i < n; i++)
+        ycol = s[i] == '\n' ? 0 : ycol + 1;
+}
+
+static void yps(const char *s)
+{
+    yp(s, strlen(s));
+}
+
+static void yind(int n)
+{
+    for (int i = 0; i < n; i++)
+        yp(" ", 1);
+}
+
+/* A plain (quote 0) or single-quoted (quote 1) scalar, folded. */
+static void y_folded(const char *s, int ind, bool quote)
+{
+    size_t n = strlen(s);
+    if (quote)
+        yp("'", 1);
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (c == ' ' && ycol > 80 && i > 0 && s[i - 1] != ' ' && i + 1 < n && s[i + 1] != ' ' &&
+            !(quote && (i == 0 || i + 1 == n))) {
+            yp("\n", 1);
+            yind(ind);
+            continue;
+        }
+        if (quote && c == '\'')
+            yp("'", 1);
+        yp(&c, 1);
+    }
+    if (quote)
+        yp("'", 1);
+    yp("\n", 1);
+}
+
 static void y_str(const char *s, int ind)
 {
     if (strchr(s, '\n') && !strchr(s, '\r')) {
         size_t n = strlen(s);
         bool lead_space = s[0] == ' ';
-        printf("|%s%s\n", lead_space ? "2" : "", s[n - 1] == '\n' ? (n > 1 && s[n - 2] == '\n' ? "+" : "") : "-");
+        yps("|");
+        if (lead_space)
+            yps("2");
+        yps(s[n - 1] == '\n' ? (n > 1 && s[n - 2] == '\n' ? "+" : "") : "-");
+        yps("\n");
         const char *p = s;
         while (*p) {
             const char *e = strchr(p, '\n');
             size_t l = e ? (size_t)(e - p) : strlen(p);
-            if (l)
-                printf("%*s%.*s\n", ind, "", (int)l, p);
-            else
-                printf("\n");
+            if (l) {
+                yind(ind);
+                yp(p, l);
+            }
+            yps("\n");
             if (!e)
                 break;
             p = e + 1;
         }
         return;
     }
-    if (resolves_other(s)) {
+    if (resolves_other(s) || strchr(s, '\n')) {
         struct buf b = {0};
         out_json_str(&b, s, strlen(s));
-        printf("%s\n", b.p);
+        yp(b.p, b.len);
+        yps("\n");
         buf_free(&b);
-    } else if (plain_ok(s)) {
-        printf("%s\n", s);
-    } else if (!strchr(s, '\n')) {
-        putchar('\'');
-        for (const char *p = s; *p; p++) {
-            if (*p == '\'')
-                putchar('\'');
-            putchar(*p);
-        }
-        printf("'\n");
     } else {
-        struct buf b = {0};
-        out_json_str(&b, s, strlen(s));
-        printf("%s\n", b.p);
-        buf_free(&b);
+        y_folded(s, ind, !plain_ok(s));
     }
 }
 
@@ -717,24 +818,25 @@ static void y_node(const json_t *v, int ind, bool inline_first);
 static void y_after_key(const json_t *v, int ind)
 {
     if (json_is_object(v) && json_object_size(v)) {
-        printf("\n");
+        yps("\n");
         y_node(v, ind + 2, false);
     } else if (json_is_array(v) && json_array_size(v)) {
-        printf("\n");
+        yps("\n");
         y_node(v, ind, false); /* go-yaml: sequences not indented under a key */
     } else {
-        printf(" ");
+        yps(" ");
         y_node(v, ind + 2, true);
     }
 }
 
 static void y_node(const json_t *v, int ind, bool inline_first)
 {
+    char num[64];
     switch (json_typeof(v)) {
     case JSON_OBJECT: {
         size_t n = json_object_size(v);
         if (!n) {
-            printf("{}\n");
+            yps("{}\n");
             return;
         }
         const char **keys = calloc(n, sizeof *keys);
@@ -745,15 +847,16 @@ static void y_node(const json_t *v, int ind, bool inline_first)
         qsort(keys, n, sizeof *keys, cmp_str);
         for (i = 0; i < n; i++) {
             if (!(i == 0 && inline_first))
-                printf("%*s", ind, "");
-            if (plain_ok(keys[i]) && !resolves_other(keys[i]))
-                printf("%s:", keys[i]);
-            else {
+                yind(ind);
+            if (plain_ok(keys[i]) && !resolves_other(keys[i])) {
+                yps(keys[i]);
+            } else {
                 struct buf b = {0};
                 out_json_str(&b, keys[i], strlen(keys[i]));
-                printf("%s:", b.p);
+                yp(b.p, b.len);
                 buf_free(&b);
             }
+            yps(":");
             y_after_key(json_object_get(v, keys[i]), ind);
         }
         free(keys);
@@ -762,20 +865,14 @@ static void y_node(const json_t *v, int ind, bool inline_first)
     case JSON_ARRAY: {
         size_t n = json_array_size(v);
         if (!n) {
-            printf("[]\n");
+            yps("[]\n");
             return;
         }
         for (size_t i = 0; i < n; i++) {
-            const json_t *e = json_array_get(v, i);
             if (!(i == 0 && inline_first))
-                printf("%*s", ind, "");
-            printf("- ");
-            if (json_is_object(e) && json_object_size(e))
-                y_node(e, ind + 2, true);
-            else if (json_is_array(e) && json_array_size(e))
-                y_node(e, ind + 2, true);
-            else
-                y_node(e, ind + 2, true);
+                yind(ind);
+            yps("- ");
+            y_node(json_array_get(v, i), ind + 2, true);
         }
         return;
     }
@@ -783,26 +880,32 @@ static void y_node(const json_t *v, int ind, bool inline_first)
         y_str(json_string_value(v), ind);
         return;
     case JSON_INTEGER:
-        printf("%" JSON_INTEGER_FORMAT "\n", json_integer_value(v));
+        snprintf(num, sizeof num, "%" JSON_INTEGER_FORMAT "\n", json_integer_value(v));
+        yps(num);
         return;
     case JSON_REAL:
-        printf("%.17g\n", json_real_value(v));
+        snprintf(num, sizeof num, "%.17g\n", json_real_value(v));
+        yps(num);
         return;
     case JSON_TRUE:
-        printf("true\n");
+        yps("true\n");
         return;
     case JSON_FALSE:
-        printf("false\n");
+        yps("false\n");
         return;
     case JSON_NULL:
-        printf("null\n");
+        yps("null\n");
         return;
     }
 }
 
 void k8s_print_yaml(const json_t *o)
 {
+    yout.len = 0;
+    ycol = 0;
     y_node(o, 0, false);
+    fwrite(yout.p, 1, yout.len, stdout);
+    buf_free(&yout);
 }
 
 /* ---- JSON -> protobuf (the fixture generator) ---- */

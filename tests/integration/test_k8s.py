@@ -264,6 +264,25 @@ def test_decode_objects_from_an_independent_encoder(server, tmp_path):
     assert r.returncode == 0 and json.loads(r.stdout)["spec"]["restartPolicy"] == "Never"
     assert r.stderr == "warning: v1 Pod: 1 fields not in ketchctl's schema are not shown (message.field number: PodSpec.36)\n", r.stderr
 
+    # long strings fold past column 80 in YAML as go-yaml does; JSON escapes HTML as Go does
+    cm = pb.ConfigMap()
+    cm.metadata.name, cm.metadata.namespace = "long", "ns1"
+    long_text = " ".join("word%02d" % i for i in range(30))
+    cm.data["long"] = long_text
+    cm.data["quoted"] = "*" + long_text
+    cm.data["html"] = "<b>&</b>"
+    u3 = pb.Unknown()
+    u3.typeMeta.apiVersion, u3.typeMeta.kind = "v1", "ConfigMap"
+    u3.raw = cm.SerializeToString()
+    put_raw(server, b"/registry/configmaps/ns1/long", b"k8s\x00" + u3.SerializeToString())
+    y = k8s(server, "get", "configmaps", "long", "-n", "ns1", "-o", "yaml").stdout
+    assert ("  long: word00 word01 word02 word03 word04 word05 word06 word07 word08 word09 word10\n"
+            "    word11 word12") in y, y
+    assert "  quoted: '*word00 word01" in y
+    assert yaml.safe_load(y)["data"] == {"long": long_text, "quoted": "*" + long_text, "html": "<b>&</b>"}
+    j = k8s(server, "get", "configmaps", "long", "-n", "ns1", "-o", "json").stdout
+    assert '"html": "\\u003cb\\u003e\\u0026\\u003c/b\\u003e"' in j, j
+
     # batch/v1 CronJob, with its nested Job and Pod templates
     cj = pb.CronJob()
     cj.metadata.name, cj.metadata.namespace = "backup", "ns1"
