@@ -712,9 +712,15 @@ static bool resolves_other(const char *s)
 static bool plain_ok(const char *s)
 {
     size_t n = strlen(s);
-    if (!n || strchr("-?:,[]{}#&*!|>'\"%@`", s[0]) || s[0] == ' ' || s[n - 1] == ' ')
-        return s[0] == '-' && n > 1 && s[1] != ' ' && !strstr(s, ": ") && !strstr(s, " #");
+    if (!n || s[0] == ' ' || s[n - 1] == ' ' || strchr("?:,[]{}#&*!|>'\"%@`", s[0]))
+        return false;
+    if (s[0] == '-' && (n == 1 || s[1] == ' ' || !strncmp(s, "---", 3)))
+        return false;
     if (strstr(s, ": ") || strstr(s, " #") || s[n - 1] == ':')
+        return false;
+    /* YAML line breaks (NEL, LS, PS) and the BOM cannot stand in a plain scalar */
+    if (strstr(s, "\xc2\x85") || strstr(s, "\xe2\x80\xa8") || strstr(s, "\xe2\x80\xa9") ||
+        strstr(s, "\xef\xbb\xbf"))
         return false;
     for (const unsigned char *p = (const unsigned char *)s; *p; p++)
         if (*p < 0x20 || *p == 0x7f)
@@ -772,9 +778,12 @@ static void y_folded(const char *s, int ind, bool quote)
 
 static void y_str(const char *s, int ind)
 {
-    if (strchr(s, '\n') && !strchr(s, '\r')) {
+    size_t nl = strspn(s, "\n");
+    bool odd = strchr(s, '\r') || strstr(s, "\xc2\x85") || strstr(s, "\xe2\x80\xa8") ||
+               strstr(s, "\xe2\x80\xa9") || strstr(s, "\xef\xbb\xbf");
+    if (strchr(s, '\n') && !odd && s[nl]) { /* literal block; all-newline strings are quoted */
         size_t n = strlen(s);
-        bool lead_space = s[0] == ' ';
+        bool lead_space = s[nl] == ' ' || s[nl] == '\t';
         yps("|");
         if (lead_space)
             yps("2");
@@ -795,7 +804,7 @@ static void y_str(const char *s, int ind)
         }
         return;
     }
-    if (resolves_other(s) || strchr(s, '\n')) {
+    if (resolves_other(s) || strchr(s, '\n') || odd) {
         struct buf b = {0};
         out_json_str(&b, s, strlen(s));
         yp(b.p, b.len);
