@@ -753,6 +753,27 @@ static void yind(int n)
         yp(" ", 1);
 }
 
+/* A double-quoted scalar: JSON's escapes, which YAML shares, plus the two
+ * characters YAML would otherwise read as a line break or drop (NEL, BOM). */
+static void y_dq(const char *s)
+{
+    struct buf b = {0};
+    out_json_str(&b, s, strlen(s));
+    for (size_t i = 0; i < b.len; i++) {
+        if (i + 1 < b.len && (uint8_t)b.p[i] == 0xc2 && (uint8_t)b.p[i + 1] == 0x85) {
+            yps("\\N");
+            i++;
+        } else if (i + 2 < b.len && (uint8_t)b.p[i] == 0xef && (uint8_t)b.p[i + 1] == 0xbb &&
+                   (uint8_t)b.p[i + 2] == 0xbf) {
+            yps("\\uFEFF");
+            i += 2;
+        } else {
+            yp(b.p + i, 1);
+        }
+    }
+    buf_free(&b);
+}
+
 /* A plain (quote 0) or single-quoted (quote 1) scalar, folded. */
 static void y_folded(const char *s, int ind, bool quote)
 {
@@ -805,11 +826,8 @@ static void y_str(const char *s, int ind)
         return;
     }
     if (resolves_other(s) || strchr(s, '\n') || odd) {
-        struct buf b = {0};
-        out_json_str(&b, s, strlen(s));
-        yp(b.p, b.len);
+        y_dq(s);
         yps("\n");
-        buf_free(&b);
     } else {
         y_folded(s, ind, !plain_ok(s));
     }
@@ -860,10 +878,7 @@ static void y_node(const json_t *v, int ind, bool inline_first)
             if (plain_ok(keys[i]) && !resolves_other(keys[i])) {
                 yps(keys[i]);
             } else {
-                struct buf b = {0};
-                out_json_str(&b, keys[i], strlen(keys[i]));
-                yp(b.p, b.len);
-                buf_free(&b);
+                y_dq(keys[i]);
             }
             yps(":");
             y_after_key(json_object_get(v, keys[i]), ind);
