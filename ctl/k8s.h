@@ -45,6 +45,8 @@ struct k8s_key {
 /* Loads an EncryptionConfiguration (kube-apiserver's YAML); exits with an
  * error message when the file cannot be read or parsed. */
 void k8s_crypt_load(const char *path);
+/* The same from text in memory (name is for messages). */
+void k8s_crypt_load_text(const char *text, const char *name);
 size_t k8s_crypt_nkeys(void);
 const struct k8s_key *k8s_crypt_key(size_t i);
 /* Parses the "k8s:enc:<provider>:v1:<name>:" prefix. Returns the offset of

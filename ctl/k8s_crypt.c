@@ -65,19 +65,34 @@ static int unbase64(const char *s, uint8_t *out, size_t cap)
     return l;
 }
 
+static void load(yaml_parser_t *p, const char *path);
+
 void k8s_crypt_load(const char *path)
 {
     FILE *f = fopen(path, "rb");
     if (!f)
         ctl_die(EXIT_ERR, "open %s: cannot read the encryption configuration", path);
     yaml_parser_t p;
-    yaml_document_t doc;
     yaml_parser_initialize(&p);
     yaml_parser_set_input_file(&p, f);
-    if (!yaml_parser_load(&p, &doc))
-        ctl_die(EXIT_ERR, "%s: not a valid YAML file (%s, line %zu)", path,
-                p.problem ? p.problem : "parse error", p.problem_mark.line + 1);
+    load(&p, path);
     fclose(f);
+}
+
+void k8s_crypt_load_text(const char *text, const char *name)
+{
+    yaml_parser_t p;
+    yaml_parser_initialize(&p);
+    yaml_parser_set_input_string(&p, (const unsigned char *)text, strlen(text));
+    load(&p, name);
+}
+
+static void load(yaml_parser_t *pp, const char *path)
+{
+    yaml_document_t doc;
+    if (!yaml_parser_load(pp, &doc))
+        ctl_die(EXIT_ERR, "%s: not a valid YAML file (%s, line %zu)", path,
+                pp->problem ? pp->problem : "parse error", pp->problem_mark.line + 1);
     yaml_node_t *root = yaml_document_get_root_node(&doc);
     yaml_node_t *res = map_get(&doc, root, "resources");
     if (!res || res->type != YAML_SEQUENCE_NODE)
@@ -118,7 +133,7 @@ void k8s_crypt_load(const char *path)
         }
     }
     yaml_document_delete(&doc);
-    yaml_parser_delete(&p);
+    yaml_parser_delete(pp);
 }
 
 size_t k8s_enc_prefix(const uint8_t *v, size_t n, char *provider, size_t pcap, char *name,

@@ -10,7 +10,6 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "k8s.h"
 
@@ -294,15 +293,7 @@ int k8s_seed(int argc, char **argv)
     if (*encf) {
         k8s_crypt_load(encf);
     } else {
-        char path[] = "/tmp/ketchctl-seed-XXXXXX";
-        int fd = mkstemp(path);
-        FILE *f = fd >= 0 ? fdopen(fd, "w") : NULL;
-        if (!f)
-            ctl_die(EXIT_IO, "cannot write a temporary file");
-        fputs(test_config, f);
-        fclose(f);
-        k8s_crypt_load(path);
-        unlink(path);
+        k8s_crypt_load_text(test_config, "the test EncryptionConfiguration");
     }
     static const struct {
         const char *path, *kind, *ns, *name;
