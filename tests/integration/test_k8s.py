@@ -698,3 +698,29 @@ def test_yaml_and_json_printers_round_trip(server):
         assert back == obj, (obj, y.stdout)
         j = k8s(server, "get", "things", "t%d" % i, "-o", "json")
         assert json.loads(j.stdout) == obj
+
+
+def test_migrate_dest_prefix_and_source_loss(server, ref_etcd):
+    from etcd3.etcdrpc import rpc_pb2, rpc_pb2_grpc
+    ech = ref_etcd.channel()
+    ekv = rpc_pb2_grpc.KVStub(ech)
+    for i in range(10):
+        ekv.Put(rpc_pb2.PutRequest(key=b"/src/k%d" % i, value=b"%d" % i), timeout=5)
+    ekv.Put(rpc_pb2.PutRequest(key=b"/srcx", value=b"not under /src/"), timeout=5)
+    ech.close()
+    r = ctl(server, "migrate", "--from", ref_etcd.endpoint, "--prefix", "/src/", "--dest-prefix", "/dst/",
+            "--no-follow")
+    assert r.returncode == 0 and "10 keys copied" in r.stdout, r.stdout + r.stderr
+    sch = server.channel()
+    got = rpc_pb2_grpc.KVStub(sch).Range(rpc_pb2.RangeRequest(key=b"\x00", range_end=b"\x00"), timeout=5)
+    sch.close()
+    assert sorted(kv.key for kv in got.kvs) == sorted(b"/dst/k%d" % i for i in range(10))
+    # the source goes away while following: a clear error and exit 1, not a hang or a crash
+    p = subprocess.Popen([KETCHCTL, "--endpoints=%s" % server.endpoint, "migrate", "--from", ref_etcd.endpoint],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in p.stdout:
+        if line.startswith("migrate: following "):
+            break
+    ref_etcd.kill()
+    out, err = p.communicate(timeout=30)
+    assert p.returncode == 1 and "migrate: failed:" in out and err.startswith("Error: migrate: "), (out, err)
