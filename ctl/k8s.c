@@ -606,35 +606,69 @@ static void set_resource_version(json_t *j, int64_t rev)
 }
 
 /* -o json|yaml: the object as kubectl prints it. */
-static int show_typed(const struct obj *o, const char *fmt)
+/* The object as kubectl shows it (decrypted, decoded, resourceVersion
+ * set); NULL with the reason in why. */
+static json_t *obj_json(const struct obj *o, char *why, size_t cap)
 {
-    char why[512];
+    char r[512];
     size_t n;
     uint8_t *plain;
-    const uint8_t *v = plain_value(o, &n, &plain, why, sizeof why);
-    if (!v)
-        ctl_die(EXIT_ERR, "%s: %s", o->key, why);
+    const uint8_t *v = plain_value(o, &n, &plain, r, sizeof r);
+    if (!v) {
+        snprintf(why, cap, "%s: %s", o->key, r);
+        return NULL;
+    }
     json_t *j = NULL;
     if (n >= 4 && !memcmp(v, "k8s\0", 4)) {
-        j = k8s_pb_to_json(v, n, why, sizeof why);
+        j = k8s_pb_to_json(v, n, r, sizeof r);
         if (!j)
-            ctl_die(EXIT_ERR, "%s: %s", o->key, why);
+            snprintf(why, cap, "%s: %s", o->key, r);
     } else if (n && (v[0] == '{' || v[0] == '[')) {
         json_error_t e;
         j = json_loadb((const char *)v, n, 0, &e);
         if (!j)
-            ctl_die(EXIT_ERR, "%s: invalid JSON value: %s", o->key, e.text);
+            snprintf(why, cap, "%s: invalid JSON value: %s", o->key, e.text);
     } else {
-        ctl_die(EXIT_ERR, "%s: neither Kubernetes protobuf nor JSON (%zu bytes)", o->key, n);
+        snprintf(why, cap, "%s: neither Kubernetes protobuf nor JSON (%zu bytes)", o->key, n);
     }
-    set_resource_version(j, o->mod_revision);
+    free(plain);
+    if (j)
+        set_resource_version(j, o->mod_revision);
+    return j;
+}
+
+static void print_fmt(const json_t *j, const char *fmt)
+{
     if (!strcmp(fmt, "json"))
         k8s_print_json(j);
     else
         k8s_print_yaml(j);
-    json_decref(j);
-    free(plain);
-    return 0;
+}
+
+/* k8s get <resource> -o json|yaml (no name): a List, as kubectl prints one;
+ * objects that cannot be decoded are named on stderr (exit 1). */
+static int show_list(struct obj *v, size_t cnt, const char *fmt)
+{
+    json_t *items = json_array();
+    int rc = 0;
+    for (size_t i = 0; i < cnt; i++) {
+        char why[1024];
+        json_t *j = obj_json(&v[i], why, sizeof why);
+        if (!j) {
+            fprintf(stderr, "error: %s\n", why);
+            rc = EXIT_ERR;
+            continue;
+        }
+        json_array_append_new(items, j);
+    }
+    json_t *list = json_object();
+    json_object_set_new(list, "apiVersion", json_string("v1"));
+    json_object_set_new(list, "items", items);
+    json_object_set_new(list, "kind", json_string("List"));
+    json_object_set_new(list, "metadata", json_pack("{s:s}", "resourceVersion", ""));
+    print_fmt(list, fmt);
+    json_decref(list);
+    return rc;
 }
 
 static int k8s_get(int argc, char **argv)
@@ -644,8 +678,8 @@ static int k8s_get(int argc, char **argv)
                         {"output", 'o', F_STR, &outf, false},
                         {"encryption-config", 0, F_STR, &encf, false}, FEND};
     int n = ctl_parse(argc, argv, fl);
-    if (n != 2)
-        ctl_die(EXIT_BAD_ARGS, "k8s get needs <resource> <name>");
+    if (n != 2 && !(n == 1 && *outf))
+        ctl_die(EXIT_BAD_ARGS, "k8s get needs <resource> <name> (or <resource> -o json|yaml for all of them)");
     if (*outf && strcmp(outf, "json") && strcmp(outf, "yaml"))
         ctl_die(EXIT_BAD_ARGS, "unable to match a printer suitable for the output format \"%s\", "
                                "allowed formats are: json,yaml", outf);
@@ -661,10 +695,19 @@ static int k8s_get(int argc, char **argv)
     if (dot)
         *dot = 0;
     struct obj *v = load(base, ns, &cnt);
+    if (n == 1)
+        return show_list(v, cnt, outf);
     for (size_t i = 0; i < cnt; i++)
         if (!strcmp(v[i].name, argv[1])) {
-            if (*outf)
-                return show_typed(&v[i], outf);
+            if (*outf) {
+                char why[1024];
+                json_t *j = obj_json(&v[i], why, sizeof why);
+                if (!j)
+                    ctl_die(EXIT_ERR, "%s", why);
+                print_fmt(j, outf);
+                json_decref(j);
+                return 0;
+            }
             if (!strncmp(v[i].enc, "encrypted", 9) && k8s_crypt_nkeys()) {
                 char why[512];
                 size_t pn;

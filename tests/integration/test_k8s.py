@@ -724,3 +724,21 @@ def test_migrate_dest_prefix_and_source_loss(server, ref_etcd):
     ref_etcd.kill()
     out, err = p.communicate(timeout=30)
     assert p.returncode == 1 and "migrate: failed:" in out and err.startswith("Error: migrate: "), (out, err)
+
+
+def test_get_list(seeded, test_config):
+    """k8s get <resource> -o json|yaml without a name: a List, as kubectl."""
+    path, _ = test_config
+    r = k8s(seeded, "get", "pods", "-n", "web", "-o", "json")
+    o = json.loads(r.stdout)
+    assert list(o) == ["apiVersion", "items", "kind", "metadata"] and o["kind"] == "List"
+    assert [i["metadata"]["name"] for i in o["items"]] == ["db-0", "frontend-7c9f8d6b5-x2x7q"]
+    assert yaml.safe_load(k8s(seeded, "get", "deployments", "-o", "yaml").stdout)["items"][1]["metadata"]["name"] == "frontend"
+    # an object that cannot be decoded is named, the others are shown
+    r = k8s(seeded, "get", "secrets", "-o", "json")
+    assert r.returncode == 1 and 'error: /registry/secrets/web/tls-cert: encrypted with aescbc key "key1"' in r.stderr
+    assert [i["metadata"]["name"] for i in json.loads(r.stdout)["items"]] == ["db-password"]
+    r = k8s(seeded, "get", "secrets", "-o", "json", "--encryption-config", path)
+    assert r.returncode == 0 and len(json.loads(r.stdout)["items"]) == 3
+    r = k8s(seeded, "get", "pods")
+    assert r.returncode == 128 and "k8s get needs <resource> <name>" in r.stderr
