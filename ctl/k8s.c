@@ -637,6 +637,14 @@ static json_t *obj_json(const struct obj *o, char *why, size_t cap)
     return j;
 }
 
+json_t *k8s_value_json(const char *key, const uint8_t *v, size_t n, int64_t mod_revision, char *why,
+                       size_t cap)
+{
+    struct obj o = {.key = (char *)key, .val = v, .len = n, .mod_revision = mod_revision};
+    classify_value(&o);
+    return obj_json(&o, why, cap);
+}
+
 static void print_fmt(const json_t *j, const char *fmt)
 {
     if (!strcmp(fmt, "json"))

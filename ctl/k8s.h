@@ -68,6 +68,12 @@ int k8s_encrypt(const struct k8s_key *k, const char *etcd_key, const uint8_t *p,
 void k8s_key_parts(const char *key, char *res, size_t rcap, char *ns, size_t ncap, char *name,
                    size_t mcap);
 
+/* A stored value (key, bytes, mod_revision) as kubectl shows the object:
+ * decrypted with the loaded keys, decoded, metadata.resourceVersion set.
+ * Returns a new reference, or NULL with the reason in why. */
+json_t *k8s_value_json(const char *key, const uint8_t *v, size_t n, int64_t mod_revision, char *why,
+                       size_t cap);
+
 /* ---- k8s_watch.c, migrate.c ---- */
 int k8s_watch(int argc, char **argv);
 int k8s_seed(int argc, char **argv); /* k8s_seed.c */

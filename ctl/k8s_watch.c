@@ -1,8 +1,11 @@
-/* ketchctl k8s watch [resource] [-n ns]: the /registry keyspace's changes as
- * readable lines, one per event:
+/* ketchctl k8s watch [resource] [-n ns] [--rev N] [-o json]
+ * [--encryption-config FILE]: the /registry keyspace's changes as readable
+ * lines, one per event:
  *   ADDED     pods   web/db-0   rev=42
  * ADDED when the key was created by this revision (create_revision ==
- * mod_revision), MODIFIED for later puts, DELETED for deletes. */
+ * mod_revision), MODIFIED for later puts, DELETED for deletes. With -o json
+ * one JSON object per line instead, as kubectl get -w --output-watch-events:
+ *   {"type":"ADDED","object":{...}}  (DELETED carries the last version). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -10,6 +13,7 @@
 
 struct wfilter {
     const char *res, *ns;
+    bool json;
 };
 
 static bool res_match(const char *want, const char *have)
@@ -44,6 +48,23 @@ static bool on_event(void *arg, const uint8_t *data, size_t len)
             const char *what = e->type == MVCCPB__EVENT__EVENT_TYPE__DELETE ? "DELETED"
                                : kv->create_revision == kv->mod_revision ? "ADDED"
                                                                           : "MODIFIED";
+            if (f->json) {
+                const Mvccpb__KeyValue *src = e->type == MVCCPB__EVENT__EVENT_TYPE__DELETE ? e->prev_kv : kv;
+                char why[1024] = "the deleted version is not available (compacted)";
+                json_t *obj = src ? k8s_value_json(key, src->value.data, src->value.len,
+                                                   src->mod_revision, why, sizeof why)
+                                  : NULL;
+                if (!obj)
+                    fprintf(stderr, "error: %s\n", why);
+                json_t *ev = json_pack("{s:s,s:o}", "type", what, "object", obj ? obj : json_null());
+                char *line = json_dumps(ev, JSON_COMPACT | JSON_PRESERVE_ORDER);
+                printf("%s\n", line);
+                free(line);
+                json_decref(ev);
+                fflush(stdout);
+                free(key);
+                continue;
+            }
             char obj[800];
             snprintf(obj, sizeof obj, "%s%s%s", ns, *ns ? "/" : "", name);
             printf("%-9s %-40s %-50s rev=%lld\n", what, res, obj, (long long)kv->mod_revision);
@@ -57,12 +78,19 @@ static bool on_event(void *arg, const uint8_t *data, size_t len)
 
 int k8s_watch(int argc, char **argv)
 {
-    const char *ns = "";
+    const char *ns = "", *outf = "", *encf = "";
     int64_t rev = 0;
-    struct flag fl[] = {{"namespace", 'n', F_STR, &ns, false}, {"rev", 0, F_INT, &rev, false}, FEND};
+    struct flag fl[] = {{"namespace", 'n', F_STR, &ns, false},
+                        {"rev", 0, F_INT, &rev, false},
+                        {"output", 'o', F_STR, &outf, false},
+                        {"encryption-config", 0, F_STR, &encf, false}, FEND};
     int n = ctl_parse(argc, argv, fl);
+    if (*outf && strcmp(outf, "json"))
+        ctl_die(EXIT_BAD_ARGS, "k8s watch: -o json is the only output format besides the default lines");
     ctl_init_display();
-    struct wfilter f = {n > 0 ? argv[0] : NULL, ns};
+    if (*encf)
+        k8s_crypt_load(encf);
+    struct wfilter f = {n > 0 ? argv[0] : NULL, ns, *outf != 0};
     static const char pfx[] = "/registry/";
     size_t l;
     char *end = prefix_end((const uint8_t *)pfx, strlen(pfx), &l);
@@ -70,6 +98,7 @@ int k8s_watch(int argc, char **argv)
     cr.key = (ProtobufCBinaryData){strlen(pfx), (uint8_t *)pfx};
     cr.range_end = (ProtobufCBinaryData){l, (uint8_t *)end};
     cr.start_revision = rev;
+    cr.prev_kv = f.json;
     Etcdserverpb__WatchRequest wr = ETCDSERVERPB__WATCH_REQUEST__INIT;
     wr.request_union_case = ETCDSERVERPB__WATCH_REQUEST__REQUEST_UNION_CREATE_REQUEST;
     wr.create_request = &cr;

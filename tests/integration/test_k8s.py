@@ -570,6 +570,19 @@ def test_watch(seeded):
     assert got == [["ADDED", "pods", "web/new-pod", "rev=%d" % (rev + 1)],
                    ["MODIFIED", "pods", "web/new-pod", "rev=%d" % (rev + 4)],
                    ["DELETED", "pods", "web/db-0", "rev=%d" % (rev + 5)]], lines
+    # -o json: one event object per line; DELETED carries the last version
+    p = subprocess.Popen([KETCHCTL, "--endpoints=%s" % seeded.endpoint, "k8s", "watch", "pods", "-n", "web",
+                          "--rev=%d" % (rev + 1), "-o", "json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines = []
+    t = threading.Thread(target=_read_lines, args=(p, 3, lines), daemon=True)
+    t.start()
+    t.join(20)
+    p.terminate()
+    p.wait(10)
+    evs = [json.loads(l) for l in lines]
+    assert [e["type"] for e in evs] == ["ADDED", "MODIFIED", "DELETED"]
+    assert evs[0]["object"] == {"apiVersion": "v1", "kind": "Pod"}
+    assert evs[2]["object"]["metadata"]["name"] == "db-0" and evs[2]["object"]["status"]["phase"] == "Running"
     # every resource: group-qualified names
     p = subprocess.Popen([KETCHCTL, "--endpoints=%s" % seeded.endpoint, "k8s", "watch", "--rev=1"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
