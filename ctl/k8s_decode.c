@@ -47,6 +47,8 @@ static const struct {
     {"batch", "Job", &k8s__job__descriptor},
     {"batch", "CronJob", &k8s__cron_job__descriptor},
     {"scheduling.k8s.io", "PriorityClass", &k8s__priority_class__descriptor},
+    {"discovery.k8s.io", "EndpointSlice", &k8s__endpoint_slice__descriptor},
+    {"storage.k8s.io", "StorageClass", &k8s__storage_class__descriptor},
 };
 
 /* Scalars shown even when zero: "Message.field" (required fields without
@@ -104,7 +106,11 @@ static const char *const keep[] = {
     "JobStatus.ready", "JobStatus.terminating", "CronJobSpec.schedule",
     "CronJobSpec.startingDeadlineSeconds", "CronJobSpec.suspend",
     "CronJobSpec.successfulJobsHistoryLimit", "CronJobSpec.failedJobsHistoryLimit",
-    "PriorityClass.value",
+    "PriorityClass.value", "EndpointConditions.ready", "EndpointConditions.serving",
+    "EndpointConditions.terminating", "SliceEndpointPort.name", "SliceEndpointPort.protocol",
+    "SliceEndpointPort.port", "EndpointSlice.addressType", "StorageClass.provisioner",
+    "StorageClass.reclaimPolicy", "StorageClass.allowVolumeExpansion",
+    "StorageClass.volumeBindingMode",
 };
 
 /* Where the Go struct order (which kubectl's JSON follows) differs from
@@ -152,6 +158,7 @@ static const struct {
                 "completionMode suspend podReplacementPolicy managedBy"},
     {"JobStatus", "conditions startTime completionTime active succeeded failed terminating "
                   "completedIndexes failedIndexes uncountedTerminatedPods ready"},
+    {"EndpointSlice", "metadata addressType endpoints ports"},
     {"CronJobSpec", "schedule timeZone startingDeadlineSeconds concurrencyPolicy suspend jobTemplate "
                     "successfulJobsHistoryLimit failedJobsHistoryLimit"},
 };

@@ -283,6 +283,27 @@ def test_decode_objects_from_an_independent_encoder(server, tmp_path):
     j = k8s(server, "get", "configmaps", "long", "-n", "ns1", "-o", "json").stdout
     assert '"html": "\\u003cb\\u003e\\u0026\\u003c/b\\u003e"' in j, j
 
+    # discovery.k8s.io/v1 EndpointSlice (its own Endpoint and EndpointPort field numbers)
+    es = pb.EndpointSlice()
+    es.metadata.name, es.metadata.namespace = "web-abc12", "ns1"
+    es.metadata.labels["kubernetes.io/service-name"] = "web"
+    es.addressType = "IPv4"
+    ep = es.endpoints.add()
+    ep.addresses.append("10.244.1.7")
+    ep.conditions.ready, ep.conditions.serving, ep.conditions.terminating = True, True, False
+    ep.nodeName, ep.zone = "node-1", "z1"
+    prt = es.ports.add()
+    prt.name, prt.protocol, prt.port = "http", "TCP", 8080
+    u4 = pb.Unknown()
+    u4.typeMeta.apiVersion, u4.typeMeta.kind = "discovery.k8s.io/v1", "EndpointSlice"
+    u4.raw = es.SerializeToString()
+    put_raw(server, b"/registry/endpointslices/ns1/web-abc12", b"k8s\x00" + u4.SerializeToString())
+    o = get_json(server, "endpointslices", "web-abc12", "-n", "ns1")
+    assert list(o) == ["apiVersion", "kind", "metadata", "addressType", "endpoints", "ports"]
+    assert o["endpoints"] == [{"addresses": ["10.244.1.7"], "conditions": {"ready": True, "serving": True, "terminating": False},
+                               "nodeName": "node-1", "zone": "z1"}]
+    assert o["ports"] == [{"name": "http", "protocol": "TCP", "port": 8080}]
+
     # batch/v1 CronJob, with its nested Job and Pod templates
     cj = pb.CronJob()
     cj.metadata.name, cj.metadata.namespace = "backup", "ns1"
