@@ -10,7 +10,9 @@
  *     its keys;
  *  2. follow: a watch on the source from R+1 applies every later put and
  *     delete to the destination, in order, until SIGINT/SIGTERM; progress
- *     is reported every second and at the end.
+ *     is reported every second and at the end. A put whose lease cannot be
+ *     re-created (expired) is applied without it: the source's delete of
+ *     the key, when the lease expires there, follows.
  * The destination defaults to --endpoints. Both are plain gRPC (h2c); this
  * file runs its own loop with one connection to each side. */
 #include <signal.h>
@@ -60,6 +62,20 @@ static void on_timeout(uv_timer_t *t)
     (void)t;
 }
 
+/* One loop iteration, woken within 50 ms even when nothing happens (so
+ * that the callers' deadlines are checked). */
+static void run_once(void)
+{
+    static uv_timer_t t;
+    static bool t_ready;
+    if (!t_ready) {
+        uv_timer_init(&loop, &t);
+        t_ready = true;
+    }
+    uv_timer_start(&t, on_timeout, 50, 0);
+    uv_run(&loop, UV_RUN_ONCE);
+}
+
 /* Runs one unary call to completion (--command-timeout). */
 static int call(struct client_conn *c, const char *path, const ProtobufCMessage *req,
                 struct sync_call *out)
@@ -67,20 +83,12 @@ static int call(struct client_conn *c, const char *path, const ProtobufCMessage 
     memset(out, 0, sizeof *out);
     if (client_unary(c, path, req, on_sync, out) != 0)
         ctl_die(EXIT_BAD_CONN, "migrate: %s: connection closed", client_conn_endpoint(c));
-    static uv_timer_t t;
-    static bool t_ready;
-    if (!t_ready) {
-        uv_timer_init(&loop, &t);
-        t_ready = true;
-    }
     int64_t end = mono_ms() + g.command_timeout_ms;
     while (!out->done) {
         if (mono_ms() >= end)
             ctl_die(EXIT_BAD_CONN, "migrate: %s: context deadline exceeded", client_conn_endpoint(c));
-        uv_timer_start(&t, on_timeout, 50, 0);
-        uv_run(&loop, UV_RUN_ONCE);
+        run_once();
     }
-    uv_timer_stop(&t);
     return out->status;
 }
 
@@ -206,7 +214,7 @@ static void copy_wait(int below)
     while (copy_inflight > below) {
         if (mono_ms() >= end)
             ctl_die(EXIT_BAD_CONN, "migrate: %s: context deadline exceeded", client_conn_endpoint(dst));
-        uv_run(&loop, UV_RUN_ONCE);
+        run_once();
     }
 }
 
