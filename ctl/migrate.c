@@ -540,6 +540,11 @@ int cmd_migrate(int argc, char **argv)
         ctl_die(EXIT_BAD_ARGS, "migrate needs --from <etcd endpoint>");
     if (!*to)
         to = g.endpoints[0];
+    if ((g.cacert && *g.cacert) || (g.cert && *g.cert) || (g.key && *g.key) ||
+        !strncmp(from, "https://", 8) || !strncmp(to, "https://", 8))
+        ctl_die(EXIT_BAD_ARGS, "migrate: TLS is not supported yet (plain http endpoints only)");
+    if (g.user && *g.user)
+        ctl_die(EXIT_BAD_ARGS, "migrate: authentication (--user) is not supported yet");
     if (*dest_prefix) {
         dprefix = strdup(dest_prefix);
         splen = strlen(prefix);
