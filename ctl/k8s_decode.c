@@ -571,8 +571,15 @@ json_t *k8s_pb_to_json(const uint8_t *v, size_t n, char *why, size_t cap)
     json_t *o = json_object();
     json_object_set_new(o, "apiVersion", str_json(api));
     json_object_set_new(o, "kind", str_json(kind));
+    ProtobufCMessage *m = d ? protobuf_c_message_unpack(d, NULL, u->raw.len, u->raw.data) : NULL;
+    if (d && !m && u->raw.len && pb_ok(u->raw.data, u->raw.data + u->raw.len, 0)) {
+        /* well-formed protobuf that does not fit our schema (a field whose
+         * type changed?): show its fields as for an unknown kind */
+        fprintf(stderr, "warning: %s %s: the object does not match ketchctl's schema; showing its "
+                        "protobuf fields\n", api, kind);
+        d = NULL;
+    }
     if (d) {
-        ProtobufCMessage *m = protobuf_c_message_unpack(d, NULL, u->raw.len, u->raw.data);
         if (!m) {
             snprintf(why, cap, "%s %s: truncated or malformed object (%zu bytes)", api, kind,
                      u->raw.len);
