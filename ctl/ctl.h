@@ -38,6 +38,7 @@ struct ctl_global {
     bool hex;
     bool value_only; /* get --print-value-only (simple printer) */
     const char *cacert, *cert, *key, *user, *password;
+    bool insecure_transport, skip_verify;
 };
 extern struct ctl_global g;
 

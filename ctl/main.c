@@ -11,7 +11,7 @@
 struct ctl_global g;
 static const char *out_str = "simple";
 static const char *endpoints_str = "127.0.0.1:2379";
-static bool g_debug, g_insecure_transport = true, g_insecure_discovery = true, g_skip_verify;
+static bool g_debug, g_insecure_discovery = true;
 static int64_t g_keepalive_time = 2000, g_keepalive_timeout = 6000;
 static const char *g_discovery_srv = "", *g_discovery_srv_name = "";
 bool flags_no_global;  /* txn ops: only the command's own flags */
@@ -26,9 +26,9 @@ static struct flag global_flags[] = {
     {"command-timeout", 0, F_DUR, &g.command_timeout_ms, false},
     {"keepalive-time", 0, F_DUR, &g_keepalive_time, false},
     {"keepalive-timeout", 0, F_DUR, &g_keepalive_timeout, false},
-    {"insecure-transport", 0, F_BOOL, &g_insecure_transport, false},
+    {"insecure-transport", 0, F_BOOL, &g.insecure_transport, false},
     {"insecure-discovery", 0, F_BOOL, &g_insecure_discovery, false},
-    {"insecure-skip-tls-verify", 0, F_BOOL, &g_skip_verify, false},
+    {"insecure-skip-tls-verify", 0, F_BOOL, &g.skip_verify, false},
     {"cert", 0, F_STR, &g.cert, false},
     {"key", 0, F_STR, &g.key, false},
     {"cacert", 0, F_STR, &g.cacert, false},
@@ -275,10 +275,6 @@ void ctl_init_display(void)
         if ((f->ptr == &g.cert || f->ptr == &g.key || f->ptr == &g.cacert) && f->set &&
             !**(const char **)f->ptr)
             ctl_die(EXIT_BAD_ARGS, "empty string is passed to --%s option", f->name);
-    if ((g.cert && *g.cert) || (g.key && *g.key) || (g.cacert && *g.cacert))
-        ctl_die(EXIT_BAD_ARGS, "TLS (--cacert/--cert/--key) is not supported by ketchctl yet");
-    if (g.user && *g.user)
-        ctl_die(EXIT_BAD_ARGS, "authentication (--user/--password) is not supported by ketchctl yet");
 }
 
 static int cmd_version(int argc, char **argv)
@@ -340,6 +336,7 @@ int __lsan_is_turned_off(void) { return 1; }
 int main(int argc, char **argv)
 {
     g.dial_timeout_ms = 2000;
+    g.insecure_transport = true;
     g.command_timeout_ms = 5000;
     setvbuf(stdout, NULL, _IOFBF, 1 << 16);
     /* find the command word: skip global flags and their values */

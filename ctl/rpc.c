@@ -11,6 +11,7 @@
 
 #include "client/client.h"
 #include "ctl.h"
+#include "net/tls.h"
 
 static uv_loop_t loop;
 static bool loop_ready;
@@ -81,6 +82,107 @@ static void drop_conn(void)
     }
 }
 
+static bool given(const char *s) { return s && *s; }
+
+/* clientv3's credentials: TLS when a certificate, key or CA is given, when
+ * --insecure-transport=false, or for an https:// endpoint (the system's
+ * roots then); an http:// endpoint is always cleartext. */
+static const struct client_opts *conn_opts(void)
+{
+    static struct client_opts o;
+    static bool done;
+    if (done)
+        return &o;
+    done = true;
+    bool want = given(g.cacert) || given(g.cert) || given(g.key) || !g.insecure_transport;
+    for (size_t i = 0; i < g.n_endpoints; i++)
+        if (!strncmp(g.endpoints[i], "https://", 8))
+            want = true;
+    if (!want)
+        return &o;
+    struct tls_client_options to = {.ca_file = g.cacert, .cert_file = g.cert,
+                                    .key_file = g.key, .skip_verify = g.skip_verify};
+    char err[512];
+    tls_ctx *ctx;
+    if (tls_client_ctx_new(&ctx, &to, err, sizeof err))
+        ctl_die(EXIT_BAD_CONN, "%s", err);
+    o.tls = (struct tls_ctx *)ctx;
+    return &o;
+}
+
+/* --user name[:password] and --password (etcdctl's authCfgFromCmd). */
+static char *auth_name, *auth_pass;
+static bool auth_parsed;
+static void auth_parse(void)
+{
+    if (auth_parsed)
+        return;
+    auth_parsed = true;
+    if (!given(g.user))
+        return;
+    if (given(g.password)) {
+        auth_name = strdup(g.user);
+        auth_pass = strdup(g.password);
+        return;
+    }
+    const char *colon = strchr(g.user, ':');
+    if (colon) {
+        auth_name = strndup(g.user, (size_t)(colon - g.user));
+        auth_pass = strdup(colon + 1);
+        return;
+    }
+    /* speakeasy.Ask("Password: "): the prompt on stdout, the answer from
+     * the terminal (or stdin when there is none). */
+    auth_name = strdup(g.user);
+    fputs("Password: ", stdout);
+    fflush(stdout);
+    FILE *tty = fopen("/dev/tty", "r");
+    char line[1024] = "";
+    if (!fgets(line, sizeof line, tty ? tty : stdin))
+        line[0] = 0;
+    if (tty)
+        fclose(tty);
+    line[strcspn(line, "\r\n")] = 0;
+    auth_pass = strdup(line);
+}
+
+struct call {
+    bool done;
+    struct ctl_reply *out;
+};
+static void on_reply(void *arg, const struct client_reply *r);
+
+/* Authenticate on the current connection and send its token with every
+ * later call. Returns 0, or the gRPC status (reply in *out). */
+static int authenticate(int64_t deadline, struct ctl_reply *out)
+{
+    memset(out, 0, sizeof *out);
+    Etcdserverpb__AuthenticateRequest req = ETCDSERVERPB__AUTHENTICATE_REQUEST__INIT;
+    req.name = auth_name;
+    req.password = auth_pass;
+    struct call c = {.out = out};
+    if (client_unary(conn, "/etcdserverpb.Auth/Authenticate", &req.base, on_reply, &c) != 0) {
+        out->status = 14;
+        out->message = strdup("connection closed");
+        return 14;
+    }
+    if (!run_until(&c.done, deadline - now_ms())) {
+        out->status = 4;
+        out->message = strdup("context deadline exceeded");
+        return 4;
+    }
+    if (out->status)
+        return out->status;
+    Etcdserverpb__AuthenticateResponse *resp =
+        etcdserverpb__authenticate_response__unpack(NULL, out->len, out->data);
+    if (resp && resp->token)
+        client_conn_set_header(conn, "token", resp->token);
+    if (resp)
+        etcdserverpb__authenticate_response__free_unpacked(resp, NULL);
+    ctl_reply_free(out);
+    return 0;
+}
+
 /* Tries endpoints in order (then again) until one connects or deadline. */
 static bool connect_any(char **eps, size_t n, int64_t deadline)
 {
@@ -93,15 +195,29 @@ static bool connect_any(char **eps, size_t n, int64_t deadline)
         const char *ep = eps[i % n];
         conn_settled = false;
         conn_err = 1;
-        if (client_conn_open(&loop, ep, on_conn, NULL, &conn) != 0) {
+        if (client_conn_open_opts(&loop, ep, conn_opts(), on_conn, NULL, &conn) != 0) {
             conn = NULL;
         } else {
             conn_ep = ep;
             int64_t left = deadline - now_ms();
             int64_t wait = g.dial_timeout_ms < left ? g.dial_timeout_ms : left;
             run_until(&conn_settled, wait);
-            if (conn_settled && conn_err == 0)
-                return true;
+            if (conn_settled && conn_err == 0) {
+                auth_parse();
+                if (!auth_name)
+                    return true;
+                struct ctl_reply ar;
+                int st = authenticate(deadline, &ar);
+                if (st == 0)
+                    return true;
+                if (st != 14) {
+                    /* a refusal (wrong password, auth not enabled): as
+                     * clientv3.New, which fails with the error */
+                    ctl_warn_line(eps[0], ar.status, ar.message);
+                    ctl_die(EXIT_BAD_CONN, "%s", ctl_err_text(ar.status, ar.message));
+                }
+                ctl_reply_free(&ar);
+            }
         }
         i++;
         if (i % n == 0 && now_ms() + 100 < deadline)
@@ -110,11 +226,6 @@ static bool connect_any(char **eps, size_t n, int64_t deadline)
     drop_conn();
     return false;
 }
-
-struct call {
-    bool done;
-    struct ctl_reply *out;
-};
 
 static void on_reply(void *arg, const struct client_reply *r)
 {
@@ -256,13 +367,27 @@ static int call_on(char **eps, size_t n, const char *path, const ProtobufCMessag
         ctl_warn_line(eps[0], 4, "latest balancer error: all SubConns are in TransientFailure");
         return deadline_reply(out);
     }
-    struct call c = {.out = out};
-    if (client_unary(conn, path, req, on_reply, &c) != 0) {
-        out->status = 14;
-        out->message = strdup("connection closed");
-    } else if (!run_until(&c.done, deadline - now_ms())) {
-        ctl_warn_line(eps[0], 4, "context deadline exceeded");
-        return deadline_reply(out);
+    for (int attempt = 0;; attempt++) {
+        struct call c = {.out = out};
+        if (client_unary(conn, path, req, on_reply, &c) != 0) {
+            out->status = 14;
+            out->message = strdup("connection closed");
+        } else if (!run_until(&c.done, deadline - now_ms())) {
+            ctl_warn_line(eps[0], 4, "context deadline exceeded");
+            return deadline_reply(out);
+        }
+        /* clientv3 re-authenticates once when the token expired (e.g. the
+         * server restarted, or simple tokens timed out) */
+        if (attempt == 0 && auth_name && out->status &&
+            !strcmp(out->message, "etcdserver: invalid auth token")) {
+            struct ctl_reply ar;
+            if (authenticate(deadline, &ar) == 0) {
+                ctl_reply_free(out);
+                continue;
+            }
+            ctl_reply_free(&ar);
+        }
+        break;
     }
     if (out->status != 0)
         ctl_warn_line(eps[0], out->status, out->message);
