@@ -70,6 +70,10 @@ const char *ctl_err_text(int status, const char *message);
 /* Prints clientv3's "retrying of unary invoker failed" warn line. */
 void ctl_warn_line(const char *endpoint, int status, const char *message);
 void ctl_reply_free(struct ctl_reply *r);
+/* ctl_call, then the reply unpacked as resp; on an error prints etcdctl's
+ * "Error: <text>" and exits 1. The message is the caller's (never freed). */
+ProtobufCMessage *ctl_rpc(const char *path, const ProtobufCMessage *req,
+                          const ProtobufCMessageDescriptor *resp);
 
 /* Streams: msg_cb gets each response message; returns when the stream
  * ends (returns its status) or when done_cb asks (returns 0). */
@@ -138,6 +142,17 @@ void print_ep_health(const struct ep_health *h, size_t n);
  * current printer lacks a method (fields/table printers of printer.go). */
 void print_need_rpc_printer(void);
 
+/* ---- pbout.c: any message by its descriptor ---- */
+/* Go's encoding/json of the gogo struct (no newline). */
+void out_pb_json(struct buf *b, const ProtobufCMessage *m);
+/* printer_protobuf.go: the marshalled message through fmt.Printf. */
+void out_pb_raw(const ProtobufCMessage *m);
+/* -w json / protobuf: prints m and returns true; -w table: exits with
+ * etcdctl's "table not supported"; simple / fields: returns false. */
+bool print_generic(const ProtobufCMessage *m);
+/* The fields printer's header lines. */
+void print_fields_header(const Etcdserverpb__ResponseHeader *h);
+
 /* ---- commands ---- */
 int cmd_get(int argc, char **argv);
 int cmd_put(int argc, char **argv);
@@ -150,6 +165,9 @@ int cmd_member(int argc, char **argv);
 int cmd_endpoint(int argc, char **argv);
 int cmd_alarm(int argc, char **argv);
 int cmd_k8s(int argc, char **argv);
+int cmd_user(int argc, char **argv);
+int cmd_role(int argc, char **argv);
+int cmd_auth(int argc, char **argv);
 
 /* ---- flags (main.c) ---- */
 enum flag_type { F_BOOL, F_STR, F_INT, F_DUR };

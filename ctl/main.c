@@ -303,8 +303,8 @@ static const struct {
     {"snapshot", not_implemented}, {"defrag", not_implemented},
     {"move-leader", not_implemented}, {"make-mirror", not_implemented},
     {"migrate", not_implemented}, {"lock", not_implemented},
-    {"elect", not_implemented}, {"auth", not_implemented},
-    {"user", not_implemented},  {"role", not_implemented},
+    {"elect", not_implemented}, {"auth", cmd_auth},
+    {"user", cmd_user},         {"role", cmd_role},
     {"check", not_implemented},
 };
 
