@@ -49,12 +49,21 @@ static char *ask(const char *prompt)
 {
     printf("%s", prompt);
     fflush(stdout);
-    if (!isatty(0))
-        ctl_die(EXIT_BAD_ARGS, "failed to ask password: inappropriate ioctl for device");
+    /* speakeasy turns echo off and on with stty, which complains when
+     * stdin is not a terminal; the answer is read all the same */
+    bool tty = isatty(0);
+    if (!tty) {
+        fflush(stdout);
+        fputs("stty: 'standard input': Inappropriate ioctl for device\n", stderr);
+    }
     char line[1024] = "";
     if (!fgets(line, sizeof line, stdin))
         line[0] = 0;
     line[strcspn(line, "\r\n")] = 0;
+    if (!tty) {
+        fflush(stdout);
+        fputs("stty: 'standard input': Inappropriate ioctl for device\n", stderr);
+    }
     printf("\n");
     return strdup(line);
 }

@@ -166,6 +166,14 @@ int cmd_endpoint(int argc, char **argv);
 int cmd_alarm(int argc, char **argv);
 int cmd_k8s(int argc, char **argv);
 int cmd_user(int argc, char **argv);
+int cmd_defrag(int argc, char **argv);
+int cmd_move_leader(int argc, char **argv);
+/* admin.c: member add/remove/update/promote (-1: not one of them). */
+int ctl_member_admin(const char *sub, int argc, char **argv);
+int ctl_endpoint_hashkv(char **eps, size_t n, int64_t rev);
+/* other.c: the endpoints to talk to, or with cluster the members' client
+ * URLs from the member list. */
+char **ctl_endpoints(bool cluster, size_t *n);
 int cmd_role(int argc, char **argv);
 int cmd_auth(int argc, char **argv);
 

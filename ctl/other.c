@@ -289,10 +289,10 @@ static Etcdserverpb__MemberListResponse *member_list_call(void)
 int cmd_member(int argc, char **argv)
 {
     if (argc < 1 || strcmp(argv[0], "list")) {
-        if (argc >= 1 && (!strcmp(argv[0], "add") || !strcmp(argv[0], "remove") ||
-                          !strcmp(argv[0], "update") || !strcmp(argv[0], "promote")))
-            ctl_die(EXIT_BAD_FEATURE, "member %s is not implemented in ketchctl yet", argv[0]);
-        ctl_die(EXIT_ERR, "member <subcommand>: list");
+        int rc = argc >= 1 ? ctl_member_admin(argv[0], argc - 1, argv + 1) : -1;
+        if (rc >= 0)
+            return rc;
+        ctl_die(EXIT_ERR, "member <subcommand>: list, add, remove, update, promote");
     }
     ctl_parse(argc - 1, argv + 1, (struct flag[]){FEND});
     ctl_init_display();
@@ -303,7 +303,7 @@ int cmd_member(int argc, char **argv)
 /* ---- endpoint ---- */
 
 /* endpointsFromCluster: --cluster asks the member list for client URLs. */
-static char **endpoints(bool cluster, size_t *n)
+char **ctl_endpoints(bool cluster, size_t *n)
 {
     if (!cluster) {
         *n = g.n_endpoints;
@@ -338,7 +338,7 @@ int cmd_endpoint(int argc, char **argv)
     ctl_parse(argc - 1, argv + 1, fl);
     ctl_init_display();
     size_t n;
-    char **eps = endpoints(cluster, &n);
+    char **eps = ctl_endpoints(cluster, &n);
     if (!strcmp(sub, "status")) {
         struct ep_status *st = calloc(n + 1, sizeof *st);
         size_t ok = 0;
@@ -389,7 +389,7 @@ int cmd_endpoint(int argc, char **argv)
         return 0;
     }
     if (!strcmp(sub, "hashkv"))
-        ctl_die(EXIT_BAD_FEATURE, "endpoint hashkv is not implemented in ketchctl yet");
+        return ctl_endpoint_hashkv(eps, n, rev);
     ctl_die(EXIT_ERR, "unknown command \"%s\" for \"ketchctl endpoint\"", sub);
 }
 
