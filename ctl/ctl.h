@@ -75,6 +75,22 @@ void ctl_reply_free(struct ctl_reply *r);
 ProtobufCMessage *ctl_rpc(const char *path, const ProtobufCMessage *req,
                           const ProtobufCMessageDescriptor *resp);
 
+/* As ctl_call with its own timeout (<= 0: none; the connection is still
+ * bounded by --command-timeout), for calls that wait (lock, campaign). */
+int ctl_call_wait(const char *path, const ProtobufCMessage *req, struct ctl_reply *out,
+                  int64_t timeout_ms);
+/* concurrency.NewSession: keeps lease alive (every ttl/3 s) for as long as
+ * the loop runs (inside ctl_call*, ctl_wait_signal, ctl_spawn_wait).
+ * Returns 0 or a gRPC status. */
+int ctl_session_start(int64_t lease, int64_t ttl_s);
+bool ctl_session_expired(void);
+/* Runs until SIGINT/SIGTERM (true) or the session expires (false). */
+bool ctl_wait_signal(void);
+/* Runs argv (PATH searched) with env, stdio inherited, the session kept
+ * alive meanwhile. Returns its exit status (signal in *signal_out), or a
+ * negative libuv error when it could not start. */
+int ctl_spawn_wait(char **argv, char **env, int *signal_out);
+
 /* Streams: msg_cb gets each response message; returns when the stream
  * ends (returns its status) or when done_cb asks (returns 0). */
 typedef bool (*ctl_msg_fn)(void *arg, const uint8_t *data, size_t len); /* false: stop */
@@ -167,6 +183,8 @@ int cmd_alarm(int argc, char **argv);
 int cmd_k8s(int argc, char **argv);
 int cmd_user(int argc, char **argv);
 int cmd_defrag(int argc, char **argv);
+int cmd_lock(int argc, char **argv);
+int cmd_elect(int argc, char **argv);
 int cmd_move_leader(int argc, char **argv);
 /* admin.c: member add/remove/update/promote (-1: not one of them). */
 int ctl_member_admin(const char *sub, int argc, char **argv);

@@ -302,8 +302,8 @@ static const struct {
     {"version", cmd_version},   {"k8s", cmd_k8s},
     {"snapshot", not_implemented}, {"defrag", cmd_defrag},
     {"move-leader", cmd_move_leader}, {"make-mirror", not_implemented},
-    {"migrate", not_implemented}, {"lock", not_implemented},
-    {"elect", not_implemented}, {"auth", cmd_auth},
+    {"migrate", not_implemented}, {"lock", cmd_lock},
+    {"elect", cmd_elect}, {"auth", cmd_auth},
     {"user", cmd_user},         {"role", cmd_role},
     {"check", not_implemented},
 };
@@ -372,9 +372,16 @@ int main(int argc, char **argv)
         int n = argc - 1;
         char **args = calloc((size_t)argc + 1, sizeof *args);
         int k = 0;
-        for (int j = i + 1; j < argc; j++)
+        /* the global flags go after the command's words (subcommands look
+         * at argv[0]) but before a "--" (lock's command line) */
+        int dd = i + 1;
+        while (dd < argc && strcmp(argv[dd], "--"))
+            dd++;
+        for (int j = i + 1; j < dd; j++)
             args[k++] = argv[j];
         for (int j = 1; j < i; j++)
+            args[k++] = argv[j];
+        for (int j = dd; j < argc; j++)
             args[k++] = argv[j];
         (void)n;
         char **with_name = calloc((size_t)argc + 2, sizeof *args);

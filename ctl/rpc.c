@@ -3,10 +3,13 @@
  * the next endpoint when one cannot be connected to. ketchctl is a one-shot
  * process: on a timeout it exits, so nothing that was left running on the
  * loop needs unwinding. */
+#include <ctype.h>
+#include <errno.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include "client/client.h"
@@ -100,12 +103,29 @@ static const struct client_opts *conn_opts(void)
             want = true;
     if (!want)
         return &o;
+    /* transport.TLSInfo.ClientConfig's checks, in its order */
+    if (given(g.cert) != given(g.key))
+        ctl_die(EXIT_BAD_ARGS, "KeyFile and CertFile must both be present[key: %s, cert: %s]",
+                g.key ? g.key : "", g.cert ? g.cert : "");
+    const char *files[] = {g.cert, g.key, g.cacert};
+    for (int i = 0; i < 3; i++) {
+        if (!given(files[i]))
+            continue;
+        FILE *f = fopen(files[i], "r");
+        if (!f) {
+            char e[256];
+            snprintf(e, sizeof e, "%s", strerror(errno));
+            e[0] = (char)tolower((unsigned char)e[0]);
+            ctl_die(EXIT_BAD_ARGS, "open %s: %s", files[i], e);
+        }
+        fclose(f);
+    }
     struct tls_client_options to = {.ca_file = g.cacert, .cert_file = g.cert,
                                     .key_file = g.key, .skip_verify = g.skip_verify};
     char err[512];
     tls_ctx *ctx;
     if (tls_client_ctx_new(&ctx, &to, err, sizeof err))
-        ctl_die(EXIT_BAD_CONN, "%s", err);
+        ctl_die(EXIT_BAD_ARGS, "%s", err);
     o.tls = (struct tls_ctx *)ctx;
     return &o;
 }
@@ -357,12 +377,29 @@ static int deadline_reply(struct ctl_reply *out)
     return 4;
 }
 
+static int call_on_t(char **eps, size_t n, const char *path, const ProtobufCMessage *req,
+                     struct ctl_reply *out, int64_t timeout_ms);
+
 static int call_on(char **eps, size_t n, const char *path, const ProtobufCMessage *req,
                    struct ctl_reply *out)
 {
+    return call_on_t(eps, n, path, req, out, g.command_timeout_ms);
+}
+
+int ctl_call_wait(const char *path, const ProtobufCMessage *req, struct ctl_reply *out,
+                  int64_t timeout_ms)
+{
+    return call_on_t(g.endpoints, g.n_endpoints, path, req, out,
+                     timeout_ms > 0 ? timeout_ms : INT64_MAX / 4);
+}
+
+static int call_on_t(char **eps, size_t n, const char *path, const ProtobufCMessage *req,
+                     struct ctl_reply *out, int64_t timeout_ms)
+{
     memset(out, 0, sizeof *out);
-    int64_t deadline = now_ms() + g.command_timeout_ms;
-    if (!connect_any(eps, n, deadline)) {
+    int64_t deadline = now_ms() + timeout_ms;
+    int64_t dial_deadline = now_ms() + g.command_timeout_ms;
+    if (!connect_any(eps, n, dial_deadline < deadline ? dial_deadline : deadline)) {
         loop_init();
         ctl_warn_line(eps[0], 4, "latest balancer error: all SubConns are in TransientFailure");
         return deadline_reply(out);
@@ -520,4 +557,114 @@ char *ctl_read_stdin(size_t *len)
     buf_put(&b, "", 1);
     *len = b.len - 1;
     return b.p;
+}
+
+/* ---- sessions (concurrency.NewSession): a lease kept alive in the
+ * background while the loop runs, for lock and elect ---- */
+
+static struct client_stream *sess_stream;
+static uv_timer_t sess_timer;
+static bool sess_expired, got_signal;
+static Etcdserverpb__LeaseKeepAliveRequest sess_req = ETCDSERVERPB__LEASE_KEEP_ALIVE_REQUEST__INIT;
+
+static void sess_msg(void *arg, const uint8_t *data, size_t len)
+{
+    Etcdserverpb__LeaseKeepAliveResponse *r =
+        etcdserverpb__lease_keep_alive_response__unpack(NULL, len, data);
+    if (r && r->ttl <= 0) {
+        sess_expired = true;
+        uv_stop(&loop);
+    }
+    if (r)
+        etcdserverpb__lease_keep_alive_response__free_unpacked(r, NULL);
+}
+
+static void sess_close(void *arg, const struct client_reply *r)
+{
+    sess_stream = NULL;
+    sess_expired = true;
+    uv_stop(&loop);
+}
+
+static void sess_tick(uv_timer_t *t)
+{
+    if (sess_stream)
+        client_stream_send(sess_stream, &sess_req.base);
+}
+
+int ctl_session_start(int64_t lease, int64_t ttl_s)
+{
+    int64_t deadline = now_ms() + g.command_timeout_ms;
+    if (!connect_any(g.endpoints, g.n_endpoints, deadline))
+        return 4;
+    sess_req.id = lease;
+    if (client_stream_open(conn, "/etcdserverpb.Lease/LeaseKeepAlive", sess_msg, sess_close, NULL,
+                           &sess_stream) != 0)
+        return 14;
+    client_stream_send(sess_stream, &sess_req.base);
+    uint64_t every = ttl_s > 0 ? (uint64_t)ttl_s * 1000 / 3 : 1000;
+    if (every < 500)
+        every = 500;
+    uv_timer_init(&loop, &sess_timer);
+    uv_timer_start(&sess_timer, sess_tick, every, every);
+    return 0;
+}
+
+bool ctl_session_expired(void)
+{
+    return sess_expired;
+}
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+    got_signal = true;
+    uv_stop(&loop);
+}
+
+bool ctl_wait_signal(void)
+{
+    loop_init();
+    static uv_signal_t si, st;
+    uv_signal_init(&loop, &si);
+    uv_signal_init(&loop, &st);
+    uv_signal_start(&si, on_signal, SIGINT);
+    uv_signal_start(&st, on_signal, SIGTERM);
+    while (!got_signal && !sess_expired)
+        uv_run(&loop, UV_RUN_ONCE);
+    uv_signal_stop(&si);
+    uv_signal_stop(&st);
+    return got_signal;
+}
+
+static bool child_done;
+static int64_t child_status;
+static int child_signal;
+
+static void on_exit_cb(uv_process_t *p, int64_t status, int sig)
+{
+    child_done = true;
+    child_status = status;
+    child_signal = sig;
+    uv_close((uv_handle_t *)p, NULL);
+}
+
+int ctl_spawn_wait(char **argv, char **env, int *signal_out)
+{
+    loop_init();
+    static uv_process_t proc;
+    uv_stdio_container_t stdio[3] = {
+        {.flags = UV_INHERIT_FD, .data.fd = 0},
+        {.flags = UV_INHERIT_FD, .data.fd = 1},
+        {.flags = UV_INHERIT_FD, .data.fd = 2},
+    };
+    uv_process_options_t o = {.exit_cb = on_exit_cb, .file = argv[0], .args = argv, .env = env,
+                              .stdio_count = 3, .stdio = stdio};
+    fflush(stdout);
+    int r = uv_spawn(&loop, &proc, &o);
+    if (r < 0)
+        return r;
+    while (!child_done)
+        uv_run(&loop, UV_RUN_ONCE);
+    *signal_out = child_signal;
+    return (int)child_status;
 }
