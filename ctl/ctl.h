@@ -84,6 +84,8 @@ int ctl_call_wait(const char *path, const ProtobufCMessage *req, struct ctl_repl
  * Returns 0 or a gRPC status. */
 int ctl_session_start(int64_t lease, int64_t ttl_s);
 bool ctl_session_expired(void);
+/* From now on SIGINT/SIGTERM are only noted (for ctl_wait_signal). */
+void ctl_catch_signals(void);
 /* Runs until SIGINT/SIGTERM (true) or the session expires (false). */
 bool ctl_wait_signal(void);
 /* Runs argv (PATH searched) with env, stdio inherited, the session kept
@@ -161,7 +163,7 @@ void print_need_rpc_printer(void);
 /* ---- pbout.c: any message by its descriptor ---- */
 /* Go's encoding/json of the gogo struct (no newline). */
 void out_pb_json(struct buf *b, const ProtobufCMessage *m);
-/* printer_protobuf.go: the marshalled message through fmt.Printf. */
+/* printer_protobuf.go: the marshalled message, raw on stdout. */
 void out_pb_raw(const ProtobufCMessage *m);
 /* -w json / protobuf: prints m and returns true; -w table: exits with
  * etcdctl's "table not supported"; simple / fields: returns false. */

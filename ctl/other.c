@@ -409,7 +409,35 @@ int cmd_alarm(int argc, char **argv)
     } else if (!strcmp(sub, "disarm")) {
         if (n)
             ctl_die(EXIT_BAD_ARGS, "alarm disarm command accepts no arguments");
-        req.action = ETCDSERVERPB__ALARM_REQUEST__ALARM_ACTION__DEACTIVATE;
+        /* clientv3's AlarmDisarm of every alarm: list them, disarm each,
+         * and answer with the disarmed ones (no header) */
+        ctl_init_display();
+        req.action = ETCDSERVERPB__ALARM_REQUEST__ALARM_ACTION__GET;
+        struct ctl_reply r;
+        if (ctl_call("/etcdserverpb.Maintenance/Alarm", &req.base, &r))
+            die_reply(&r, EXIT_ERR, NULL);
+        Etcdserverpb__AlarmResponse *list = etcdserverpb__alarm_response__unpack(NULL, r.len, r.data);
+        if (!list)
+            ctl_die(EXIT_ERR, "cannot decode the reply");
+        Etcdserverpb__AlarmResponse ret = ETCDSERVERPB__ALARM_RESPONSE__INIT;
+        ret.alarms = calloc(list->n_alarms + 1, sizeof *ret.alarms);
+        for (size_t i = 0; i < list->n_alarms; i++) {
+            Etcdserverpb__AlarmRequest d = ETCDSERVERPB__ALARM_REQUEST__INIT;
+            d.action = ETCDSERVERPB__ALARM_REQUEST__ALARM_ACTION__DEACTIVATE;
+            d.memberid = list->alarms[i]->memberid;
+            d.alarm = list->alarms[i]->alarm;
+            struct ctl_reply dr;
+            if (ctl_call("/etcdserverpb.Maintenance/Alarm", &d.base, &dr))
+                die_reply(&dr, EXIT_ERR, NULL);
+            Etcdserverpb__AlarmResponse *dresp =
+                etcdserverpb__alarm_response__unpack(NULL, dr.len, dr.data);
+            for (size_t j = 0; dresp && j < dresp->n_alarms; j++) {
+                ret.alarms = realloc(ret.alarms, (ret.n_alarms + 1) * sizeof *ret.alarms);
+                ret.alarms[ret.n_alarms++] = dresp->alarms[j];
+            }
+        }
+        print_alarm(&ret);
+        return 0;
     } else {
         ctl_die(EXIT_ERR, "unknown command \"%s\" for \"ketchctl alarm\"", sub);
     }

@@ -1,8 +1,7 @@
 /* Output of any response message by its protobuf-c descriptor: etcdctl's
  * JSON printer (Go's encoding/json of the gogo structs: proto field names,
  * omitempty, integers as numbers, enums as numbers, bytes as base64) and its
- * protobuf printer (the marshalled message through fmt.Printf, as
- * printer_protobuf.go does). Used by the commands whose JSON has nothing
+ * protobuf printer (the marshalled message, raw). Used by the commands whose JSON has nothing
  * special (auth, user, role, member add/remove/update/promote, ...). */
 #include <inttypes.h>
 #include <stdlib.h>
@@ -140,69 +139,13 @@ void out_pb_json(struct buf *b, const ProtobufCMessage *m)
     buf_puts(b, "}");
 }
 
-/* fmt.Printf(string(b)) with no arguments: verbs become %!v(MISSING). */
-static void go_printf_noargs(struct buf *o, const uint8_t *p, size_t n)
-{
-    for (size_t i = 0; i < n;) {
-        if (p[i] != '%') {
-            size_t j = i;
-            while (j < n && p[j] != '%')
-                j++;
-            buf_put(o, p + i, j - i);
-            i = j;
-            continue;
-        }
-        i++;
-        while (i < n && strchr("+-# 0", p[i]))
-            i++;
-        while (i < n && p[i] >= '0' && p[i] <= '9')
-            i++;
-        if (i < n && p[i] == '.') {
-            i++;
-            while (i < n && p[i] >= '0' && p[i] <= '9')
-                i++;
-        }
-        if (i >= n) {
-            buf_puts(o, "%!(NOVERB)");
-            break;
-        }
-        if (p[i] == '%') {
-            buf_puts(o, "%");
-            i++;
-            continue;
-        }
-        /* the verb is one UTF-8 rune (U+FFFD when invalid) */
-        size_t len = 1;
-        uint8_t c = p[i];
-        bool ok = true;
-        if (c >= 0x80) {
-            len = c >= 0xf0 && c < 0xf8 ? 4 : c >= 0xe0 ? 3 : c >= 0xc2 && c < 0xe0 ? 2 : 0;
-            if (len == 0 || c >= 0xf8 || i + len > n)
-                ok = false, len = 1;
-            for (size_t k = 1; ok && k < len; k++)
-                if ((p[i + k] & 0xc0) != 0x80)
-                    ok = false, len = 1;
-        }
-        buf_puts(o, "%!");
-        if (ok)
-            buf_put(o, p + i, len);
-        else
-            buf_puts(o, "\xef\xbf\xbd");
-        buf_puts(o, "(MISSING)");
-        i += len;
-    }
-}
-
 void out_pb_raw(const ProtobufCMessage *m)
 {
     size_t n = protobuf_c_message_get_packed_size(m);
     uint8_t *p = malloc(n ? n : 1);
     protobuf_c_message_pack(m, p);
-    struct buf o = {0};
-    go_printf_noargs(&o, p, n);
-    if (o.len)
-        fwrite(o.p, 1, o.len, stdout);
-    buf_free(&o);
+    if (n)
+        fwrite(p, 1, n, stdout);
     free(p);
 }
 
