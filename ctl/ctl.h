@@ -93,6 +93,16 @@ bool ctl_wait_signal(void);
  * negative libuv error when it could not start. */
 int ctl_spawn_wait(char **argv, char **env, int *signal_out);
 
+/* The loop and the (connected, authenticated) connection of rpc.c, for
+ * commands that drive src/client asynchronously (make-mirror). Exits as
+ * etcdctl when no endpoint answers. */
+struct uv_loop_s *ctl_loop(void);
+struct client_conn *ctl_connect(void);
+/* A TLS client context from files (exits on an error). */
+struct tls_ctx;
+int ctl_tls_ctx(const char *cacert, const char *cert, const char *key, bool skip_verify,
+                struct tls_ctx **out);
+
 /* Streams: msg_cb gets each response message; returns when the stream
  * ends (returns its status) or when done_cb asks (returns 0). */
 typedef bool (*ctl_msg_fn)(void *arg, const uint8_t *data, size_t len); /* false: stop */
@@ -186,6 +196,7 @@ int cmd_k8s(int argc, char **argv);
 int cmd_user(int argc, char **argv);
 int cmd_defrag(int argc, char **argv);
 int cmd_lock(int argc, char **argv);
+int cmd_make_mirror(int argc, char **argv);
 int cmd_elect(int argc, char **argv);
 int cmd_move_leader(int argc, char **argv);
 /* admin.c: member add/remove/update/promote (-1: not one of them). */

@@ -301,7 +301,7 @@ static const struct {
     {"endpoint", cmd_endpoint}, {"alarm", cmd_alarm},
     {"version", cmd_version},   {"k8s", cmd_k8s},
     {"snapshot", not_implemented}, {"defrag", cmd_defrag},
-    {"move-leader", cmd_move_leader}, {"make-mirror", not_implemented},
+    {"move-leader", cmd_move_leader}, {"make-mirror", cmd_make_mirror},
     {"migrate", not_implemented}, {"lock", cmd_lock},
     {"elect", cmd_elect}, {"auth", cmd_auth},
     {"user", cmd_user},         {"role", cmd_role},

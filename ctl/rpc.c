@@ -688,3 +688,34 @@ int ctl_spawn_wait(char **argv, char **env, int *signal_out)
     *signal_out = child_signal;
     return (int)child_status;
 }
+
+/* ---- raw access for commands that drive the client asynchronously ---- */
+
+uv_loop_t *ctl_loop(void)
+{
+    loop_init();
+    return &loop;
+}
+
+struct client_conn *ctl_connect(void)
+{
+    int64_t deadline = now_ms() + g.command_timeout_ms;
+    if (!connect_any(g.endpoints, g.n_endpoints, deadline)) {
+        ctl_warn_line(g.endpoints[0], 4, "latest balancer error: all SubConns are in TransientFailure");
+        ctl_die(EXIT_ERR, "context deadline exceeded");
+    }
+    return conn;
+}
+
+int ctl_tls_ctx(const char *cacert, const char *cert, const char *key, bool skip_verify,
+                struct tls_ctx **out)
+{
+    struct tls_client_options to = {.ca_file = cacert, .cert_file = cert, .key_file = key,
+                                    .skip_verify = skip_verify};
+    char err[512];
+    tls_ctx *ctx;
+    if (tls_client_ctx_new(&ctx, &to, err, sizeof err))
+        ctl_die(EXIT_BAD_ARGS, "%s", err);
+    *out = (struct tls_ctx *)ctx;
+    return 0;
+}

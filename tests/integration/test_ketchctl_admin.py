@@ -299,11 +299,11 @@ def _spawn(tool, srv, *args):
                             stderr=subprocess.PIPE, env=e)
 
 
-def wait_until(cond, timeout=20):
+def wait_until(cond, timeout=20, what=None):
     """Polls cond (a state the test then relies on; never a timing check)."""
     end = time.time() + timeout
     while not cond():
-        assert time.time() < end, "condition not reached"
+        assert time.time() < end, "condition not reached%s" % (": %r" % what() if what else "")
         time.sleep(0.05)
 
 
@@ -496,3 +496,33 @@ def test_tls_with_auth(certs, request):
     same_seq(url, seq, extra=ca + ("--user", "root:pw"))
     same_seq("https://%s,%s" % (DEAD, url), seq, extra=ca + ("--user", "root:pw"))
     same(url, "get", "k", extra=ca + ("--user", "root:bad"))
+
+
+# ---- make-mirror ----
+
+@pytest.mark.parametrize("direction", ["etcd-to-sut", "sut-to-etcd"])
+def test_make_mirror(server, ref_etcd, direction):
+    src, dst = (ref_etcd, server) if direction == "etcd-to-sut" else (server, ref_etcd)
+    results = {}
+    for tool, tag in ((ETCDCTL, "e"), (KETCHCTL, "k")):
+        pfx = "/%s/" % tag
+        for k, v in (("a", "1"), ("b", "2"), ("gone", "x")):
+            assert src.etcdctl("put", pfx + k, v).returncode == 0
+        src.etcdctl("put", "/outside", "no")
+        p = _spawn(tool, src, "make-mirror", "--prefix=" + pfx, "--dest-prefix=/copy" + pfx, dst.endpoint)
+        try:
+            def dest(): return dst.etcdctl("get", "/copy" + pfx, "--prefix").stdout
+            wait_until(lambda: dest().count("/copy") == 3, what=dest)
+            # then the updates: a put, a delete, a txn of two puts
+            src.etcdctl("put", pfx + "c", "3")
+            src.etcdctl("del", pfx + "gone")
+            assert src.etcdctl("txn", stdin="\nput %sd 4\nput %sb 22\n\n\n" % (pfx, pfx)).returncode == 0
+            wait_until(lambda: "22" in dest() and "gone" not in dest(), what=dest)
+            results[tag] = dest().replace(pfx, "/P/")
+        finally:
+            p.kill()
+            p.wait()
+    assert results["k"] == results["e"] == "/copy/P/a\n1\n/copy/P/b\n22\n/copy/P/c\n3\n/copy/P/d\n4\n"
+    assert dst.etcdctl("get", "/outside").stdout == ""
+    same(src.endpoint, "make-mirror")
+    same(src.endpoint, "make-mirror", "--dest-prefix=x", "--no-dest-prefix", dst.endpoint)
