@@ -58,8 +58,10 @@ int cmd_watch(int argc, char **argv)
     const char *env_key = getenv("ETCDCTL_WATCH_KEY"), *env_end = getenv("ETCDCTL_WATCH_RANGE_END");
     if ((!env_key || !*env_key) && env_end && *env_end)
         ctl_die(EXIT_BAD_ARGS, "ETCDCTL_WATCH_KEY is empty but got ETCDCTL_WATCH_RANGE_END=\"%s\"", env_end);
-    if (interactive)
-        ctl_die(EXIT_BAD_FEATURE, "watch --interactive is not implemented in ketchctl yet");
+    if (interactive) {
+        ctl_init_display();
+        return ctl_watch_interactive(prefix, rev, prev);
+    }
     const char *key, *end = NULL;
     if (env_key && *env_key) {
         if (n > 0)

@@ -526,3 +526,24 @@ def test_make_mirror(server, ref_etcd, direction):
     assert dst.etcdctl("get", "/outside").stdout == ""
     same(src.endpoint, "make-mirror")
     same(src.endpoint, "make-mirror", "--dest-prefix=x", "--no-dest-prefix", dst.endpoint)
+
+
+def test_watch_interactive(srv):
+    for k, v in (("wa", "1"), ("wb", "2"), ("xa", "3")):
+        srv.etcdctl("put", k, v)
+    outs = {}
+    for tool in (ETCDCTL, KETCHCTL):
+        e = {k: v for k, v in os.environ.items() if not k.startswith("ETCDCTL_")}
+        e["ETCDCTL_API"] = "3"
+        p = subprocess.Popen([tool, "--endpoints=" + srv.endpoint, "watch", "-i"],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=e)
+        p.stdin.write(b"watch wa --rev=2\n")
+        p.stdin.flush()
+        lines = _read_lines(p, 3)  # the history from --rev: PUT wa 1
+        p.stdin.write(b"watch w --prefix --prev-kv --rev 2\nbogus\n\nwatch\n")
+        p.stdin.flush()
+        lines += _read_lines(p, 6)  # PUT wa 1, PUT wb 2
+        out, err = p.communicate(input=b"", timeout=20)  # end of input ends it
+        outs[tool] = (lines, out, p.returncode, err)
+    assert outs[KETCHCTL] == outs[ETCDCTL]
+    assert outs[ETCDCTL][2] == 3
