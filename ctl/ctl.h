@@ -197,6 +197,7 @@ int cmd_user(int argc, char **argv);
 int cmd_defrag(int argc, char **argv);
 int cmd_lock(int argc, char **argv);
 int cmd_make_mirror(int argc, char **argv);
+int cmd_check(int argc, char **argv);
 /* watchi.c: watch -i with the command line's --prefix/--rev/--prev-kv. */
 int ctl_watch_interactive(bool prefix, int64_t rev, bool prev);
 int cmd_elect(int argc, char **argv);

@@ -305,7 +305,7 @@ static const struct {
     {"migrate", not_implemented}, {"lock", cmd_lock},
     {"elect", cmd_elect}, {"auth", cmd_auth},
     {"user", cmd_user},         {"role", cmd_role},
-    {"check", not_implemented},
+    {"check", cmd_check},
 };
 
 static void usage(void)

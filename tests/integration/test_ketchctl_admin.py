@@ -547,3 +547,20 @@ def test_watch_interactive(srv):
         outs[tool] = (lines, out, p.returncode, err)
     assert outs[KETCHCTL] == outs[ETCDCTL]
     assert outs[ETCDCTL][2] == 3
+
+
+def test_check_perf(srv):
+    same(srv.endpoint, "check", "perf", "--load=zz")
+    srv.etcdctl("put", "/busy/x", "1")
+    same(srv.endpoint, "check", "perf", "--prefix=/busy/")
+    # a short run (KETCHCTL_CHECK_SECONDS; etcdctl always takes 60 s): the
+    # verdict lines as etcdctl's; whether they say PASS is the machine's
+    # business, not asserted
+    r = run(KETCHCTL, srv.endpoint, "check", "perf", "--auto-compact", env={"KETCHCTL_CHECK_SECONDS": "2"})
+    lines = r.stdout.decode().splitlines()
+    assert re.match(r"Compacting with revision \d+$", lines[0]) and lines[1].startswith("Compacted with")
+    assert re.match(r"(PASS: Throughput is|FAIL: Throughput too low:) \d+ writes/s$", lines[2]), lines
+    assert re.match(r"(PASS: Slowest request took|Slowest request took too long:) \d+\.\d{6}s$", lines[3])
+    assert re.match(r"(PASS: Stddev is|Stddev too high:) \d+\.\d{6}s$", lines[4])
+    assert lines[5] in ("PASS", "FAIL") and r.returncode == (0 if lines[5] == "PASS" else 1)
+    assert srv.etcdctl("get", "/etcdctl-check-perf/", "--prefix", "--keys-only").stdout == ""
