@@ -564,3 +564,23 @@ def test_check_perf(srv):
     assert re.match(r"(PASS: Stddev is|Stddev too high:) \d+\.\d{6}s$", lines[4])
     assert lines[5] in ("PASS", "FAIL") and r.returncode == (0 if lines[5] == "PASS" else 1)
     assert srv.etcdctl("get", "/etcdctl-check-perf/", "--prefix", "--keys-only").stdout == ""
+
+
+def test_check_datascale(srv):
+    same(srv.endpoint, "check", "datascale", "--load=zz")
+    srv.etcdctl("put", "/etcdctl-check-datascale/x", "1")
+    same(srv.endpoint, "check", "datascale")
+    srv.etcdctl("del", "/etcdctl-check-datascale/x")
+    r = run(KETCHCTL, srv.endpoint, "check", "datascale", env={"KETCHCTL_CHECK_KEYS": "300"})
+    if b"could not find" in r.stdout:
+        # no such metric on this server: etcdctl's FAIL lines, exit 1
+        assert r.stdout == (b"could not find: process_resident_memory_bytes\nFAIL: Could not read "
+                            b"process_resident_memory_bytes before the put operations.\n")
+        assert r.returncode == 1
+    else:
+        lines = r.stdout.decode().splitlines()
+        assert lines[0] == ("Start data scale check for work load [10000 key-value pairs, 1024 bytes "
+                            "per key-value, 50 concurrent clients].")
+        assert re.match(r"PASS: Approximate system memory used : -?\d+\.\d\d MB\.$", lines[-1]), lines
+        assert r.returncode == 0
+    assert srv.etcdctl("get", "/etcdctl-check-datascale/", "--prefix", "--keys-only").stdout == ""
