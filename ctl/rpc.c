@@ -177,6 +177,8 @@ static void on_reply(void *arg, const struct client_reply *r);
 static int authenticate(int64_t deadline, struct ctl_reply *out)
 {
     memset(out, 0, sizeof *out);
+    /* log in without the stale token (etcd refuses a call carrying one) */
+    client_conn_set_header(conn, "token", NULL);
     Etcdserverpb__AuthenticateRequest req = ETCDSERVERPB__AUTHENTICATE_REQUEST__INIT;
     req.name = auth_name;
     req.password = auth_pass;

@@ -584,3 +584,26 @@ def test_check_datascale(srv):
         assert re.match(r"PASS: Approximate system memory used : -?\d+\.\d\d MB\.$", lines[-1]), lines
         assert r.returncode == 0
     assert srv.etcdctl("get", "/etcdctl-check-datascale/", "--prefix", "--keys-only").stdout == ""
+
+
+@pytest.mark.parametrize("binary", ["sut", "etcd"])
+def test_reauth_after_token_expiry(request, binary):
+    """A token that expires while a command waits (simple tokens live
+    --auth-token-ttl seconds after their last use): the next call gets
+    `etcdserver: invalid auth token`, and the client logs in again."""
+    s = Server(binary=None if binary == "sut" else ETCD, tmpfs=binary == "etcd",
+               extra_args=["--auth-token-ttl", "1"], label="ttl-" + binary)
+    request.addfinalizer(s.cleanup)
+    s.start()
+    enable_auth(s)
+    for tool in (ETCDCTL, KETCHCTL):
+        p = subprocess.Popen([tool, "--endpoints=" + s.endpoint, "--user", "root:rootpw", "lock", "ttl"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             env=dict({k: v for k, v in os.environ.items() if not k.startswith("ETCDCTL_")},
+                                      ETCDCTL_API="3"))
+        key = p.stdout.readline()
+        assert key.startswith(b"ttl/"), p.stderr.read()
+        time.sleep(2.5)  # let the token expire (what is tested is the unlock below)
+        rc, _, err = _interrupt(p)
+        assert rc == 0, (tool, err)
+        assert s.etcdctl("--user", "root:rootpw", "get", "ttl", "--prefix").stdout == "", tool
