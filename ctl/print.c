@@ -398,6 +398,14 @@ void print_txn(const Etcdserverpb__TxnResponse *r)
 
 void print_watch(const Etcdserverpb__WatchResponse *r)
 {
+    if (g.out == OUT_PROTOBUF) { /* a pb.WatchResponse made from clientv3's: no watch ID */
+        Etcdserverpb__WatchResponse c = *r;
+        c.watch_id = 0;
+        c.fragment = 0;
+        c.cancel_reason = (char *)"";
+        out_pb_raw(&c.base);
+        return;
+    }
     struct buf b = {0};
     static const char *const types[] = {"PUT", "DELETE"};
     if (g.out == OUT_SIMPLE) {

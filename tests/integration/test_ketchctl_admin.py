@@ -373,8 +373,17 @@ def test_protobuf_output(srv):
     srv.etcdctl("put", "foo", "b%dr")  # the protobuf printer goes through Printf
     seq = [(["get", "foo", "-w", "protobuf"], None), (["get", "nokey", "-w", "protobuf"], None),
            (["member", "list", "-w", "protobuf"], None), (["alarm", "list", "-w", "protobuf"], None),
-           (["lease", "list", "-w", "protobuf"], None)]
+           (["lease", "list", "-w", "protobuf"], None),
+           (["txn", "-w", "protobuf"], b'value("foo") = "b%dr"\n\nget foo\n\nget nokey\n\n'),
+           (["del", "nokey", "-w", "protobuf"], None)]
     same_seq(srv.endpoint, seq)
+    # watch: the history from revision 2, then stopped
+    outs = []
+    for tool in (ETCDCTL, KETCHCTL):
+        r = subprocess.run(["timeout", "2", tool, "--endpoints=" + srv.endpoint, "watch", "foo", "--rev=2",
+                            "-w", "protobuf"], capture_output=True, env=dict(os.environ, ETCDCTL_API="3"))
+        outs.append(r.stdout)
+    assert outs[0] == outs[1] and b"foo" in outs[0]
 
 
 # ---- failover ----
