@@ -45,7 +45,7 @@ static void fields_unsupported(void)
 /* ---- passwords ---- */
 
 /* speakeasy.Ask: the prompt on stdout, the answer from the terminal. */
-static char *ask(const char *prompt)
+char *ctl_ask_password(const char *prompt)
 {
     printf("%s", prompt);
     fflush(stdout);
@@ -72,11 +72,11 @@ static char *read_password_interactive(const char *name)
 {
     char p[512];
     snprintf(p, sizeof p, "Password of %s: ", name);
-    char *a = ask(p);
+    char *a = ctl_ask_password(p);
     if (!*a)
         ctl_die(EXIT_BAD_ARGS, "empty password");
     snprintf(p, sizeof p, "Type password of %s again for confirmation: ", name);
-    char *b = ask(p);
+    char *b = ctl_ask_password(p);
     if (strcmp(a, b))
         ctl_die(EXIT_BAD_ARGS, "given passwords are different");
     free(b);

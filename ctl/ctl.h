@@ -194,6 +194,8 @@ int cmd_endpoint(int argc, char **argv);
 int cmd_alarm(int argc, char **argv);
 int cmd_k8s(int argc, char **argv);
 int cmd_user(int argc, char **argv);
+/* speakeasy.Ask as etcdctl: prompt on stdout, a line from stdin (malloc'd). */
+char *ctl_ask_password(const char *prompt);
 int cmd_defrag(int argc, char **argv);
 int cmd_lock(int argc, char **argv);
 int cmd_make_mirror(int argc, char **argv);

@@ -151,19 +151,8 @@ static void auth_parse(void)
         auth_pass = strdup(colon + 1);
         return;
     }
-    /* speakeasy.Ask("Password: "): the prompt on stdout, the answer from
-     * the terminal (or stdin when there is none). */
     auth_name = strdup(g.user);
-    fputs("Password: ", stdout);
-    fflush(stdout);
-    FILE *tty = fopen("/dev/tty", "r");
-    char line[1024] = "";
-    if (!fgets(line, sizeof line, tty ? tty : stdin))
-        line[0] = 0;
-    if (tty)
-        fclose(tty);
-    line[strcspn(line, "\r\n")] = 0;
-    auth_pass = strdup(line);
+    auth_pass = ctl_ask_password("Password: ");
 }
 
 struct call {

@@ -172,6 +172,7 @@ def test_auth_login(srv):
     same(srv.endpoint, "get", "k", extra=("--user", "nobody:x"))
     same(srv.endpoint, "get", "k")  # no user: permission / user name empty
     same(srv.endpoint, "get", "k", env={"ETCDCTL_USER": "root:rootpw"})
+    same(srv.endpoint, "get", "k", extra=("--user", "root"), stdin=b"rootpw\n")  # the prompt
     same(srv.endpoint, "get", "k", "-w", "json", env={"ETCDCTL_USER": "root", "ETCDCTL_PASSWORD": "rootpw"})
     # a user limited by a role
     for c in (["role", "add", "rk"], ["role", "grant-permission", "rk", "read", "k"],
