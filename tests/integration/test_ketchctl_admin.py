@@ -617,3 +617,32 @@ def test_reauth_after_token_expiry(request, binary):
         rc, _, err = _interrupt(p)
         assert rc == 0, (tool, err)
         assert s.etcdctl("--user", "root:rootpw", "get", "ttl", "--prefix").stdout == "", tool
+
+
+@pytest.mark.parametrize("binary", ["sut", "etcd"])
+def test_cluster_move_leader(request, binary):
+    from harness import start_cluster
+    ms = start_cluster(request, n=3, binary=None if binary == "sut" else ETCD, tmpfs=binary == "etcd",
+                       label="mv-" + binary)
+    eps = ",".join(m.endpoint for m in ms)
+
+    def status():
+        r = run(ETCDCTL, eps, "endpoint", "status", "-w", "json")
+        return json.loads(r.stdout)
+
+    def leader():
+        ids = {s["Status"]["leader"] for s in status()}
+        return ids.pop() if len(ids) == 1 else None
+
+    same(eps, "member", "list", "-w", "table")
+    for tool in (ETCDCTL, KETCHCTL):
+        wait_until(lambda: leader() is not None)
+        lead = leader()
+        target = [s["Status"]["header"]["member_id"] for s in status()
+                  if s["Status"]["header"]["member_id"] != lead][0]
+        r = run(tool, eps, "move-leader", "%x" % target)
+        assert r.returncode == 0, (tool, r.stderr)
+        assert r.stdout == b"Leadership transferred from %x to %x\n" % (lead, target), r.stdout
+        wait_until(lambda: leader() == target)
+    # to a member that does not exist
+    same(eps, "move-leader", "1234")
