@@ -646,3 +646,16 @@ def test_cluster_move_leader(request, binary):
         wait_until(lambda: leader() == target)
     # to a member that does not exist
     same(eps, "move-leader", "1234")
+    # failover in a cluster: the first member stopped
+    assert run(ETCDCTL, eps, "put", "fo", "1").returncode == 0
+    ms[0].stop()
+    same(eps, "get", "fo")
+    same(eps, "member", "list")
+    for tool in (ETCDCTL, KETCHCTL):
+        r = run(tool, eps, "endpoint", "health", "--command-timeout=2s")
+        lines = sorted(re.sub(r"took = \S+", "took = T", l) for l in r.stderr.decode().splitlines()
+                       if not l.startswith('{"level"'))
+        if tool == ETCDCTL:
+            want = (lines, r.returncode)
+        else:
+            assert (lines, r.returncode) == want
