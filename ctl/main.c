@@ -312,12 +312,17 @@ static void usage(void)
 {
     printf("NAME:\n\tketchctl - etcdctl v3 compatible client for ketch (and etcd)\n\n"
            "USAGE:\n\tketchctl [global options] command [command options] [arguments...]\n\n"
-           "COMMANDS:\n\tget put del txn compaction watch version\n"
+           "COMMANDS:\n\tget put del txn compaction watch [-i] version\n"
            "\tlease grant|revoke|timetolive|list|keep-alive\n"
-           "\tmember list   endpoint status|health   alarm list\n"
+           "\tmember list|add|remove|update|promote   endpoint status|health|hashkv\n"
+           "\talarm list|disarm   defrag   move-leader   check perf|datascale\n"
+           "\tuser add|delete|get|list|passwd|grant-role|revoke-role\n"
+           "\trole add|delete|get|list|grant-permission|revoke-permission\n"
+           "\tauth enable|disable|status   lock   elect   make-mirror\n"
            "\tk8s ls|summary|get|secrets|seed\n\n"
            "GLOBAL OPTIONS:\n\t--endpoints --dial-timeout --command-timeout -w/--write-out\n"
-           "\t--hex --cacert --cert --key --user --password (ETCDCTL_* variables too)\n");
+           "\t--hex --cacert --cert --key --insecure-transport --insecure-skip-tls-verify\n"
+           "\t--user --password (ETCDCTL_* variables too)\n");
 }
 
 /* The values of the global flags are known only after the command's own
