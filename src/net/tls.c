@@ -28,6 +28,7 @@ struct tls_conn {
     bool established;
     char err[256];
     char *cn;
+    bool client;
 };
 
 /* Go's cipher suite names (crypto/tls, as etcd's --cipher-suites takes
@@ -423,8 +424,8 @@ static void set_error(tls_conn *t, int ssl_err)
     long vr = SSL_get_verify_result(t->ssl);
     unsigned long e = ERR_peek_last_error();
     if (vr != X509_V_OK) {
-        snprintf(t->err, sizeof t->err, "client certificate verify failed: %s",
-                 X509_verify_cert_error_string(vr));
+        snprintf(t->err, sizeof t->err, "%s certificate verify failed: %s",
+                 t->client ? "server" : "client", X509_verify_cert_error_string(vr));
     } else if (e) {
         const char *r = ERR_reason_error_string(e);
         snprintf(t->err, sizeof t->err, "%s", r ? r : "TLS error");
@@ -503,4 +504,83 @@ const char *tls_conn_peer_cn(tls_conn *t)
     if (n < 0) return NULL;
     t->cn = strdup(cn);
     return t->cn;
+}
+
+/* ---- client side ---- */
+
+static const unsigned char alpn_offer[] = "\x02h2";
+
+int tls_client_ctx_new(tls_ctx **out, const struct tls_client_options *o, char *err,
+                       size_t errlen)
+{
+    SSL_CTX *ssl = SSL_CTX_new(TLS_client_method());
+    if (!ssl) {
+        snprintf(err, errlen, "cannot create a TLS context: %s", ossl_reason());
+        return -1;
+    }
+    SSL_CTX_set_min_proto_version(ssl, TLS1_2_VERSION);
+    SSL_CTX_set_options(ssl, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
+    SSL_CTX_set_mode(ssl, SSL_MODE_RELEASE_BUFFERS);
+    if (given(o->cert_file) != given(o->key_file)) {
+        snprintf(err, errlen, "both --cert and --key are needed for a client certificate");
+        goto fail;
+    }
+    if (given(o->cert_file)) {
+        if (SSL_CTX_use_certificate_chain_file(ssl, o->cert_file) != 1) {
+            snprintf(err, errlen, "cannot load certificate %s: %s", o->cert_file, ossl_reason());
+            goto fail;
+        }
+        if (SSL_CTX_use_PrivateKey_file(ssl, o->key_file, SSL_FILETYPE_PEM) != 1) {
+            snprintf(err, errlen, "cannot load key %s: %s", o->key_file, ossl_reason());
+            goto fail;
+        }
+        if (SSL_CTX_check_private_key(ssl) != 1) {
+            snprintf(err, errlen, "key %s does not match certificate %s", o->key_file,
+                     o->cert_file);
+            ERR_clear_error();
+            goto fail;
+        }
+    }
+    if (given(o->ca_file)) {
+        if (SSL_CTX_load_verify_locations(ssl, o->ca_file, NULL) != 1) {
+            snprintf(err, errlen, "cannot load CA %s: %s", o->ca_file, ossl_reason());
+            goto fail;
+        }
+    } else {
+        SSL_CTX_set_default_verify_paths(ssl);
+        ERR_clear_error();
+    }
+    SSL_CTX_set_verify(ssl, o->skip_verify ? SSL_VERIFY_NONE : SSL_VERIFY_PEER, NULL);
+    if (SSL_CTX_set_alpn_protos(ssl, alpn_offer, sizeof alpn_offer - 1) != 0) {
+        snprintf(err, errlen, "cannot set ALPN");
+        goto fail;
+    }
+    tls_ctx *c = calloc(1, sizeof *c);
+    if (!c) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    c->ssl = ssl;
+    *out = c;
+    return 0;
+fail:
+    SSL_CTX_free(ssl);
+    return -1;
+}
+
+tls_conn *tls_conn_new_client(tls_ctx *ctx, const char *host)
+{
+    tls_conn *t = tls_conn_new(ctx);
+    if (!t) return NULL;
+    t->client = true;
+    SSL_set_connect_state(t->ssl);
+    if (given(host)) {
+        if (is_ip(host)) {
+            X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(t->ssl), host);
+        } else {
+            SSL_set_tlsext_host_name(t->ssl, host);
+            SSL_set1_host(t->ssl, host);
+        }
+    }
+    return t;
 }

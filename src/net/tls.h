@@ -88,4 +88,25 @@ const char *tls_conn_error(const tls_conn *t);
 /* The CN of the verified client certificate, or NULL. Owned by t. */
 const char *tls_conn_peer_cn(tls_conn *t);
 
+/* ---- client side (src/client, ketchctl) ---- */
+
+/* etcdctl's --cacert/--cert/--key/--insecure-skip-tls-verify. */
+struct tls_client_options {
+    const char *ca_file;   /* trusted CA; NULL or "": the system's roots */
+    const char *cert_file; /* client certificate and key, or NULL */
+    const char *key_file;
+    bool skip_verify;      /* do not verify the server's certificate */
+};
+
+/* Creates a client context offering ALPN "h2". Returns 0, or -1 with the
+ * reason in err (a file that could not be read, a key that does not match). */
+int tls_client_ctx_new(tls_ctx **out, const struct tls_client_options *o, char *err,
+                       size_t errlen);
+
+/* A client connection to host (a DNS name or an IP literal, used for SNI
+ * and checked against the server certificate unless skip_verify). The
+ * ClientHello is produced by the first tls_conn_read. NULL when out of
+ * memory. */
+tls_conn *tls_conn_new_client(tls_ctx *ctx, const char *host);
+
 #endif
