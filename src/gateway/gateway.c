@@ -440,7 +440,13 @@ static void health(struct gateway *gw, grpc_http_req *req)
 {
     member *m = gw->api->member;
     const char *reason = NULL;
-    if (!m || member_leader_id(m) == 0) reason = "RAFT NO LEADER";
+    /* as etcd's checkHealth: alarms first, then the leader */
+    mvcc_store *st = gw->api->store;
+    if (st && mvcc_alarm_count(st, ETCDSERVERPB__ALARM_TYPE__NOSPACE) > 0)
+        reason = "ALARM NOSPACE";
+    else if (st && mvcc_alarm_count(st, ETCDSERVERPB__ALARM_TYPE__CORRUPT) > 0)
+        reason = "ALARM CORRUPT";
+    else if (!m || member_leader_id(m) == 0) reason = "RAFT NO LEADER";
     else if (gw->api->fatal) reason = "STORAGE FAILED";
     if (reason) {
         /* Go's http.Error: the text, a newline, text/plain, 503. */

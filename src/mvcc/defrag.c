@@ -1,0 +1,262 @@
+/* Defragmentation without stopping reads and writes (see mvcc.h).
+ *
+ * etcd's Defragment copies its bbolt file into a new one while holding
+ * every lock of the store, so nothing is served until it ends (etcd issue
+ * 9222). Here the copy is LMDB's compacting copy (mdb_env_copy2 with
+ * MDB_CP_COMPACT: free pages left out, pages renumbered), made from a read
+ * snapshot on another thread while applies go on; what was applied after
+ * that snapshot is recorded here (the Raft entries, packed again, and the
+ * meta records of the layers above) and replayed into the copy, a few at a
+ * time on the loop; the last few are replayed at the swap, which renames
+ * the copy over the file and reopens it. The replay is the same
+ * deterministic apply the Raft log drives, so the copy ends exactly where
+ * the store is.
+ *
+ * Crash safety: the copy is fsynced before it replaces the file, the
+ * rename is atomic and the directory is fsynced after it; a crash before
+ * the rename leaves the old file (the copy is removed at the next
+ * defrag); after it, the new file, whose applied index is the store's. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "mvcc/mvcc_int.h"
+#include "util/errors.h"
+#include "util/log.h"
+
+struct dlog {
+    uint64_t index;  /* of the apply; for a meta record, the applied index then */
+    char *name;      /* meta record name; NULL: an apply */
+    uint8_t *buf;    /* packed InternalRequest (NULL: none) or the record's value */
+    size_t len;
+};
+
+struct defrag {
+    char *tmpdir;
+    struct dlog *log;
+    size_t n, cap, pos;
+    bool failed;      /* recording ran out of memory: the copy cannot catch up */
+    mvcc_store *copy; /* the copy, opened by the first step */
+};
+
+static void remove_copy(const char *tmpdir)
+{
+    char path[4200];
+    snprintf(path, sizeof path, "%s/data.mdb", tmpdir);
+    unlink(path);
+    snprintf(path, sizeof path, "%s/lock.mdb", tmpdir);
+    unlink(path);
+    rmdir(tmpdir);
+}
+
+static struct dlog *log_add(mvcc_store *s)
+{
+    struct defrag *d = s->defrag;
+    if (d->failed) return NULL;
+    if (d->n == d->cap) {
+        size_t cap = d->cap ? d->cap * 2 : 256;
+        struct dlog *l = realloc(d->log, cap * sizeof *l);
+        if (l == NULL) {
+            d->failed = true;
+            return NULL;
+        }
+        d->log = l;
+        d->cap = cap;
+    }
+    struct dlog *e = &d->log[d->n++];
+    memset(e, 0, sizeof *e);
+    return e;
+}
+
+void defrag_log_apply(mvcc_store *s, uint64_t index, const Ketchpb__InternalRequest *req)
+{
+    struct dlog *e = log_add(s);
+    if (e == NULL) return;
+    e->index = index;
+    if (req != NULL) {
+        e->len = ketchpb__internal_request__get_packed_size(req);
+        e->buf = malloc(e->len ? e->len : 1);
+        if (e->buf == NULL) {
+            s->defrag->failed = true;
+            return;
+        }
+        ketchpb__internal_request__pack(req, e->buf);
+    }
+}
+
+void defrag_log_meta(mvcc_store *s, const char *name, const uint8_t *val, size_t len)
+{
+    struct dlog *e = log_add(s);
+    if (e == NULL) return;
+    e->index = s->applied;
+    e->name = strdup(name);
+    e->buf = malloc(len ? len : 1);
+    e->len = len;
+    if (e->name == NULL || e->buf == NULL) {
+        s->defrag->failed = true;
+        return;
+    }
+    memcpy(e->buf, val, len);
+}
+
+bool mvcc_defrag_running(const mvcc_store *s) { return s->defrag != NULL; }
+
+int mvcc_defrag_begin(mvcc_store *s)
+{
+    if (s->defrag != NULL) return KERR_BUSY;
+    struct defrag *d = calloc(1, sizeof *d);
+    if (d == NULL) return KERR_NOMEM;
+    size_t n = strlen(s->dir) + 16;
+    d->tmpdir = malloc(n);
+    if (d->tmpdir == NULL) {
+        free(d);
+        return KERR_NOMEM;
+    }
+    snprintf(d->tmpdir, n, "%s/defrag", s->dir);
+    remove_copy(d->tmpdir); /* left by a crash during an earlier defrag */
+    if (mkdir(d->tmpdir, 0700) != 0) {
+        log_error("defrag: mkdir %s: %s", d->tmpdir, strerror(errno));
+        free(d->tmpdir);
+        free(d);
+        return KERR_IO;
+    }
+    /* The copy sees committed state only: commit what is applied, so
+     * everything applied from here on is recorded. */
+    int rc = mvcc_flush(s);
+    if (rc != 0) {
+        remove_copy(d->tmpdir);
+        free(d->tmpdir);
+        free(d);
+        return rc;
+    }
+    s->defrag = d;
+    return 0;
+}
+
+int mvcc_defrag_copy(mvcc_store *s)
+{
+    struct defrag *d = s->defrag;
+    int rc = mdb_env_copy2(s->env, d->tmpdir, MDB_CP_COMPACT);
+    if (rc != 0) {
+        log_error("defrag: copy: %s", mdb_strerror(rc));
+        return KERR_IO;
+    }
+    char path[4200];
+    snprintf(path, sizeof path, "%s/data.mdb", d->tmpdir);
+    int fd = open(path, O_RDONLY);
+    if (fd < 0 || fdatasync(fd) != 0) {
+        log_error("defrag: sync %s: %s", path, strerror(errno));
+        if (fd >= 0) close(fd);
+        return KERR_IO;
+    }
+    close(fd);
+    return 0;
+}
+
+int mvcc_defrag_step(mvcc_store *s, size_t max, size_t *left)
+{
+    struct defrag *d = s->defrag;
+    if (d == NULL) return KERR_INTERNAL;
+    if (d->failed) return KERR_NOMEM;
+    int rc;
+    if (d->copy == NULL) {
+        if ((rc = mvcc_open(&d->copy, d->tmpdir, s->map_size)) != 0) return rc;
+        d->copy->bcrypt_cost = s->bcrypt_cost;
+    }
+    mvcc_store *c = d->copy;
+    size_t done = 0;
+    while (d->pos < d->n && done < max) {
+        struct dlog *e = &d->log[d->pos++];
+        if (e->name != NULL) {
+            /* a meta record written after its entry's apply, which the copy
+             * may hold without the record: written again if in doubt */
+            if (e->index < c->applied) continue;
+            if ((rc = mvcc_meta_put(c, e->name, e->buf, e->len)) != 0) return rc;
+        } else {
+            if (e->index <= c->applied) continue;
+            Ketchpb__InternalRequest *req = NULL;
+            if (e->buf != NULL &&
+                (req = ketchpb__internal_request__unpack(NULL, e->len, e->buf)) == NULL)
+                return KERR_INTERNAL;
+            arena a = ARENA_INIT;
+            struct mvcc_result res;
+            rc = mvcc_apply(c, e->index, req, &a, &res);
+            arena_free(&a);
+            if (req != NULL) ketchpb__internal_request__free_unpacked(req, NULL);
+            if (rc != 0) return rc;
+        }
+        done++;
+    }
+    if ((rc = mvcc_flush(c)) != 0) return rc;
+    *left = d->n - d->pos;
+    return 0;
+}
+
+static void free_defrag(struct defrag *d)
+{
+    for (size_t i = 0; i < d->n; i++) {
+        free(d->log[i].name);
+        free(d->log[i].buf);
+    }
+    free(d->log);
+    free(d->tmpdir);
+    free(d);
+}
+
+void mvcc_defrag_abort(mvcc_store *s)
+{
+    struct defrag *d = s->defrag;
+    if (d == NULL) return;
+    s->defrag = NULL;
+    if (d->copy != NULL) mvcc_close(d->copy);
+    remove_copy(d->tmpdir);
+    free_defrag(d);
+}
+
+int mvcc_defrag_swap(mvcc_store *s)
+{
+    struct defrag *d = s->defrag;
+    size_t left;
+    int rc = mvcc_defrag_step(s, SIZE_MAX, &left);
+    if (rc != 0) goto fail;
+    mvcc_store *c = d->copy;
+    if (c->applied != s->applied || c->rev != s->rev || c->compact_rev != s->compact_rev) {
+        log_error("defrag: the copy ended at index %llu revision %lld, the store at %llu %lld",
+                  (unsigned long long)c->applied, (long long)c->rev,
+                  (unsigned long long)s->applied, (long long)s->rev);
+        rc = KERR_INTERNAL;
+        goto fail;
+    }
+    if ((rc = mvcc_flush(s)) != 0) goto fail;
+    /* the copy is complete and on disk (mvcc_close syncs) */
+    mvcc_close(c);
+    d->copy = NULL;
+    s->defrag = NULL;
+
+    char from[4200], to[4200];
+    snprintf(from, sizeof from, "%s/data.mdb", d->tmpdir);
+    snprintf(to, sizeof to, "%s/data.mdb", s->dir);
+    store_env_close(s);
+    int renamed = rename(from, to) == 0;
+    if (!renamed) log_error("defrag: rename %s: %s", from, strerror(errno));
+    int dfd = open(s->dir, O_RDONLY | O_DIRECTORY);
+    if (dfd >= 0) {
+        fsync(dfd);
+        close(dfd);
+    }
+    remove_copy(d->tmpdir);
+    free_defrag(d);
+    rc = store_env_open(s);
+    if (rc != 0) {
+        log_error("defrag: cannot reopen the store in %s", s->dir);
+        return KERR_IO; /* fatal: the caller stops */
+    }
+    return renamed ? 0 : KERR_DEFRAG_FAILED;
+
+fail:
+    mvcc_defrag_abort(s);
+    return rc == KERR_IO ? KERR_DEFRAG_FAILED : rc;
+}
