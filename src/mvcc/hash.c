@@ -81,7 +81,7 @@ int mvcc_hash_kv(mvcc_store *s, int64_t rev, uint32_t *hash, int64_t *current, i
     crc_init();
     int64_t crev = s->compact_rev;
     *current = s->rev;
-    *compact = crev < 0 ? 0 : crev;
+    *compact = crev; /* -1 if never compacted, as etcd's compactMainRev */
     if (rev > 0 && rev <= crev) return KERR_COMPACTED;
     if (rev > 0 && rev > s->rev) return KERR_FUTURE_REV;
     if (rev == 0) rev = s->rev;

@@ -226,8 +226,8 @@ int mvcc_alarm_list(mvcc_store *s, Etcdserverpb__AlarmMember **out, size_t *n);
  * mvccpb.KeyValue) that etcd's key bucket holds for revisions in
  * (compact, rev] plus those at or below the compact revision that a
  * compaction at `rev` would keep. rev 0: the current revision. Fills
- * *hash, *current (store revision) and *compact (compact revision, 0 if
- * never). Errors: KERR_COMPACTED (rev <= compact), KERR_FUTURE_REV,
+ * *hash, *current (store revision) and *compact (compact revision, -1 if
+ * never, as etcd answers). Errors: KERR_COMPACTED (rev <= compact), KERR_FUTURE_REV,
  * KERR_CORRUPT, KERR_IO. Runs on the loop (reads every change kept). */
 int mvcc_hash_kv(mvcc_store *s, int64_t rev, uint32_t *hash, int64_t *current,
                  int64_t *compact);
