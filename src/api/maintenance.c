@@ -40,8 +40,8 @@
 #define HOUR_MS (3600ULL * 1000)
 /* defrag catch-up: entries replayed per tick, and how few may be left for
  * the swap */
-#define DEFRAG_STEP 2048
-#define DEFRAG_SWAP_AT 256
+#define DEFRAG_STEP 512
+#define DEFRAG_SWAP_AT 128
 
 struct maint_api {
     api_server *s;
@@ -232,10 +232,51 @@ void maintenance_hash_kv(grpc_call *call, const uint8_t *msg, size_t len, void *
 
 /* ---- Defragment ---- */
 
+static void defrag_copy(uv_work_t *w);
+static void defrag_copied(uv_work_t *w, int status);
+static void defrag_finish(api_server *s, int rv);
+
+/* Begins a run for the waiting calls (failing them if it cannot). */
+static void start_defrag(api_server *s)
+{
+    struct maint_api *m = s->maint;
+    int rv = mvcc_defrag_begin(s->store);
+    if (rv == 0) {
+        log_info("defragmenting the store");
+        m->work.data = m;
+        if (uv_queue_work(s->loop, &m->work, defrag_copy, defrag_copied) == 0) {
+            m->defragging = m->copying = true;
+            return;
+        }
+        mvcc_defrag_abort(s->store);
+        rv = KERR_DEFRAG_FAILED;
+    }
+    defrag_finish(s, rv);
+}
+
+static void defrag_cleanup(uv_work_t *w)
+{
+    struct maint_api *m = w->data;
+    mvcc_defrag_cleanup(m->s->store);
+}
+
+static void defrag_cleaned(uv_work_t *w, int status)
+{
+    struct maint_api *m = w->data;
+    (void)status;
+    m->defragging = m->copying = false;
+    if (m->n_waiters > 0 && m->stopping) defrag_finish(m->s, KERR_STOPPED);
+    else if (m->n_waiters > 0) start_defrag(m->s);
+}
+
 static void defrag_finish(api_server *s, int rv)
 {
     struct maint_api *m = s->maint;
-    m->defragging = false;
+    /* the old file goes on the pool; a new defrag waits for that */
+    if (rv == 0 && uv_queue_work(s->loop, &m->work, defrag_cleanup, defrag_cleaned) == 0)
+        m->copying = true;
+    else
+        m->defragging = false;
     Etcdserverpb__DefragmentResponse r = ETCDSERVERPB__DEFRAGMENT_RESPONSE__INIT;
     Etcdserverpb__ResponseHeader h = ETCDSERVERPB__RESPONSE_HEADER__INIT;
     api_fill_header(s, &h, mvcc_revision(s->store));
@@ -333,23 +374,11 @@ void maintenance_defragment(grpc_call *call, const uint8_t *msg, size_t len, voi
         return;
     }
     m->waiters = w;
-    if (!m->defragging) {
-        int rv = mvcc_defrag_begin(s->store);
-        if (rv != 0) {
-            grpc_call_fail(call, rv);
-            return;
-        }
-        log_info("defragmenting %s", "the store");
-        m->work.data = m;
-        if (uv_queue_work(s->loop, &m->work, defrag_copy, defrag_copied) != 0) {
-            mvcc_defrag_abort(s->store);
-            grpc_call_fail(call, KERR_DEFRAG_FAILED);
-            return;
-        }
-        m->defragging = m->copying = true;
-    }
     grpc_call_ref(call);
     m->waiters[m->n_waiters++] = call;
+    /* joins the run in progress (or, while the last one's old file is
+     * being removed, starts once that is done) */
+    if (!m->defragging) start_defrag(s);
 }
 
 uint64_t maint_last_defrag_pause_ns(const api_server *s)

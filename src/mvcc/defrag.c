@@ -13,9 +13,11 @@
  * the store is.
  *
  * Crash safety: the copy is fsynced before it replaces the file, the
- * rename is atomic and the directory is fsynced after it; a crash before
- * the rename leaves the old file (the copy is removed at the next
- * defrag); after it, the new file, whose applied index is the store's. */
+ * rename is atomic and the directory is fsynced after it (on the pool,
+ * mvcc_defrag_cleanup); a crash before that leaves the old file or the new
+ * one, both consistent states (the old one a little behind: the Raft log
+ * replays it forward, as after any crash); the copy and the old file are
+ * removed by the cleanup or the next defrag. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -46,6 +48,8 @@ static void remove_copy(const char *tmpdir)
 {
     char path[4200];
     snprintf(path, sizeof path, "%s/data.mdb", tmpdir);
+    unlink(path);
+    snprintf(path, sizeof path, "%s/old.mdb", tmpdir);
     unlink(path);
     snprintf(path, sizeof path, "%s/lock.mdb", tmpdir);
     unlink(path);
@@ -236,18 +240,19 @@ int mvcc_defrag_swap(mvcc_store *s)
     d->copy = NULL;
     s->defrag = NULL;
 
-    char from[4200], to[4200];
+    char from[4200], to[4200], old[4200];
     snprintf(from, sizeof from, "%s/data.mdb", d->tmpdir);
     snprintf(to, sizeof to, "%s/data.mdb", s->dir);
-    store_env_close(s);
+    snprintf(old, sizeof old, "%s/old.mdb", d->tmpdir);
+    /* not synced: the file is replaced, or kept (and then as after any
+     * commit) if the rename fails */
+    store_env_close(s, false);
+    /* the old file keeps a name, so the rename does not free its blocks
+     * (tens of ms for a big file): mvcc_defrag_cleanup unlinks it later,
+     * off the loop */
+    if (link(to, old) != 0) log_warn("defrag: link %s: %s", old, strerror(errno));
     int renamed = rename(from, to) == 0;
     if (!renamed) log_error("defrag: rename %s: %s", from, strerror(errno));
-    int dfd = open(s->dir, O_RDONLY | O_DIRECTORY);
-    if (dfd >= 0) {
-        fsync(dfd);
-        close(dfd);
-    }
-    remove_copy(d->tmpdir);
     free_defrag(d);
     rc = store_env_open(s);
     if (rc != 0) {
@@ -259,4 +264,19 @@ int mvcc_defrag_swap(mvcc_store *s)
 fail:
     mvcc_defrag_abort(s);
     return rc == KERR_IO ? KERR_DEFRAG_FAILED : rc;
+}
+
+void mvcc_defrag_cleanup(mvcc_store *s)
+{
+    /* The rename is made durable here, off the loop. Until then a crash
+     * may bring the old file back: a consistent state a little behind,
+     * which the Raft log replays forward (as after any crash). */
+    int dfd = open(s->dir, O_RDONLY | O_DIRECTORY);
+    if (dfd >= 0) {
+        fsync(dfd);
+        close(dfd);
+    }
+    char tmpdir[4200];
+    snprintf(tmpdir, sizeof tmpdir, "%s/defrag", s->dir);
+    remove_copy(tmpdir);
 }

@@ -265,6 +265,9 @@ int mvcc_defrag_copy(mvcc_store *s);
 int mvcc_defrag_step(mvcc_store *s, size_t max, size_t *left);
 int mvcc_defrag_swap(mvcc_store *s);
 void mvcc_defrag_abort(mvcc_store *s);
+/* After a swap: removes the old file and the copy's directory (slow for
+ * a big file: call it from another thread, before the next begin). */
+void mvcc_defrag_cleanup(mvcc_store *s);
 bool mvcc_defrag_running(const mvcc_store *s);
 
 #endif

@@ -148,8 +148,9 @@ void compact_scheduled(mvcc_store *s, int64_t rev);
 /* Opens the environment in s->dir (s->map_size) and its tables, and loads
  * the state (revision, compact revision, applied index, auth, alarms). */
 int store_env_open(mvcc_store *s);
-/* Closes what store_env_open opened (the batch must be committed). */
-void store_env_close(mvcc_store *s);
+/* Closes what store_env_open opened (the batch must be committed), with
+ * the last commit's meta page synced first if `sync`. */
+void store_env_close(mvcc_store *s, bool sync);
 int meta_put_u64(MDB_txn *txn, mvcc_store *s, const char *name, uint64_t v);
 
 /* ---- read.c ---- */

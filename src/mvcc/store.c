@@ -223,13 +223,13 @@ err_after_env:
     return rc == ENOMEM ? KERR_NOMEM : KERR_IO;
 }
 
-void store_env_close(mvcc_store *s)
+void store_env_close(mvcc_store *s, bool sync)
 {
     if (s->env == NULL) return;
     mdb_txn_abort(s->rtxn);
     s->rtxn = NULL;
     s->rtxn_live = 0;
-    mdb_env_sync(s->env, 1);
+    if (sync) mdb_env_sync(s->env, 1);
     mdb_env_close(s->env);
     s->env = NULL;
 }
@@ -264,7 +264,7 @@ void mvcc_close(mvcc_store *s)
     if (s == NULL) return;
     mvcc_defrag_abort(s);
     mvcc_flush(s);
-    store_env_close(s);
+    store_env_close(s, true);
     free(s->dir);
     free(s);
 }

@@ -452,11 +452,7 @@ int main(int argc, char **argv)
     goto out_peers;
 
 out_store:
-    if (a->maint != NULL) {
-        maint_api_stop(a);
-        uv_run(srv.loop, UV_RUN_DEFAULT);
-        maint_api_fini(a);
-    }
+    maint_api_stop(a); /* its timers close in the uv_run below; freed at the end */
     watch_api_fini(a);
     lease_api_fini(a);
     api_fini(a);
@@ -477,6 +473,7 @@ out_peers:
     if (srv.peer_addrs != NULL) config_strv_free(srv.peer_addrs);
     free(srv.peers);
 out_identity:
+    maint_api_fini(&srv.api);
     identity_free(&srv.id);
     tls_ctx_free(srv.client_tls);
 out_config:
