@@ -158,7 +158,7 @@ static void test_hash_kv_errors_and_sweep(void **state)
     uint32_t h0, h1, h2;
     int64_t cur, crev;
     for (int i = 0; i < 50; i++) {
-        char k[16];
+        char k[32];
         snprintf(k, sizeof k, "k%d", i % 7);
         assert_int_equal(put(f, k, "v"), 0);
     }
@@ -192,7 +192,7 @@ static void test_defrag_with_applies(void **state)
     static char big[8000];
     memset(big, 'b', sizeof big - 1);
     for (int i = 0; i < 200; i++) {
-        char k[16];
+        char k[32];
         snprintf(k, sizeof k, "junk%03d", i);
         assert_int_equal(put(f, k, big), 0);
     }
@@ -213,7 +213,7 @@ static void test_defrag_with_applies(void **state)
     assert_int_equal(mvcc_defrag_copy(f->s), 0);
     /* applied after the copy, replayed in steps */
     for (int i = 0; i < 100; i++) {
-        char k[16];
+        char k[32];
         snprintf(k, sizeof k, "after%03d", i);
         assert_int_equal(put(f, k, "3"), 0);
     }
