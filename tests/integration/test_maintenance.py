@@ -20,7 +20,7 @@ import grpc
 import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from harness import ETCD, Server, start_pair, _test_deadline  # noqa: E402,F401
+from harness import ETCD, Server, start_cluster, start_pair, _test_deadline  # noqa: E402,F401
 
 import etcd3  # noqa: E402
 from etcd3 import etcdrpc  # noqa: E402
@@ -439,3 +439,41 @@ def test_bad_compaction_flags(request):
     r = subprocess.run(s.args(), capture_output=True, text=True, timeout=10)
     assert r.returncode != 0
     assert "auto-compaction-mode" in r.stderr
+
+
+# ---------------------------------------------------------------------------
+# three members
+
+def test_cluster_nospace_everywhere_and_same_hashkv(request):
+    """The alarm goes through Raft: once one member refuses a write over
+    the quota, every member lists the alarm and refuses writes; HashKV is
+    the same on every member, also after a compaction and a defrag on one
+    of them."""
+    ms = start_cluster(request, 3, extra_args=["--quota-backend-bytes", str(QUOTA)])
+    keys, err = fill(ms[1], "k")
+    assert err == "Error: " + NOSPACE
+    for m in ms:
+        out = wait_for(lambda m=m: m.etcdctl("alarm", "list").stdout)
+        assert re.fullmatch(r"memberID:\d+ alarm:NOSPACE \n", out), out
+        out = m.etcdctl("put", "small", "v")
+        assert last_error(out.stderr) == "Error: " + NOSPACE
+        assert m.etcdctl("get", "k", "--prefix", "--keys-only").stdout.split() == keys
+    assert ms[2].etcdctl("del", "k", "--prefix").stdout == "%d\n" % len(keys)
+    rev = json.loads(ms[0].etcdctl("get", "x", "-w", "json").stdout)["header"]["revision"]
+    assert ms[0].etcdctl("compaction", str(rev)).returncode == 0
+    # each member checks the quota against its own file, as etcd's do:
+    # defrag each once it has applied the compaction and swept
+    for m in ms:
+        assert wait_for(lambda m=m: status(m)["dbSizeInUse"] < QUOTA // 4)
+        assert m.etcdctl("defrag").returncode == 0
+    assert ms[0].etcdctl("alarm", "disarm").returncode == 0
+    for m in ms:
+        assert wait_for(lambda m=m: m.etcdctl("alarm", "list").stdout == "")
+    assert ms[2].etcdctl("put", "after", "v").returncode == 0
+    def settled(m):  # HashKV is local: a follower may not have applied rev + 1 yet
+        try:
+            return hashkv(m, rev + 1)
+        except grpc.RpcError:
+            return None
+    hs = [wait_for(lambda m=m: settled(m)) for m in ms]
+    assert hs[0] == hs[1] == hs[2], hs
