@@ -205,6 +205,46 @@ void maintenance_hash(grpc_call *call, const uint8_t *msg, size_t len, void *ctx
     grpc_call_reply(call, &r.base);
 }
 
+struct hash_kv_job {
+    uv_work_t work;
+    api_server *s;
+    grpc_call *call;
+    struct mvcc_hash_job *job;
+    int64_t rev, cur, crev;
+    uint32_t hash;
+    int rv;
+};
+
+static void hash_kv_run(uv_work_t *w)
+{
+    struct hash_kv_job *j = w->data;
+    j->rv = mvcc_hash_kv_run(j->job, &j->hash);
+}
+
+static void hash_kv_done(uv_work_t *w, int status)
+{
+    struct hash_kv_job *j = w->data;
+    mvcc_hash_kv_end(j->job);
+    int rv = status != 0 ? KERR_STOPPED : j->rv;
+    if (rv != 0) {
+        grpc_call_fail(j->call, rv);
+    } else {
+        Etcdserverpb__HashKVResponse r = ETCDSERVERPB__HASH_KVRESPONSE__INIT;
+        Etcdserverpb__ResponseHeader h = ETCDSERVERPB__RESPONSE_HEADER__INIT;
+        r.hash = j->hash;
+        r.compact_revision = j->crev;
+        r.hash_revision = j->rev > 0 ? j->rev : j->cur;
+        /* as etcd: the header carries the revision when the hash began */
+        api_fill_header(j->s, &h, j->cur);
+        r.header = &h;
+        grpc_call_reply(j->call, &r.base);
+    }
+    grpc_call_unref(j->call);
+    free(j);
+}
+
+/* Computed on libuv's pool from a read snapshot, so a big store does not
+ * hold the loop (etcd computes it under its own read lock). */
 void maintenance_hash_kv(grpc_call *call, const uint8_t *msg, size_t len, void *ctx)
 {
     api_server *s = ctx;
@@ -213,19 +253,24 @@ void maintenance_hash_kv(grpc_call *call, const uint8_t *msg, size_t len, void *
         grpc_call_finish(call, GRPC_INTERNAL, "grpc: error unmarshalling request: unexpected EOF");
         return;
     }
-    Etcdserverpb__HashKVResponse r = ETCDSERVERPB__HASH_KVRESPONSE__INIT;
-    Etcdserverpb__ResponseHeader h = ETCDSERVERPB__RESPONSE_HEADER__INIT;
-    int64_t cur, crev;
-    int rv = mvcc_hash_kv(s->store, req->revision, &r.hash, &cur, &crev);
+    struct hash_kv_job *j = calloc(1, sizeof *j);
+    int rv = j == NULL ? KERR_NOMEM
+                       : mvcc_hash_kv_start(s->store, req->revision, &j->job, &j->cur, &j->crev);
     if (rv == 0) {
-        /* as etcd: the header carries the revision the hash was taken at */
-        r.compact_revision = crev;
-        r.hash_revision = req->revision > 0 ? req->revision : cur;
-        api_fill_header(s, &h, cur);
-        r.header = &h;
-        grpc_call_reply(call, &r.base);
-    } else {
+        j->s = s;
+        j->call = call;
+        j->rev = req->revision;
+        j->work.data = j;
+        grpc_call_ref(call);
+        if (uv_queue_work(s->loop, &j->work, hash_kv_run, hash_kv_done) != 0) {
+            grpc_call_unref(call);
+            mvcc_hash_kv_end(j->job);
+            rv = KERR_INTERNAL;
+        }
+    }
+    if (rv != 0) {
         grpc_call_fail(call, rv);
+        free(j);
     }
     etcdserverpb__hash_kvrequest__free_unpacked(req, NULL);
 }
@@ -312,6 +357,12 @@ static void on_catchup(uv_timer_t *t)
     mvcc_db_size(s->store, &before, &in_use);
     uint64_t t0 = uv_hrtime();
     rv = mvcc_defrag_swap(s->store);
+    if (rv == KERR_BUSY) {
+        /* a HashKV snapshot is in use on the pool: catch up until it ends */
+        m->catchup_ticks = 0;
+        uv_timer_start(t, on_catchup, 1, 1);
+        return;
+    }
     m->last_pause_ns = uv_hrtime() - t0;
     if (rv == KERR_IO) {
         /* the store could not be reopened: nothing can be served */

@@ -224,6 +224,7 @@ int mvcc_defrag_swap(mvcc_store *s)
 {
     struct defrag *d = s->defrag;
     size_t left;
+    if (s->offloop_readers > 0) return KERR_BUSY;
     int rc = mvcc_defrag_step(s, SIZE_MAX, &left);
     if (rc != 0) goto fail;
     mvcc_store *c = d->copy;

@@ -76,29 +76,15 @@ static int any_alive(MDB_txn *txn, mvcc_store *s, int64_t rev)
     return ret;
 }
 
-int mvcc_hash_kv(mvcc_store *s, int64_t rev, uint32_t *hash, int64_t *current, int64_t *compact)
+/* etcd's hashByRev over `txn` at revision rev with compact revision crev
+ * (checked by the caller). */
+static int hash_txn(MDB_txn *txn, mvcc_store *s, int64_t rev, int64_t crev, uint32_t *hash)
 {
-    crc_init();
-    int64_t crev = s->compact_rev;
-    *current = s->rev;
-    *compact = crev; /* -1 if never compacted, as etcd's compactMainRev */
-    if (rev > 0 && rev <= crev) return KERR_COMPACTED;
-    if (rev > 0 && rev > s->rev) return KERR_FUTURE_REV;
-    if (rev == 0) rev = s->rev;
-
-    MDB_txn *txn;
     MDB_cursor *cur;
-    int rc = store_rtxn_begin(s, &txn);
-    if (rc != 0) return rc;
+    int rc;
     int keep = crev >= 0 ? any_alive(txn, s, rev) : 1;
-    if (keep < 0) {
-        store_rtxn_end(s);
-        return keep;
-    }
-    if ((rc = mdb_cursor_open(txn, s->hist, &cur)) != 0) {
-        store_rtxn_end(s);
-        return mdb_to_kerr(rc);
-    }
+    if (keep < 0) return keep;
+    if ((rc = mdb_cursor_open(txn, s->hist, &cur)) != 0) return mdb_to_kerr(rc);
     uint32_t h = crc32c(0, "key", 3);
     MDB_val k, d;
     int ret = 0;
@@ -158,9 +144,71 @@ int mvcc_hash_kv(mvcc_store *s, int64_t rev, uint32_t *hash, int64_t *current, i
     }
     if (ret == 0 && rc != 0 && rc != MDB_NOTFOUND) ret = mdb_to_kerr(rc);
     mdb_cursor_close(cur);
-    store_rtxn_end(s);
     if (ret == 0) *hash = h;
     return ret;
+}
+
+/* etcd's checks, and the revision to hash at. */
+static int hash_args(mvcc_store *s, int64_t *rev, int64_t *current, int64_t *compact)
+{
+    crc_init();
+    *current = s->rev;
+    *compact = s->compact_rev; /* -1 if never compacted, as etcd's compactMainRev */
+    if (*rev > 0 && *rev <= s->compact_rev) return KERR_COMPACTED;
+    if (*rev > 0 && *rev > s->rev) return KERR_FUTURE_REV;
+    if (*rev == 0) *rev = s->rev;
+    return 0;
+}
+
+int mvcc_hash_kv(mvcc_store *s, int64_t rev, uint32_t *hash, int64_t *current, int64_t *compact)
+{
+    int rc = hash_args(s, &rev, current, compact);
+    if (rc != 0) return rc;
+    MDB_txn *txn;
+    if ((rc = store_rtxn_begin(s, &txn)) != 0) return rc;
+    rc = hash_txn(txn, s, rev, *compact, hash);
+    store_rtxn_end(s);
+    return rc;
+}
+
+struct mvcc_hash_job {
+    mvcc_store *s;
+    MDB_txn *txn;
+    int64_t rev, crev;
+};
+
+int mvcc_hash_kv_start(mvcc_store *s, int64_t rev, struct mvcc_hash_job **job, int64_t *current,
+                       int64_t *compact)
+{
+    int rc = hash_args(s, &rev, current, compact);
+    if (rc != 0) return rc;
+    /* the snapshot must hold everything applied: commit the batch */
+    if ((rc = mvcc_flush(s)) != 0) return rc;
+    struct mvcc_hash_job *j = calloc(1, sizeof *j);
+    if (j == NULL) return KERR_NOMEM;
+    if ((rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &j->txn)) != 0) {
+        free(j);
+        return mdb_to_kerr(rc);
+    }
+    j->s = s;
+    j->rev = rev;
+    j->crev = *compact;
+    s->offloop_readers++;
+    *job = j;
+    return 0;
+}
+
+int mvcc_hash_kv_run(struct mvcc_hash_job *job, uint32_t *hash)
+{
+    return hash_txn(job->txn, job->s, job->rev, job->crev, hash);
+}
+
+void mvcc_hash_kv_end(struct mvcc_hash_job *job)
+{
+    if (job == NULL) return;
+    mdb_txn_abort(job->txn);
+    job->s->offloop_readers--;
+    free(job);
 }
 
 int mvcc_hash(mvcc_store *s, uint32_t *hash)

@@ -231,6 +231,16 @@ int mvcc_alarm_list(mvcc_store *s, Etcdserverpb__AlarmMember **out, size_t *n);
  * KERR_CORRUPT, KERR_IO. Runs on the loop (reads every change kept). */
 int mvcc_hash_kv(mvcc_store *s, int64_t rev, uint32_t *hash, int64_t *current,
                  int64_t *compact);
+/* The same off the loop: mvcc_hash_kv_start (loop) checks rev and takes a
+ * read snapshot of everything applied (the batch is committed first);
+ * mvcc_hash_kv_run computes on any thread; mvcc_hash_kv_end (loop) drops
+ * the snapshot. A defrag does not swap while a job is open (the swap
+ * answers KERR_BUSY). start: the errors of mvcc_hash_kv, KERR_NOMEM. */
+struct mvcc_hash_job;
+int mvcc_hash_kv_start(mvcc_store *s, int64_t rev, struct mvcc_hash_job **job, int64_t *current,
+                       int64_t *compact);
+int mvcc_hash_kv_run(struct mvcc_hash_job *job, uint32_t *hash);
+void mvcc_hash_kv_end(struct mvcc_hash_job *job);
 /* Maintenance.Hash: crc32c of every table's records (the meta table's
  * applied index and member records excluded, which differ between
  * members), so members with the same history and the same sweep progress
@@ -257,8 +267,9 @@ int mvcc_compact_step(mvcc_store *s, size_t limit);
  *     the replay of the last few entries and an environment reopen.
  * mvcc_defrag_abort drops a defrag in progress (the copy is removed).
  * Errors: KERR_BUSY (one already running: begin), KERR_IO, KERR_NOMEM;
- * swap: KERR_DEFRAG_FAILED (the store is as it was) or KERR_IO (the store
- * could not be reopened: fatal).
+ * swap: KERR_BUSY (a snapshot is in use on another thread: retry later;
+ * nothing changed), KERR_DEFRAG_FAILED (the store is as it was) or KERR_IO
+ * (the store could not be reopened: fatal).
  * Nothing else may use the store from another thread during the swap. */
 int mvcc_defrag_begin(mvcc_store *s);
 int mvcc_defrag_copy(mvcc_store *s);

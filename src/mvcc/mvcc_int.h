@@ -49,6 +49,8 @@ struct mvcc_store {
      * still to be swept, from hist key phys_pos on */
     int64_t phys_target;
     uint8_t phys_pos[16];
+    /* read snapshots used on other threads (hash.c): no defrag swap then */
+    int offloop_readers;
     /* defragmentation in progress (defrag.c); NULL if none */
     struct defrag *defrag;
 };

@@ -255,6 +255,32 @@ static void test_defrag_with_applies(void **state)
     assert_int_not_equal(stat(path, &st), 0);
 }
 
+static void test_hash_kv_job(void **state)
+{
+    struct fx *f = *state;
+    assert_int_equal(put(f, "a", "1"), 0);
+    assert_int_equal(put(f, "b", "2"), 0);
+    uint32_t h0, h1, h2;
+    int64_t cur, crev;
+    assert_int_equal(mvcc_hash_kv(f->s, 0, &h0, &cur, &crev), 0);
+    struct mvcc_hash_job *job;
+    assert_int_equal(mvcc_hash_kv_start(f->s, 0, &job, &cur, &crev), 0);
+    assert_int_equal(cur, 3);
+    /* applies after the snapshot are not in it */
+    assert_int_equal(put(f, "c", "3"), 0);
+    /* a defrag cannot swap under it */
+    assert_int_equal(mvcc_defrag_begin(f->s), 0);
+    assert_int_equal(mvcc_defrag_copy(f->s), 0);
+    assert_int_equal(mvcc_defrag_swap(f->s), KERR_BUSY);
+    assert_int_equal(mvcc_hash_kv_run(job, &h1), 0);
+    assert_int_equal(h0, h1);
+    mvcc_hash_kv_end(job);
+    assert_int_equal(mvcc_defrag_swap(f->s), 0);
+    assert_int_equal(mvcc_hash_kv(f->s, 3, &h2, &cur, &crev), 0);
+    assert_int_equal(h0, h2);
+    assert_int_equal(mvcc_hash_kv_start(f->s, 9, &job, &cur, &crev), KERR_FUTURE_REV);
+}
+
 static void test_defrag_abort(void **state)
 {
     struct fx *f = *state;
@@ -277,6 +303,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_hash_kv_errors_and_sweep, setup, teardown),
         cmocka_unit_test_setup_teardown(test_defrag_with_applies, setup, teardown),
         cmocka_unit_test_setup_teardown(test_defrag_abort, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_hash_kv_job, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
