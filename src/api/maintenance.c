@@ -562,6 +562,8 @@ void maint_api_start(api_server *s)
     struct maint_api *m = s->maint;
     if (m == NULL) return;
     m->last_success = now_ms();
+    /* as etcd's Periodic.Run: the revision at the start is the first noted */
+    if (m->periodic && m->revs != NULL) m->revs[m->n_revs++] = mvcc_revision(s->store);
     if (m->retention > 0) {
         uv_timer_start(&m->autoc, on_auto, m->tick_ms, m->tick_ms);
         log_info("auto compaction: %s, retention %" PRIu64 "%s", m->periodic ? "periodic" : "revision",
