@@ -508,6 +508,8 @@ static void metrics(struct gateway *gw, grpc_http_req *req)
     metric(f, "etcd_mvcc_db_total_size_in_use_in_bytes", "gauge",
            "Total size of the underlying database logically in use in bytes.", NULL,
            (double)in_use);
+    metric(f, "etcd_server_quota_backend_bytes", "gauge",
+           "Current backend storage quota size in bytes.", NULL, (double)a->quota_bytes);
     metric(f, "etcd_server_has_leader", "gauge",
            "Whether or not a leader exists. 1 is existence, 0 is not.", NULL,
            m && member_leader_id(m) != 0);

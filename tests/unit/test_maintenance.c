@@ -9,6 +9,7 @@
 #include <cmocka.h>
 
 #include "store_fixture.h"
+#include "server/config.h"
 #include "util/errors.h"
 
 static int setup(void **state) { return fx_setup(state, "/tmp/ketch-maint-XXXXXX"); }
@@ -296,6 +297,31 @@ static void test_defrag_abort(void **state)
     assert_string_equal(get(f, "c", 0), "3");
 }
 
+static void test_compaction_retention(void **state)
+{
+    (void)state;
+    struct config c = {0};
+    uint64_t v;
+    char periodic[] = "periodic", revision[] = "revision";
+    struct { char *mode, *ret; int rc; uint64_t want; } cases[] = {
+        {periodic, "0", 0, 0},
+        {periodic, "1", 0, 3600000},      /* a plain number is hours */
+        {periodic, "30m", 0, 1800000},
+        {periodic, "1h30m", 0, 5400000},
+        {periodic, "1s", 0, 1000},
+        {revision, "1000", 0, 1000},      /* a revision count */
+        {periodic, "soon", -1, 0},
+        {periodic, "-1", -1, 0},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        c.auto_compaction_mode = cases[i].mode;
+        c.auto_compaction_retention = cases[i].ret;
+        v = 0;
+        assert_int_equal(config_compaction_retention(&c, &v), cases[i].rc);
+        if (cases[i].rc == 0) assert_int_equal(v, cases[i].want);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -304,6 +330,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_defrag_with_applies, setup, teardown),
         cmocka_unit_test_setup_teardown(test_defrag_abort, setup, teardown),
         cmocka_unit_test_setup_teardown(test_hash_kv_job, setup, teardown),
+        cmocka_unit_test(test_compaction_retention),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
