@@ -477,3 +477,12 @@ def test_cluster_nospace_everywhere_and_same_hashkv(request):
             return None
     hs = [wait_for(lambda m=m: settled(m)) for m in ms]
     assert hs[0] == hs[1] == hs[2], hs
+
+
+def test_etcdctl_check_datascale(request):
+    """etcdctl's own check: 10,000 puts, memory from /metrics
+    (process_resident_memory_bytes, as Go's process collector)."""
+    sut = start(request)
+    out = sut.etcdctl("check", "datascale", "--load", "s", timeout=120)
+    assert out.returncode == 0, out.stdout[-500:] + out.stderr[-500:]
+    assert "PASS: Approximate system memory used" in out.stdout
