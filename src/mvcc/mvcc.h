@@ -280,5 +280,11 @@ void mvcc_defrag_abort(mvcc_store *s);
  * a big file: call it from another thread, before the next begin). */
 void mvcc_defrag_cleanup(mvcc_store *s);
 bool mvcc_defrag_running(const mvcc_store *s);
+/* For anything that reads the environment from another thread (its own
+ * read txn, e.g. a snapshot stream): while pinned, a defrag does not swap
+ * the file (mvcc_defrag_swap answers KERR_BUSY and the server retries).
+ * Loop thread only; every pin needs its unpin. */
+void mvcc_pin(mvcc_store *s);
+void mvcc_unpin(mvcc_store *s);
 
 #endif

@@ -486,3 +486,27 @@ def test_etcdctl_check_datascale(request):
     out = sut.etcdctl("check", "datascale", "--load", "s", timeout=120)
     assert out.returncode == 0, out.stdout[-500:] + out.stderr[-500:]
     assert "PASS: Approximate system memory used" in out.stdout
+
+
+def test_maintenance_auth_as_etcd(request):
+    """With auth enabled, Defragment, Hash and HashKV need an admin (etcd's
+    authMaintenanceServer); Alarm and Status do not."""
+    sut, ref = start_pair(request)
+    outs = []
+    for srv in (sut, ref):
+        for cmd in (["user", "add", "root:rootpw"], ["role", "add", "root"],
+                    ["user", "grant-role", "root", "root"], ["user", "add", "bob:bobpw"],
+                    ["auth", "enable"]):
+            assert srv.etcdctl(*cmd).returncode == 0, cmd
+        res = []
+        for creds in ([], ["--user", "bob:bobpw"], ["--user", "root:rootpw"]):
+            for cmd in (["defrag"], ["endpoint", "hashkv"], ["alarm", "list"]):
+                out = srv.etcdctl(*(creds + cmd))
+                err = "".join(l + "\n" for l in out.stderr.splitlines() if not l.startswith("{"))
+                text = (out.stdout + err).replace(srv.endpoint, "<ep>")
+                text = re.sub(r"<ep>, \d+", "<ep>, <hash>", text)
+                res.append((tuple(creds + cmd), out.returncode, text))
+        outs.append(res)
+    assert outs[0] == outs[1]
+    assert any("user name is empty" in r[2] for r in outs[0])
+    assert any("permission denied" in r[2] for r in outs[0])
