@@ -562,4 +562,6 @@ def test_kill9_during_defrag_loses_nothing(request):
         assert missing == [], (round_, missing[:5])
         c.close()
     assert sut.etcdctl("defrag").returncode == 0
-    assert not os.path.exists(os.path.join(sut.data_dir, "member", "kv", "defrag"))
+    # the old file is removed off the loop, just after the answer
+    assert wait_for(lambda: not os.path.exists(os.path.join(sut.data_dir, "member", "kv",
+                                                            "defrag")))
