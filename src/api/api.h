@@ -103,7 +103,8 @@ void api_forward_fini(api_server *s);
 /* ---- maintenance (api/maintenance.c) ----
  * periodic: retention in ms, else a revision count (0: no auto-compaction);
  * sleep_ms / batch_limit: the compaction sweep's pace;
- * revision_interval_ms: how often revision mode compacts (0: etcd's 5 min).
+ * revision_interval_ms: how often revision mode compacts (0: etcd's 5 min);
+ * corrupt_check_ms: how often the leader compares HashKV with the others.
  * maint_api_init: 0 or KERR_NOMEM; maint_api_start begins the timers (after
  * the member started); maint_api_stop closes them (a defrag still copying
  * ends on its own); maint_api_kick starts the compaction sweep if there is
@@ -114,6 +115,7 @@ struct maint_config {
     uint64_t sleep_ms;
     size_t batch_limit;
     uint64_t revision_interval_ms;
+    uint64_t corrupt_check_ms; /* --experimental-corrupt-check-time; 0: none */
 };
 int maint_api_init(api_server *s, const struct maint_config *c);
 void maint_api_start(api_server *s);

@@ -70,6 +70,9 @@ struct maint_api {
     size_t n_waiters;
     unsigned catchup_ticks;
     uint64_t last_pause_ns;
+    /* --experimental-corrupt-check-time */
+    uv_timer_t corrupt;
+    uint64_t corrupt_ms;
     /* quota: NOSPACE proposed and not yet seen applied */
     bool nospace_proposed;
 };
@@ -562,6 +565,14 @@ static void on_auto(uv_timer_t *t)
     }
 }
 
+/* ---- corruption check (api/corrupt.c) ---- */
+
+static void on_corrupt(uv_timer_t *t)
+{
+    struct maint_api *m = t->data;
+    if (!m->stopping) maint_corrupt_check(m->s);
+}
+
 /* ---- life cycle ---- */
 
 int maint_api_init(api_server *s, const struct maint_config *c)
@@ -576,7 +587,9 @@ int maint_api_init(api_server *s, const struct maint_config *c)
     uv_timer_init(s->loop, &m->sweep);
     uv_timer_init(s->loop, &m->autoc);
     uv_timer_init(s->loop, &m->catchup);
-    m->sweep.data = m->autoc.data = m->catchup.data = m;
+    uv_timer_init(s->loop, &m->corrupt);
+    m->sweep.data = m->autoc.data = m->catchup.data = m->corrupt.data = m;
+    m->corrupt_ms = c->corrupt_check_ms;
     if (m->retention > 0) {
         if (m->periodic) {
             uint64_t every = m->retention > HOUR_MS ? HOUR_MS : m->retention;
@@ -609,6 +622,8 @@ void maint_api_start(api_server *s)
         log_info("auto compaction: %s, retention %" PRIu64 "%s", m->periodic ? "periodic" : "revision",
                  m->retention, m->periodic ? " ms" : " revisions");
     }
+    if (m->corrupt_ms > 0)
+        uv_timer_start(&m->corrupt, on_corrupt, m->corrupt_ms, m->corrupt_ms);
     maint_api_kick(s);
 }
 
@@ -619,6 +634,8 @@ void maint_api_stop(api_server *s)
     m->stopping = true;
     uv_close((uv_handle_t *)&m->sweep, NULL);
     uv_close((uv_handle_t *)&m->autoc, NULL);
+    uv_close((uv_handle_t *)&m->corrupt, NULL);
+    maint_corrupt_stop();
     uv_timer_stop(&m->catchup);
     uv_close((uv_handle_t *)&m->catchup, NULL);
     if (m->defragging && !m->copying) {

@@ -22,4 +22,9 @@ int64_t maint_cost_lease(void);
  * alarm is proposed, once at a time). */
 int maint_quota_check(api_server *s, int64_t cost);
 
+/* The corruption check (api/corrupt.c): one round, if this member leads
+ * and none is running; and stopping a round in progress. */
+void maint_corrupt_check(api_server *s);
+void maint_corrupt_stop(void);
+
 #endif

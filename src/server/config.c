@@ -52,6 +52,8 @@ static const struct flag flags[] = {
      "Sets the maximum revisions deleted in each compaction batch."},
     {"experimental-compaction-sleep-interval", F_STRING, OFF(compaction_sleep_interval), "10ms",
      "Sets the sleep interval between each compaction batch."},
+    {"experimental-corrupt-check-time", F_STRING, OFF(corrupt_check_time), "0s",
+     "Duration of time between cluster corruption check passes."},
     {"log-level", F_STRING, OFF(log_level), "info", "Configures log level. Only supports debug, info, warn, error."},
     {"heartbeat-interval", F_UINT, OFF(heartbeat_interval), "100", "Time (in milliseconds) of a heartbeat interval."},
     {"election-timeout", F_UINT, OFF(election_timeout), "1000", "Time (in milliseconds) for an election to timeout."},
@@ -239,6 +241,11 @@ int config_parse(struct config *c, int argc, char **argv)
     if (config_parse_duration_ms(c->compaction_sleep_interval, &ms) != 0) {
         fprintf(stderr, "invalid value \"%s\" for flag -experimental-compaction-sleep-interval: "
                         "parse error\n", c->compaction_sleep_interval);
+        return 2;
+    }
+    if (config_parse_duration_ms(c->corrupt_check_time, &ms) != 0) {
+        fprintf(stderr, "invalid value \"%s\" for flag -experimental-corrupt-check-time: "
+                        "parse error\n", c->corrupt_check_time);
         return 2;
     }
     if (strcmp(c->auto_compaction_mode, "periodic") != 0 &&

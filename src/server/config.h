@@ -44,6 +44,7 @@ struct config {
     char *auto_compaction_retention; /* see config_compaction_retention */
     uint64_t compaction_batch_limit;
     char *compaction_sleep_interval; /* a Go duration */
+    char *corrupt_check_time;        /* a Go duration; 0s: no corruption check */
     bool show_version;
     bool show_help;
 };

@@ -420,6 +420,7 @@ int main(int argc, char **argv)
         .sleep_ms = sleep_ms,
         .batch_limit = (size_t)srv.cfg.compaction_batch_limit,
     };
+    config_parse_duration_ms(srv.cfg.corrupt_check_time, &mcfg.corrupt_check_ms);
     const char *rev_itv = getenv("KETCH_AUTO_COMPACTION_REVISION_INTERVAL_MS"); /* tests */
     if (rev_itv != NULL) mcfg.revision_interval_ms = strtoull(rev_itv, NULL, 10);
     if (maint_api_init(a, &mcfg) != 0) goto out_store;
