@@ -60,6 +60,7 @@ typedef struct api_server {
     struct conc_api *conc;   /* lock/election waiters (api/concurrency.c); NULL when none */
     struct watch_api *watch; /* watch streams and hub (api/watch.c); NULL until watch_api_init */
     struct auth_api *auth;   /* tokens and auth options (api/auth.c); NULL until first used */
+    struct maint_api *maint; /* quota, compaction sweep, auto-compaction, defrag (api/maintenance.c) */
 } api_server;
 
 /* Prepares `s` (fields above the line must be filled by the caller). */
@@ -98,6 +99,31 @@ const char *api_cluster_client_url(const api_server *s, uint64_t id);
 int api_forward_init(api_server *s);
 void api_forward_stop(api_server *s);
 void api_forward_fini(api_server *s);
+
+/* ---- maintenance (api/maintenance.c) ----
+ * periodic: retention in ms, else a revision count (0: no auto-compaction);
+ * sleep_ms / batch_limit: the compaction sweep's pace;
+ * revision_interval_ms: how often revision mode compacts (0: etcd's 5 min);
+ * corrupt_check_ms: how often the leader compares HashKV with the others.
+ * maint_api_init: 0 or KERR_NOMEM; maint_api_start begins the timers (after
+ * the member started); maint_api_stop closes them (a defrag still copying
+ * ends on its own); maint_api_kick starts the compaction sweep if there is
+ * history to sweep (after a compaction applied). */
+struct maint_config {
+    bool periodic;
+    uint64_t retention;
+    uint64_t sleep_ms;
+    size_t batch_limit;
+    uint64_t revision_interval_ms;
+    uint64_t corrupt_check_ms; /* --experimental-corrupt-check-time; 0: none */
+};
+int maint_api_init(api_server *s, const struct maint_config *c);
+void maint_api_start(api_server *s);
+void maint_api_stop(api_server *s);
+void maint_api_fini(api_server *s);
+void maint_api_kick(api_server *s);
+/* The pause of the last defrag's swap, in ns (0: none yet). */
+uint64_t maint_last_defrag_pause_ns(const api_server *s);
 
 /* Fills a response header as etcd does (cluster_id, member_id, revision,
  * raft_term). `h` must be initialised. */

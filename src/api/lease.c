@@ -10,6 +10,7 @@
 #include <stdlib.h>
 
 #include "api/forward.h"
+#include "api/maintenance.h"
 #include "api/propose.h"
 #include "lease/lessor.h"
 #include "util/errors.h"
@@ -273,8 +274,12 @@ void lease_grant(grpc_call *call, const uint8_t *msg, size_t len, void *ctx)
     Etcdserverpb__LeaseGrantRequest *req =
         etcdserverpb__lease_grant_request__unpack(NULL, len, msg);
     if (req == NULL) return fail_unmarshal(call);
+    int rv;
     if (s->lease == NULL) {
         grpc_call_fail(call, KERR_STOPPED);
+    } else if ((rv = maint_quota_check(s, maint_cost_lease())) != 0) {
+        /* as etcd's quotaLeaseServer, around the lease server */
+        grpc_call_fail(call, rv);
     } else if (req->ttl > MVCC_MAX_LEASE_TTL) {
         grpc_call_fail(call, KERR_LEASE_TTL_TOO_LARGE);
     } else {

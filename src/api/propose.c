@@ -9,6 +9,7 @@
 #include "api/concurrency.h"
 #include "api/forward.h"
 #include "api/lease.h"
+#include "api/maintenance.h"
 #include "api/cluster.h"
 #include "util/arena.h"
 #include "util/errors.h"
@@ -236,6 +237,9 @@ static void deliver(api_server *s, struct proposal *p, struct mvcc_result *res, 
     } else if (res->lease_checkpoint) {
         res->lease_checkpoint->header = h;
         msg = &res->lease_checkpoint->base;
+    } else if (res->alarm) {
+        res->alarm->header = h;
+        msg = &res->alarm->base;
     } else if (res->auth) {
         /* every Auth*Response has its header as field 1 */
         const ProtobufCFieldDescriptor *f =
@@ -286,6 +290,7 @@ void api_apply(void *ctx, uint64_t index, const uint8_t *buf, size_t len)
     lease_api_applied(s, req, &res);
     auth_api_applied(s, index, req, &res, &a);
     conc_applied(s);
+    if (req != NULL && req->compaction != NULL) maint_api_kick(s);
     if (req != NULL && req->id != 0) {
         struct proposal *p = u64map_get(&s->proposals, req->id);
         if (p != NULL && membership) {

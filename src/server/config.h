@@ -39,6 +39,12 @@ struct config {
     char *auth_token;
     uint64_t auth_token_ttl;
     uint64_t bcrypt_cost;
+    /* maintenance: auto-compaction and the compaction sweep */
+    char *auto_compaction_mode;      /* periodic | revision */
+    char *auto_compaction_retention; /* see config_compaction_retention */
+    uint64_t compaction_batch_limit;
+    char *compaction_sleep_interval; /* a Go duration */
+    char *corrupt_check_time;        /* a Go duration; 0s: no corruption check */
     bool show_version;
     bool show_help;
 };
@@ -62,5 +68,10 @@ int config_parse_url(const char *url, char **host, int *port);
 /* Parses a Go duration ("10m0s", "500ms", "1h") into milliseconds.
  * Returns 0 or -1 if it is not one. */
 int config_parse_duration_ms(const char *s, uint64_t *ms);
+
+/* --auto-compaction-retention as etcd reads it: milliseconds in periodic
+ * mode (a plain number is hours), a revision count in revision mode.
+ * Returns 0 or -1 if it is not one. */
+int config_compaction_retention(const struct config *c, uint64_t *out);
 
 #endif

@@ -33,6 +33,7 @@
  * own check rather than from the transport. */
 #define GRPC_OVERHEAD_BYTES (512 * 1024)
 #define DEFAULT_QUOTA_BYTES (2LL * 1024 * 1024 * 1024)
+#define MAX_QUOTA_BYTES (8LL * 1024 * 1024 * 1024)
 /* LMDB's map is address space, not disk: make it comfortably larger than
  * the quota so the quota (not the map) is what refuses writes. */
 #define MIN_MAP_BYTES (8LL * 1024 * 1024 * 1024)
@@ -111,6 +112,7 @@ static void server_stop(struct server *srv)
     srv->stopping = true;
     log_info("stopping");
     lease_api_stop(&srv->api);
+    maint_api_stop(&srv->api);
     watch_api_stop(&srv->api);
     if (srv->metrics != NULL) grpc_server_close(srv->metrics, NULL, NULL);
     srv->metrics = NULL;
@@ -337,8 +339,13 @@ int main(int argc, char **argv)
     a->loop = srv.loop;
     a->max_request_bytes = srv.cfg.max_request_bytes;
     a->max_txn_ops = (unsigned)srv.cfg.max_txn_ops;
-    a->quota_bytes = srv.cfg.quota_backend_bytes > 0 ? srv.cfg.quota_backend_bytes
-                                                     : DEFAULT_QUOTA_BYTES;
+    /* as etcd: 0 is the default quota, a negative one disables it (etcd
+     * warns above 8 GiB; ketch takes any size, the map grows with it) */
+    a->quota_bytes = srv.cfg.quota_backend_bytes == 0 ? DEFAULT_QUOTA_BYTES
+                                                      : srv.cfg.quota_backend_bytes;
+    if (a->quota_bytes > MAX_QUOTA_BYTES)
+        log_warn("quota %lld bytes exceeds etcd's recommended maximum %lld (ketch allows it)",
+                 (long long)a->quota_bytes, (long long)MAX_QUOTA_BYTES);
     a->version = ETCD_COMPAT_VERSION;
 
     size_t n_methods;
@@ -369,7 +376,12 @@ int main(int argc, char **argv)
 
     char kv_dir[4096];
     snprintf(kv_dir, sizeof kv_dir, "%s/member/kv", srv.cfg.data_dir);
-    int64_t map = a->quota_bytes * 2 > MIN_MAP_BYTES ? a->quota_bytes * 2 : MIN_MAP_BYTES;
+    /* Twice the quota (at least 8 GiB): writes are refused at the quota,
+     * so LMDB itself never runs out of map in an apply; deletes and
+     * compaction, still allowed past the quota, have the other half.
+     * Without a quota: 64 GiB. */
+    int64_t map = a->quota_bytes <= 0 ? 8 * MIN_MAP_BYTES
+                  : a->quota_bytes * 2 > MIN_MAP_BYTES ? a->quota_bytes * 2 : MIN_MAP_BYTES;
     rv = mvcc_open(&srv.store, kv_dir, (size_t)map);
     if (rv != 0) {
         fprintf(stderr, "ketch: cannot open the store in %s: %s\n", kv_dir, kerr_text(rv));
@@ -399,8 +411,22 @@ int main(int argc, char **argv)
         fprintf(stderr, "ketch: cannot create the watch hub\n");
         goto out_store;
     }
+    uint64_t retention = 0, sleep_ms = 10;
+    config_compaction_retention(&srv.cfg, &retention);
+    config_parse_duration_ms(srv.cfg.compaction_sleep_interval, &sleep_ms);
+    struct maint_config mcfg = {
+        .periodic = strcmp(srv.cfg.auto_compaction_mode, "periodic") == 0,
+        .retention = retention,
+        .sleep_ms = sleep_ms,
+        .batch_limit = (size_t)srv.cfg.compaction_batch_limit,
+    };
+    config_parse_duration_ms(srv.cfg.corrupt_check_time, &mcfg.corrupt_check_ms);
+    const char *rev_itv = getenv("KETCH_AUTO_COMPACTION_REVISION_INTERVAL_MS"); /* tests */
+    if (rev_itv != NULL) mcfg.revision_interval_ms = strtoull(rev_itv, NULL, 10);
+    if (maint_api_init(a, &mcfg) != 0) goto out_store;
     if (start_member(&srv) != 0) goto out_store;
     lease_api_start(a);
+    maint_api_start(a);
     api_cluster_start(a);
 
     uv_signal_init(srv.loop, &srv.sigterm);
@@ -418,6 +444,7 @@ int main(int argc, char **argv)
     mvcc_sync(srv.store);
     watch_api_fini(a);
     lease_api_fini(a);
+    maint_api_fini(a);
     api_fini(a);
     api_cluster_fini(a);
     mvcc_close(srv.store);
@@ -426,6 +453,7 @@ int main(int argc, char **argv)
     goto out_peers;
 
 out_store:
+    maint_api_stop(a); /* its timers close in the uv_run below; freed at the end */
     watch_api_fini(a);
     lease_api_fini(a);
     api_fini(a);
@@ -446,6 +474,7 @@ out_peers:
     if (srv.peer_addrs != NULL) config_strv_free(srv.peer_addrs);
     free(srv.peers);
 out_identity:
+    maint_api_fini(&srv.api);
     identity_free(&srv.id);
     tls_ctx_free(srv.client_tls);
 out_config:
