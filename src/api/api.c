@@ -11,6 +11,7 @@
 #include "api/lease.h"
 #include "api/lock.h"
 #include "api/maintenance.h"
+#include "api/snapshot.h"
 #include "api/watch.h"
 
 static const grpc_method methods[] = {
@@ -21,6 +22,8 @@ static const grpc_method methods[] = {
     {"/etcdserverpb.KV/Compact", GRPC_UNARY, kv_compact, NULL},
     {"/etcdserverpb.Maintenance/Status", GRPC_UNARY, maintenance_status, NULL},
     {"/etcdserverpb.Maintenance/Alarm", GRPC_UNARY, maintenance_alarm, NULL},
+    {"/etcdserverpb.Maintenance/Snapshot", GRPC_STREAM, maintenance_snapshot,
+     maintenance_snapshot_close},
     {"/etcdserverpb.Cluster/MemberList", GRPC_UNARY, cluster_member_list, NULL},
     {"/etcdserverpb.Cluster/MemberAdd", GRPC_UNARY, cluster_member_add, NULL},
     {"/etcdserverpb.Cluster/MemberRemove", GRPC_UNARY, cluster_member_remove, NULL},

@@ -32,6 +32,9 @@ struct mvcc_export_info {
  * or KERR_IO. */
 int mvcc_export_begin(mvcc_store *s, mvcc_export **out, struct mvcc_export_info *info);
 void mvcc_export_end(mvcc_export *e);
+/* The store's directory (borrowed until mvcc_close): where temporary
+ * snapshot files go, on the same file system as the data. */
+const char *mvcc_export_dir(mvcc_store *s);
 
 /* Every change still in history, in (main, sub) order: the packed
  * mvccpb.KeyValue as stored (a tombstone's holds the key and mod_revision).

@@ -60,6 +60,13 @@ void mvcc_export_end(mvcc_export *e)
     free(e);
 }
 
+const char *mvcc_export_dir(mvcc_store *s)
+{
+    const char *p = NULL;
+    mdb_env_get_path(s->env, &p);
+    return p;
+}
+
 /* Walks table dbi from `start` (len bytes, may be 0) calling each(k, v)
  * while it returns 0. */
 static int scan(MDB_txn *txn, MDB_dbi dbi, const void *start, size_t slen,
