@@ -149,6 +149,7 @@ int cmd_member(int argc, char **argv);
 int cmd_endpoint(int argc, char **argv);
 int cmd_alarm(int argc, char **argv);
 int cmd_k8s(int argc, char **argv);
+int cmd_snapshot(int argc, char **argv); /* snapshot.c */
 
 /* ---- flags (main.c) ---- */
 enum flag_type { F_BOOL, F_STR, F_INT, F_DUR };

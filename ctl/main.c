@@ -304,7 +304,7 @@ static const struct {
     {"lease", cmd_lease},       {"member", cmd_member},
     {"endpoint", cmd_endpoint}, {"alarm", cmd_alarm},
     {"version", cmd_version},   {"k8s", cmd_k8s},
-    {"snapshot", not_implemented}, {"defrag", not_implemented},
+    {"snapshot", cmd_snapshot}, {"defrag", not_implemented},
     {"move-leader", not_implemented}, {"make-mirror", not_implemented},
     {"migrate", not_implemented}, {"lock", not_implemented},
     {"elect", not_implemented}, {"auth", not_implemented},
