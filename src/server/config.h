@@ -39,6 +39,10 @@ struct config {
     char *auth_token;
     uint64_t auth_token_ttl;
     uint64_t bcrypt_cost;
+    /* snapshots (src/snapshot): build the store from an etcd-format
+     * snapshot file when the data dir holds none yet */
+    char *restore_snapshot;
+    bool restore_skip_hash_check;
     bool show_version;
     bool show_help;
 };

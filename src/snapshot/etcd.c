@@ -515,6 +515,17 @@ static void sha_go(char *out, size_t len, const uint8_t *sha)
     if (n < len) snprintf(out + n, len - n, "]");
 }
 
+/* Removes an LMDB store directory (its two files, then the directory). */
+static void rm_store(const char *dir)
+{
+    char p[4300];
+    snprintf(p, sizeof p, "%s/data.mdb", dir);
+    unlink(p);
+    snprintf(p, sizeof p, "%s/lock.mdb", dir);
+    unlink(p);
+    rmdir(dir);
+}
+
 int snapshot_restore(const char *path, const char *kv_dir, bool skip_hash_check,
                      int64_t *revision, char *err, size_t errlen)
 {
@@ -564,8 +575,13 @@ int snapshot_restore(const char *path, const char *kv_dir, bool skip_hash_check,
         bbolt_close(&db);
         return rc;
     }
+    /* built aside and renamed into place at the end: a restore that fails
+     * or is killed half-way never leaves a half-built store at kv_dir */
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s.restoring", kv_dir);
+    rm_store(tmp);
     struct rs_ctx c = {0};
-    if ((rc = mvcc_import_begin(&c.im, kv_dir)) != 0) {
+    if ((rc = mvcc_import_begin(&c.im, tmp)) != 0) {
         errf(err, errlen, "cannot create the store in %s: %s", kv_dir, kerr_text(rc));
         bbolt_close(&db);
         return rc;
@@ -584,9 +600,15 @@ int snapshot_restore(const char *path, const char *kv_dir, bool skip_hash_check,
     c.im = NULL;
     if (rc != 0) goto fail;
     bbolt_close(&db);
+    if (rename(tmp, kv_dir) != 0) {
+        errf(err, errlen, "rename %s to %s: %s", tmp, kv_dir, strerror(errno));
+        rm_store(tmp);
+        return KERR_IO;
+    }
     return 0;
 fail:
     if (c.im != NULL) mvcc_import_abort(c.im);
+    rm_store(tmp);
     bbolt_close(&db);
     errf(err, errlen, "%s: %s", path,
          rc == KERR_CORRUPT ? "snapshot file is corrupt" : kerr_text(rc));
