@@ -238,7 +238,12 @@ void maintenance_snapshot_close(grpc_call *call, void *ctx)
 {
     (void)ctx;
     struct snap *sn = grpc_call_get_data(call);
-    if (sn == NULL) return;
+    if (sn == NULL) {
+        /* half-closed before its one request: nothing to send (a no-op if
+         * the stream is gone already) */
+        grpc_call_finish(call, GRPC_INTERNAL, "grpc: error while receiving the request: EOF");
+        return;
+    }
     grpc_call_set_data(call, NULL);
     sn->gone = true;
     uv_timer_stop(&sn->timer);

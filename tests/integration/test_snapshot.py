@@ -398,3 +398,43 @@ def test_memory_flat_for_large_db(request, tmp):
         grew_mb, size / 1048576.0)
     st = status("etcdctl", snap)
     assert st["totalSize"] == size - 32
+
+
+def test_gateway_and_chunks(request, tmp):
+    """POST /v3/maintenance/snapshot streams {"result":SnapshotResponse}
+    lines as etcd's grpc-gateway does; over gRPC and the gateway, the
+    chunks are 32 KiB with remaining_bytes counting down to 0, then the
+    sha256 of everything before it."""
+    import base64
+    import hashlib
+    import urllib.request
+    import grpc
+    from etcd3.etcdrpc import rpc_pb2, rpc_pb2_grpc
+    k = new_server(request).start()
+    ch = grpc.insecure_channel(k.endpoint)
+    kvs = rpc_pb2_grpc.KVStub(ch)
+    for i in range(4):
+        kvs.Put(rpc_pb2.PutRequest(key=b"v%d" % i, value=os.urandom(40000)))
+    grpc_msgs = [(m.remaining_bytes, m.blob)
+                 for m in rpc_pb2_grpc.MaintenanceStub(ch).Snapshot(rpc_pb2.SnapshotRequest())]
+    ch.close()
+    for body in (b"{}", b""):
+        req = urllib.request.Request("http://%s/v3/maintenance/snapshot" % k.endpoint,
+                                     data=body, method="POST")
+        with urllib.request.urlopen(req, timeout=30) as r:
+            lines = [json.loads(x) for x in r.read().decode().splitlines() if x.strip()]
+        gw_msgs = [(int(x["result"].get("remaining_bytes", 0)),
+                    base64.b64decode(x["result"]["blob"])) for x in lines]
+        for msgs in (grpc_msgs, gw_msgs):
+            data = b"".join(b for _, b in msgs[:-1])
+            total = len(data)
+            sent = 0
+            for rem, blob in msgs[:-1]:
+                assert len(blob) == min(32768, total - sent)
+                sent += len(blob)
+                assert rem == total - sent
+            assert msgs[-1][0] == 0
+            assert msgs[-1][1] == hashlib.sha256(data).digest()
+            snap = os.path.join(tmp, "gw.db")
+            open(snap, "wb").write(data + msgs[-1][1])
+            assert status("etcdctl", snap)["revision"] == header_rev(k.endpoint)
