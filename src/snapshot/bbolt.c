@@ -31,11 +31,13 @@
  *   freelist    the ids of the free pages, u64 each
  *
  * The writer puts the freelist at page 2 (empty) and the data from page 3
- * on, every bucket in pages of its own (no inline buckets: valid for bbolt
- * and simpler), leaves filled up to a page. */
+ * on, leaves filled up to a page, branch nodes built level by level as
+ * their children are written; a bucket whose one leaf fits in a quarter
+ * page goes inline, as bbolt does. */
 #include "snapshot/bbolt.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -114,7 +116,11 @@ struct lent {
 struct bucket_rec {
     char *name;
     uint64_t root;
+    uint8_t *inl; /* inline bucket: header + leaf page (root 0), else NULL */
+    size_t inl_len;
 };
+
+enum { MAX_LEVELS = 24 };
 
 struct bbolt_writer {
     int fd;
@@ -128,7 +134,12 @@ struct bbolt_writer {
     size_t dlen, dcap;
     uint8_t *last; /* last key put in the bucket (order check) */
     size_t last_len, last_cap;
-    struct reflist leaves;
+    /* the branch nodes being filled above the leaves of the open bucket:
+     * lv[0] holds refs to leaves, lv[1] to branches over them, ... A full
+     * node is written at once, so memory is a page per level */
+    struct reflist lv[MAX_LEVELS];
+    size_t lv_size[MAX_LEVELS];
+    bool lv_used[MAX_LEVELS + 1];
     struct bucket_rec *buckets;
     size_t nb, bcap;
     uint8_t *page; /* scratch for one node */
@@ -203,10 +214,10 @@ static int node_write(bbolt_writer *w, uint16_t flags, uint16_t count, size_t np
 
 static size_t leaf_size(const bbolt_writer *w) { return PAGE_HDR + w->nent * ELEM + w->dlen; }
 
-static int leaf_flush(bbolt_writer *w)
+/* Lays the open leaf out in w->page; *npages its page count. */
+static int leaf_build(bbolt_writer *w, size_t *npages)
 {
-    size_t npages;
-    int rc = node_buf(w, leaf_size(w), &npages);
+    int rc = node_buf(w, leaf_size(w), npages);
     if (rc != 0) return rc;
     size_t dpos = PAGE_HDR + w->nent * ELEM, doff = 0;
     for (size_t i = 0; i < w->nent; i++) {
@@ -219,71 +230,120 @@ static int leaf_flush(bbolt_writer *w)
         doff += w->ents[i].klen + w->ents[i].vlen;
     }
     memcpy(w->page + dpos, w->data, w->dlen);
+    return 0;
+}
+
+static int add_ref(bbolt_writer *w, int level, const uint8_t *key, size_t klen, uint64_t pgid);
+
+/* Writes the pending branch node of `level` and hands it to the level
+ * above. */
+static int branch_flush(bbolt_writer *w, int level)
+{
+    struct reflist *l = &w->lv[level];
+    size_t npages;
+    int rc = node_buf(w, w->lv_size[level], &npages);
+    if (rc != 0) return rc;
+    size_t dpos = PAGE_HDR + l->n * ELEM;
+    for (size_t k = 0; k < l->n; k++) {
+        uint8_t *e = w->page + PAGE_HDR + k * ELEM;
+        le32(e, (uint32_t)(dpos - (size_t)(e - w->page)));
+        le32(e + 4, (uint32_t)l->v[k].klen);
+        le64(e + 8, l->v[k].pgid);
+        memcpy(w->page + dpos, l->v[k].key, l->v[k].klen);
+        dpos += l->v[k].klen;
+    }
+    uint64_t pgid;
+    if ((rc = node_write(w, F_BRANCH, (uint16_t)l->n, npages, &pgid)) != 0) return rc;
+    rc = add_ref(w, level + 1, l->v[0].key, l->v[0].klen, pgid);
+    reflist_free(l);
+    w->lv_size[level] = PAGE_HDR;
+    return rc;
+}
+
+/* Adds child `pgid` (first key `key`) to the branch node being filled at
+ * `level`, writing that node first if the child does not fit (a branch
+ * keeps at least two children). */
+static int add_ref(bbolt_writer *w, int level, const uint8_t *key, size_t klen, uint64_t pgid)
+{
+    if (level >= MAX_LEVELS) return KERR_INTERNAL;
+    struct reflist *l = &w->lv[level];
+    if (!w->lv_used[level]) w->lv_size[level] = PAGE_HDR;
+    w->lv_used[level] = true;
+    if (l->n >= 2 && (w->lv_size[level] + ELEM + klen > BBOLT_PAGE_SIZE || l->n == 0xFFFF)) {
+        int rc = branch_flush(w, level);
+        if (rc != 0) return rc;
+    }
+    w->lv_size[level] += ELEM + klen;
+    return ref_add(l, key, klen, pgid);
+}
+
+static int leaf_flush(bbolt_writer *w)
+{
+    size_t npages;
+    int rc = leaf_build(w, &npages);
+    if (rc != 0) return rc;
     uint64_t pgid;
     if ((rc = node_write(w, F_LEAF, (uint16_t)w->nent, npages, &pgid)) != 0) return rc;
     /* the first key of the leaf, for the branch above */
-    rc = ref_add(&w->leaves, w->data, w->nent ? w->ents[0].klen : 0, pgid);
+    rc = add_ref(w, 0, w->data, w->nent ? w->ents[0].klen : 0, pgid);
     w->nent = 0;
     w->dlen = 0;
     return rc;
 }
 
-/* Writes branch pages over `level` (at least 2 refs) into `up`. */
-static int branch_level(bbolt_writer *w, const struct reflist *level, struct reflist *up)
+static void levels_reset(bbolt_writer *w)
 {
-    size_t i = 0;
-    while (i < level->n) {
-        size_t j = i, size = PAGE_HDR;
-        /* at least two children per branch (one if only one is left),
-         * and at most 0xFFFF */
-        while (j < level->n && j - i < 0xFFFF) {
-            size_t add = ELEM + level->v[j].klen;
-            if (j - i >= 2 && size + add > BBOLT_PAGE_SIZE) break;
-            size += add;
-            j++;
-        }
-        size_t npages;
-        int rc = node_buf(w, size, &npages);
-        if (rc != 0) return rc;
-        size_t dpos = PAGE_HDR + (j - i) * ELEM;
-        for (size_t k = i; k < j; k++) {
-            uint8_t *e = w->page + PAGE_HDR + (k - i) * ELEM;
-            le32(e, (uint32_t)(dpos - (size_t)(e - w->page)));
-            le32(e + 4, (uint32_t)level->v[k].klen);
-            le64(e + 8, level->v[k].pgid);
-            memcpy(w->page + dpos, level->v[k].key, level->v[k].klen);
-            dpos += level->v[k].klen;
-        }
-        uint64_t pgid;
-        if ((rc = node_write(w, F_BRANCH, (uint16_t)(j - i), npages, &pgid)) != 0) return rc;
-        if ((rc = ref_add(up, level->v[i].key, level->v[i].klen, pgid)) != 0) return rc;
-        i = j;
-    }
-    return 0;
+    for (int i = 0; i < MAX_LEVELS; i++) reflist_free(&w->lv[i]);
+    memset(w->lv_used, 0, sizeof w->lv_used);
 }
 
-static int bucket_close(bbolt_writer *w)
+/* Ends the open bucket. A small one (a leaf of at most a quarter page, as
+ * bbolt's inlineable) goes inline into its parent's value when allowed. */
+static int bucket_close(bbolt_writer *w, bool allow_inline)
 {
     if (!w->in_bucket) return 0;
     int rc = 0;
-    if (w->nent > 0 || w->leaves.n == 0) rc = leaf_flush(w);
-    struct reflist level = w->leaves;
-    w->leaves = (struct reflist){0};
-    while (rc == 0 && level.n > 1) {
-        struct reflist up = {0};
-        rc = branch_level(w, &level, &up);
-        reflist_free(&level);
-        level = up;
-    }
-    if (rc == 0) {
-        if (grow((void **)&w->buckets, &w->bcap, w->nb + 1, sizeof *w->buckets) != 0) {
+    struct bucket_rec rec = {0};
+    if (allow_inline && !w->lv_used[0] && leaf_size(w) <= BBOLT_PAGE_SIZE / 4) {
+        size_t npages, n = leaf_size(w);
+        if ((rc = leaf_build(w, &npages)) != 0) goto out;
+        le16(w->page + 8, F_LEAF);
+        le16(w->page + 10, (uint16_t)w->nent);
+        rec.inl_len = BUCKET_HDR + n;
+        if ((rec.inl = calloc(1, rec.inl_len)) == NULL) {
             rc = KERR_NOMEM;
-        } else {
-            w->buckets[w->nb++] = (struct bucket_rec){w->cur, level.v[0].pgid};
-            w->cur = NULL;
+            goto out;
         }
+        memcpy(rec.inl + BUCKET_HDR, w->page, n);
+        w->nent = 0;
+        w->dlen = 0;
+    } else {
+        if (w->nent > 0 || !w->lv_used[0]) rc = leaf_flush(w);
+        /* flush the pending branch nodes bottom-up; the first level that
+         * holds a single child and never passed one up names the root */
+        for (int i = 0; rc == 0; i++) {
+            if (i >= MAX_LEVELS) {
+                rc = KERR_INTERNAL;
+                break;
+            }
+            if (!w->lv_used[i + 1] && w->lv[i].n == 1) {
+                rec.root = w->lv[i].v[0].pgid;
+                break;
+            }
+            rc = branch_flush(w, i);
+        }
+        if (rc != 0) goto out;
     }
-    reflist_free(&level);
+    if (grow((void **)&w->buckets, &w->bcap, w->nb + 1, sizeof *w->buckets) != 0) {
+        free(rec.inl);
+        rc = KERR_NOMEM;
+        goto out;
+    }
+    rec.name = w->cur;
+    w->cur = NULL;
+    w->buckets[w->nb++] = rec;
+out:
+    levels_reset(w);
     w->in_bucket = 0;
     w->last_len = 0;
     return rc;
@@ -305,7 +365,7 @@ int bbolt_writer_open(bbolt_writer **out, const char *path)
 
 int bbolt_writer_bucket(bbolt_writer *w, const char *name)
 {
-    int rc = bucket_close(w);
+    int rc = bucket_close(w, true);
     if (rc != 0) return rc;
     if ((w->cur = strdup(name)) == NULL) return KERR_NOMEM;
     w->in_bucket = 1;
@@ -356,8 +416,8 @@ static void writer_free(bbolt_writer *w)
     free(w->ents);
     free(w->data);
     free(w->last);
-    reflist_free(&w->leaves);
-    for (size_t i = 0; i < w->nb; i++) free(w->buckets[i].name);
+    levels_reset(w);
+    for (size_t i = 0; i < w->nb; i++) free(w->buckets[i].name), free(w->buckets[i].inl);
     free(w->buckets);
     free(w->page);
     free(w);
@@ -388,9 +448,10 @@ static void meta_page(uint8_t *p, uint64_t txid, uint64_t root, uint64_t hwm)
 
 int bbolt_writer_finish(bbolt_writer *w, uint64_t *size)
 {
-    int rc = bucket_close(w);
+    int rc = bucket_close(w, true);
     if (rc != 0) goto out;
-    /* the root bucket: one entry per bucket, sorted by name */
+    /* the root bucket: one entry per bucket, sorted by name; the value is
+     * the bucket header, with the page after it for an inline bucket */
     qsort(w->buckets, w->nb, sizeof *w->buckets, cmp_bucket);
     for (size_t i = 0; i < w->nb; i++) {
         uint8_t hdr[BUCKET_HDR];
@@ -399,7 +460,9 @@ int bbolt_writer_finish(bbolt_writer *w, uint64_t *size)
         w->in_bucket = 1;
         w->last_len = 0;
         const char *nm = w->buckets[i].name;
-        if ((rc = bbolt_writer_put(w, (const uint8_t *)nm, strlen(nm), hdr, sizeof hdr)) != 0)
+        const uint8_t *val = w->buckets[i].inl ? w->buckets[i].inl : hdr;
+        size_t vlen = w->buckets[i].inl ? w->buckets[i].inl_len : sizeof hdr;
+        if ((rc = bbolt_writer_put(w, (const uint8_t *)nm, strlen(nm), val, vlen)) != 0)
             goto out;
         w->ents[w->nent - 1].flags = BUCKET_LEAF;
         if (i > 0 && strcmp(w->buckets[i - 1].name, nm) == 0) {
@@ -414,7 +477,7 @@ int bbolt_writer_finish(bbolt_writer *w, uint64_t *size)
         rc = KERR_NOMEM;
         goto out;
     }
-    if ((rc = bucket_close(w)) != 0) goto out;
+    if ((rc = bucket_close(w, false)) != 0) goto out;
     uint64_t root = w->buckets[w->nb - 1].root;
     /* empty freelist at page 2 */
     size_t np;
