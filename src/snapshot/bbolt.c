@@ -163,7 +163,7 @@ static int ref_add(struct reflist *l, const uint8_t *key, size_t klen, uint64_t 
     if (grow((void **)&l->v, &l->cap, l->n + 1, sizeof *l->v) != 0) return KERR_NOMEM;
     uint8_t *k = malloc(klen ? klen : 1);
     if (k == NULL) return KERR_NOMEM;
-    memcpy(k, key, klen);
+    if (klen) memcpy(k, key, klen);
     l->v[l->n++] = (struct ref){k, klen, pgid};
     return 0;
 }
@@ -229,7 +229,7 @@ static int leaf_build(bbolt_writer *w, size_t *npages)
         le32(e + 12, (uint32_t)w->ents[i].vlen);
         doff += w->ents[i].klen + w->ents[i].vlen;
     }
-    memcpy(w->page + dpos, w->data, w->dlen);
+    if (w->dlen) memcpy(w->page + dpos, w->data, w->dlen);
     return 0;
 }
 
@@ -452,7 +452,7 @@ int bbolt_writer_finish(bbolt_writer *w, uint64_t *size)
     if (rc != 0) goto out;
     /* the root bucket: one entry per bucket, sorted by name; the value is
      * the bucket header, with the page after it for an inline bucket */
-    qsort(w->buckets, w->nb, sizeof *w->buckets, cmp_bucket);
+    if (w->nb) qsort(w->buckets, w->nb, sizeof *w->buckets, cmp_bucket);
     for (size_t i = 0; i < w->nb; i++) {
         uint8_t hdr[BUCKET_HDR];
         le64(hdr, w->buckets[i].root);

@@ -184,7 +184,7 @@ static int write_members(bbolt_writer *w, const uint8_t *members, size_t len)
     if (members != NULL) cm = ketchpb__cluster_members__unpack(NULL, len, members);
     int rc = bbolt_writer_bucket(w, "members");
     if (rc != 0 || cm == NULL) goto removed;
-    qsort(cm->members, cm->n_members, sizeof *cm->members, cmp_member);
+    if (cm->n_members) qsort(cm->members, cm->n_members, sizeof *cm->members, cmp_member);
     for (size_t i = 0; i < cm->n_members && rc == 0; i++) {
         const Ketchpb__ClusterMember *m = cm->members[i];
         char key[17], *json = NULL;
@@ -210,7 +210,7 @@ static int write_members(bbolt_writer *w, const uint8_t *members, size_t len)
 removed:
     if (rc == 0) rc = bbolt_writer_bucket(w, "members_removed");
     if (rc == 0 && cm != NULL) {
-        qsort(cm->removed, cm->n_removed, sizeof *cm->removed, cmp_hexid);
+        if (cm->n_removed) qsort(cm->removed, cm->n_removed, sizeof *cm->removed, cmp_hexid);
         for (size_t i = 0; i < cm->n_removed && rc == 0; i++) {
             char key[17];
             snprintf(key, sizeof key, "%" PRIx64, cm->removed[i]);
