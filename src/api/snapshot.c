@@ -21,6 +21,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <openssl/evp.h>
+
 #include "api/auth.h"
 #include "mvcc/export.h"
 #include "snapshot/snapshot.h"
@@ -28,7 +30,8 @@
 #include "util/log.h"
 
 #define CHUNK (32 * 1024) /* etcd's snapshotSendBufferSize */
-#define MAX_PENDING (4 * CHUNK)
+#define READ_SIZE (8 * CHUNK) /* one file read: eight messages */
+#define MAX_PENDING (2 * READ_SIZE)
 #define RETRY_MS 2
 
 struct snap {
@@ -45,13 +48,15 @@ struct snap {
     int fd;
     uint64_t off;
     bool working, reading, gone, finished;
-    uint8_t buf[CHUNK];
+    EVP_MD_CTX *sha; /* sha256 of what was sent, as etcd computes it */
+    uint8_t buf[READ_SIZE];
 };
 
 static void timer_closed(uv_handle_t *h)
 {
     struct snap *sn = h->data;
     grpc_call_unref(sn->call);
+    EVP_MD_CTX_free(sn->sha);
     free(sn->members);
     free(sn);
 }
@@ -97,8 +102,13 @@ static void on_read(uv_fs_t *req)
         fail(sn, KERR_IO);
         return;
     }
-    sn->off += (uint64_t)n;
-    send_chunk(sn, sn->buf, (size_t)n, sn->out.db_size - sn->off);
+    /* etcd's chunks: 32 KiB, remaining_bytes after each */
+    for (size_t at = 0; at < (size_t)n; at += CHUNK) {
+        size_t len = (size_t)n - at < CHUNK ? (size_t)n - at : CHUNK;
+        sn->off += len;
+        EVP_DigestUpdate(sn->sha, sn->buf + at, len);
+        send_chunk(sn, sn->buf + at, len, sn->out.db_size - sn->off);
+    }
     pump(sn);
 }
 
@@ -114,7 +124,7 @@ static void pump(struct snap *sn)
     }
     if (sn->off < sn->out.db_size) {
         uint64_t left = sn->out.db_size - sn->off;
-        uv_buf_t b = uv_buf_init((char *)sn->buf, left < CHUNK ? (unsigned)left : CHUNK);
+        uv_buf_t b = uv_buf_init((char *)sn->buf, left < READ_SIZE ? (unsigned)left : READ_SIZE);
         sn->fs.data = sn;
         int rv = uv_fs_read(sn->s->loop, &sn->fs, sn->fd, &b, 1, (int64_t)sn->off, on_read);
         if (rv < 0) {
@@ -124,6 +134,8 @@ static void pump(struct snap *sn)
         sn->reading = true;
         return;
     }
+    unsigned int len = 0;
+    EVP_DigestFinal_ex(sn->sha, sn->out.sha, &len);
     send_chunk(sn, sn->out.sha, sizeof sn->out.sha, 0);
     sn->finished = true;
     log_info("snapshot: sent %" PRIu64 " bytes and the sha256 (revision %" PRId64 ")",
@@ -134,8 +146,8 @@ static void pump(struct snap *sn)
 static void do_work(uv_work_t *w)
 {
     struct snap *sn = w->data;
-    sn->rc = snapshot_write(sn->s->store, sn->path, sn->members, sn->members_len, sn->s->version,
-                            &sn->out);
+    sn->rc = snapshot_write_temp(sn->s->store, sn->path, sn->members, sn->members_len,
+                                 sn->s->version, &sn->out);
 }
 
 static void after_work(uv_work_t *w, int status)
@@ -200,6 +212,12 @@ void maintenance_snapshot(grpc_call *call, const uint8_t *msg, size_t len, void 
         return;
     }
     struct snap *sn = calloc(1, sizeof *sn);
+    if (sn != NULL && ((sn->sha = EVP_MD_CTX_new()) == NULL ||
+                       EVP_DigestInit_ex(sn->sha, EVP_sha256(), NULL) != 1)) {
+        EVP_MD_CTX_free(sn->sha);
+        free(sn);
+        sn = NULL;
+    }
     if (sn == NULL) {
         grpc_call_fail(call, KERR_NOMEM);
         return;
@@ -214,6 +232,7 @@ void maintenance_snapshot(grpc_call *call, const uint8_t *msg, size_t len, void 
         sn->members_len = ketchpb__cluster_members__get_packed_size(s->cluster);
         sn->members = malloc(sn->members_len ? sn->members_len : 1);
         if (sn->members == NULL) {
+            EVP_MD_CTX_free(sn->sha);
             free(sn);
             grpc_call_fail(call, KERR_NOMEM);
             return;
@@ -223,6 +242,7 @@ void maintenance_snapshot(grpc_call *call, const uint8_t *msg, size_t len, void 
     sn->work.data = sn;
     if (uv_queue_work(s->loop, &sn->work, do_work, after_work) != 0) {
         free(sn->members);
+        EVP_MD_CTX_free(sn->sha);
         free(sn);
         grpc_call_fail(call, KERR_INTERNAL);
         return;

@@ -39,6 +39,9 @@ int bbolt_writer_put(bbolt_writer *w, const uint8_t *key, size_t klen, const uin
  * fsyncs and closes the file. *size (may be NULL) is the file size. Frees
  * w in every case. Returns 0 or a KERR_* code. */
 int bbolt_writer_finish(bbolt_writer *w, uint64_t *size);
+/* The file is for the moment only (a snapshot streamed then deleted):
+ * bbolt_writer_finish skips its fsync. */
+void bbolt_writer_no_sync(bbolt_writer *w);
 /* Frees w and its file descriptor without finishing (the file is left
  * incomplete; the caller unlinks it). */
 void bbolt_writer_abort(bbolt_writer *w);

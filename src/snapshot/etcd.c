@@ -251,8 +251,8 @@ out:
     return rc;
 }
 
-int snapshot_write(mvcc_store *s, const char *path, const uint8_t *members, size_t members_len,
-                   const char *cluster_version, struct snapshot_written *out)
+static int write_file(mvcc_store *s, const char *path, const uint8_t *members, size_t members_len,
+                      const char *cluster_version, bool trailer, struct snapshot_written *out)
 {
     mvcc_export *e;
     struct mvcc_export_info info;
@@ -263,6 +263,7 @@ int snapshot_write(mvcc_store *s, const char *path, const uint8_t *members, size
         mvcc_export_end(e);
         return rc;
     }
+    if (!trailer) bbolt_writer_no_sync(w);
     struct wctx c = {.w = w};
     uint8_t b[17];
     /* buckets in any order: the writer sorts the root bucket */
@@ -310,6 +311,9 @@ int snapshot_write(mvcc_store *s, const char *path, const uint8_t *members, size
     c.buf = NULL;
     uint64_t size;
     if ((rc = bbolt_writer_finish(w, &size)) != 0) goto fail_file;
+    out->db_size = size;
+    out->revision = info.revision;
+    if (!trailer) return 0;
     /* the trailer: sha256 of the file so far */
     int fd = open(path, O_RDWR | O_CLOEXEC);
     if (fd < 0) {
@@ -322,8 +326,6 @@ int snapshot_write(mvcc_store *s, const char *path, const uint8_t *members, size
     if (rc == 0 && fsync(fd) != 0) rc = KERR_IO;
     close(fd);
     if (rc != 0) goto fail_file;
-    out->db_size = size;
-    out->revision = info.revision;
     return 0;
 fail:
     bbolt_writer_abort(w);
@@ -332,6 +334,19 @@ fail:
 fail_file:
     unlink(path);
     return rc;
+}
+
+int snapshot_write(mvcc_store *s, const char *path, const uint8_t *members, size_t members_len,
+                   const char *cluster_version, struct snapshot_written *out)
+{
+    return write_file(s, path, members, members_len, cluster_version, true, out);
+}
+
+int snapshot_write_temp(mvcc_store *s, const char *path, const uint8_t *members,
+                        size_t members_len, const char *cluster_version,
+                        struct snapshot_written *out)
+{
+    return write_file(s, path, members, members_len, cluster_version, false, out);
 }
 
 /* ================= status ================= */

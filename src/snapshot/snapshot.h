@@ -18,7 +18,7 @@
 struct snapshot_written {
     uint64_t db_size;  /* bytes of the bbolt file (the trailer follows) */
     int64_t revision;
-    uint8_t sha[SNAPSHOT_SHA_SIZE];
+    uint8_t sha[SNAPSHOT_SHA_SIZE]; /* with a trailer only */
 };
 
 /* Writes the snapshot of store `s` (its last committed state, read through
@@ -30,6 +30,11 @@ struct snapshot_written {
  * or a KERR_* code (the file is then removed). */
 int snapshot_write(mvcc_store *s, const char *path, const uint8_t *members, size_t members_len,
                    const char *cluster_version, struct snapshot_written *out);
+/* As snapshot_write, for a file that is streamed and deleted at once (the
+ * server, which hashes while it sends): no trailer, no fsync. */
+int snapshot_write_temp(mvcc_store *s, const char *path, const uint8_t *members,
+                        size_t members_len, const char *cluster_version,
+                        struct snapshot_written *out);
 
 /* `etcdctl snapshot status`: crc32c over every bucket name, key and value,
  * the revision of the last key of the "key" bucket, the entries of every
