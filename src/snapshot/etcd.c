@@ -362,8 +362,29 @@ static void crc32c_init(void)
     }
 }
 
+#if defined(__x86_64__)
+/* The SSE4.2 crc32 instruction computes CRC-32C (Castagnoli, reflected, as
+ * Go's crc32.Castagnoli): ~8x the table's speed. */
+__attribute__((target("sse4.2"))) static uint32_t crc32c_hw(uint32_t crc, const uint8_t *p,
+                                                           size_t n)
+{
+    uint64_t c = ~crc;
+    for (; n >= 8; p += 8, n -= 8) {
+        uint64_t v;
+        memcpy(&v, p, 8);
+        c = __builtin_ia32_crc32di(c, v);
+    }
+    uint32_t c32 = (uint32_t)c;
+    for (; n > 0; n--) c32 = __builtin_ia32_crc32qi(c32, *p++);
+    return ~c32;
+}
+#endif
+
 static uint32_t crc32c(uint32_t crc, const uint8_t *p, size_t n)
 {
+#if defined(__x86_64__)
+    if (__builtin_cpu_supports("sse4.2")) return crc32c_hw(crc, p, n);
+#endif
     crc = ~crc;
     for (size_t i = 0; i < n; i++) crc = crc32c_table[(crc ^ p[i]) & 0xff] ^ (crc >> 8);
     return ~crc;
