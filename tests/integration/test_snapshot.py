@@ -476,3 +476,34 @@ def test_etcd_many_pages_to_ketch(request, tmp):
     head = dump(e.endpoint, 0)[0]
     for rev in (0, 1, 1499, 1500, 1501, 2222, head - 1, head):
         assert dump(k.endpoint, rev) == dump(e.endpoint, rev), rev
+
+
+def test_restore_three_member_cluster(request, tmp):
+    """etcd's disaster-recovery procedure with ketch: one snapshot from real
+    etcd, restored once per member with the same --initial-cluster, makes a
+    3-member ketch cluster that serves the data and takes writes."""
+    from harness import ClusterMember, READY_TIMEOUT
+    e = new_server(request, binary=ETCD, tmpfs=True, label="ref").start()
+    workload(e.endpoint)
+    snap = os.path.join(tmp, "e.db")
+    ctl(e.endpoint, "snapshot", "save", snap)
+    members = [ClusterMember("m%d" % (i + 1), "snap-m%d" % (i + 1)) for i in range(3)]
+    ic = ",".join("%s=%s" % (m.name, m.peer_url) for m in members)
+    for m in members:
+        request.addfinalizer(m.cleanup)
+        m.initial_cluster = ic
+        r = ketchctl("snapshot", "restore", snap, "--data-dir", m.data_dir, "--name", m.name,
+                     "--initial-cluster", ic, "--initial-cluster-token", m.token,
+                     "--initial-advertise-peer-urls", m.peer_url)
+        assert r.returncode == 0, r.stderr
+    for m in members:
+        m.start(wait=False)
+    for m in members:
+        m.wait_ready(timeout=max(READY_TIMEOUT, 30))
+    want = json.loads(ctl(e.endpoint, "get", "", "--prefix", "-w", "json").stdout)
+    ctl(members[0].endpoint, "put", "after", "restore")
+    for m in members:
+        got = json.loads(ctl(m.endpoint, "get", "", "--prefix", "-w", "json").stdout)
+        assert [kv for kv in got["kvs"] if kv["key"] != "YWZ0ZXI="] == want["kvs"]
+        assert got["header"]["revision"] == want["header"]["revision"] + 1
+        assert len(json.loads(ctl(m.endpoint, "member", "list", "-w", "json").stdout)["members"]) == 3
