@@ -226,8 +226,8 @@ void maintenance_snapshot(grpc_call *call, const uint8_t *msg, size_t len, void 
     sn->s = s;
     sn->call = call;
     sn->fd = -1;
-    snprintf(sn->path, sizeof sn->path, "%s/snapshot.%d.%u.tmp", mvcc_export_dir(s->store),
-             (int)getpid(), ++seq);
+    snprintf(sn->path, sizeof sn->path, "%s/" SNAPSHOT_TEMP_PREFIX "%d.%u" SNAPSHOT_TEMP_SUFFIX,
+             mvcc_export_dir(s->store), (int)getpid(), ++seq);
     if (s->cluster != NULL) {
         sn->members_len = ketchpb__cluster_members__get_packed_size(s->cluster);
         sn->members = malloc(sn->members_len ? sn->members_len : 1);

@@ -396,6 +396,7 @@ int main(int argc, char **argv)
     char kv_dir[4096];
     snprintf(kv_dir, sizeof kv_dir, "%s/member/kv", srv.cfg.data_dir);
     if (restore_snapshot(&srv, kv_dir) != 0) goto out_members;
+    snapshot_clean_temp(kv_dir); /* left by a crash while sending a snapshot */
     int64_t map = a->quota_bytes * 2 > MIN_MAP_BYTES ? a->quota_bytes * 2 : MIN_MAP_BYTES;
     rv = mvcc_open(&srv.store, kv_dir, (size_t)map);
     if (rv != 0) {

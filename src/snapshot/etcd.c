@@ -31,6 +31,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -347,6 +348,24 @@ int snapshot_write_temp(mvcc_store *s, const char *path, const uint8_t *members,
                         struct snapshot_written *out)
 {
     return write_file(s, path, members, members_len, cluster_version, false, out);
+}
+
+void snapshot_clean_temp(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (d == NULL) return;
+    struct dirent *de;
+    size_t pl = strlen(SNAPSHOT_TEMP_PREFIX), sl = strlen(SNAPSHOT_TEMP_SUFFIX);
+    while ((de = readdir(d)) != NULL) {
+        size_t n = strlen(de->d_name);
+        if (n <= pl + sl || strncmp(de->d_name, SNAPSHOT_TEMP_PREFIX, pl) != 0 ||
+            strcmp(de->d_name + n - sl, SNAPSHOT_TEMP_SUFFIX) != 0)
+            continue;
+        char p[4400];
+        snprintf(p, sizeof p, "%s/%s", dir, de->d_name);
+        unlink(p);
+    }
+    closedir(d);
 }
 
 /* ================= status ================= */

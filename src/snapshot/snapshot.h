@@ -60,6 +60,13 @@ int snapshot_status(const char *path, struct snapshot_status *st, char *err, siz
 int snapshot_restore(const char *path, const char *kv_dir, bool skip_hash_check,
                      int64_t *revision, char *err, size_t errlen);
 
+/* Temporary snapshot files (the server's, see api/snapshot.c) are named
+ * <store dir>/snapshot.<pid>.<n>.tmp; snapshot_clean_temp removes any that a
+ * crashed process left in `dir`. */
+#define SNAPSHOT_TEMP_PREFIX "snapshot."
+#define SNAPSHOT_TEMP_SUFFIX ".tmp"
+void snapshot_clean_temp(const char *dir);
+
 /* sha256 of the first n bytes of fd (from offset 0). 0 or KERR_IO. */
 int snapshot_sha256_fd(int fd, uint64_t n, uint8_t sha[SNAPSHOT_SHA_SIZE]);
 
