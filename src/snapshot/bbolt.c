@@ -586,9 +586,11 @@ static int page_at(const bbolt_db *db, uint64_t id, const uint8_t **p, size_t *l
 
 /* Walks the entries of node (p, len) and its children in order. */
 static int walk_node(const bbolt_db *db, const uint8_t *p, size_t len, int depth,
-                     bbolt_each_fn fn, void *ctx)
+                     uint64_t *budget, bbolt_each_fn fn, void *ctx)
 {
-    if (depth > MAX_DEPTH || len < PAGE_HDR) return KERR_CORRUPT;
+    /* a tree visits each page once: more visits than pages means a cycle
+     * (a corrupt file), which must not turn into an endless walk */
+    if (depth > MAX_DEPTH || len < PAGE_HDR || (*budget)-- == 0) return KERR_CORRUPT;
     uint16_t flags = rd16(p + 8), count = rd16(p + 10);
     if ((uint64_t)PAGE_HDR + (uint64_t)count * ELEM > len) return KERR_CORRUPT;
     for (uint16_t i = 0; i < count; i++) {
@@ -607,7 +609,7 @@ static int walk_node(const bbolt_db *db, const uint8_t *p, size_t len, int depth
             size_t cl;
             int rc = page_at(db, child, &cp, &cl);
             if (rc != 0) return rc;
-            if ((rc = walk_node(db, cp, cl, depth + 1, fn, ctx)) != 0) return rc;
+            if ((rc = walk_node(db, cp, cl, depth + 1, budget, fn, ctx)) != 0) return rc;
         } else {
             return KERR_CORRUPT;
         }
@@ -618,15 +620,16 @@ static int walk_node(const bbolt_db *db, const uint8_t *p, size_t len, int depth
 
 int bbolt_foreach(const bbolt_db *db, const bbolt_bucket *b, bbolt_each_fn fn, void *ctx)
 {
+    uint64_t budget = db->hwm + 1;
     if (b->root == 0) {
         if (b->inl == NULL) return 0;
-        return walk_node(db, b->inl, b->inl_len, 0, fn, ctx);
+        return walk_node(db, b->inl, b->inl_len, 0, &budget, fn, ctx);
     }
     const uint8_t *p;
     size_t len;
     int rc = page_at(db, b->root, &p, &len);
     if (rc != 0) return rc;
-    return walk_node(db, p, len, 0, fn, ctx);
+    return walk_node(db, p, len, 0, &budget, fn, ctx);
 }
 
 void bbolt_root(const bbolt_db *db, bbolt_bucket *b) { *b = (bbolt_bucket){db->root, NULL, 0}; }
