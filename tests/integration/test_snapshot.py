@@ -74,7 +74,7 @@ def new_server(request, binary=None, **kw):
     return s
 
 
-LONG = "k" * 3000  # long key: several LMDB records / a bbolt overflow page
+LONG = "k" * 10000  # a 10 KB key: a bucket of long keys in LMDB, overflow pages in bbolt
 
 
 def workload(ep, user=None):
