@@ -32,7 +32,7 @@
 #define CHUNK (32 * 1024) /* etcd's snapshotSendBufferSize */
 #define READ_SIZE (8 * CHUNK) /* one file read: eight messages */
 #define MAX_PENDING (2 * READ_SIZE)
-#define RETRY_MS 2
+#define RETRY_MAX_MS 64 /* polling a stalled client: 1, 2, 4 ... 64 ms */
 
 struct snap {
     api_server *s;
@@ -47,6 +47,7 @@ struct snap {
     struct snapshot_written out;
     int fd;
     uint64_t off;
+    unsigned retry_ms; /* next poll interval while the client does not read */
     bool working, reading, gone, finished;
     EVP_MD_CTX *sha; /* sha256 of what was sent, as etcd computes it */
     uint8_t buf[READ_SIZE];
@@ -119,9 +120,12 @@ static void pump(struct snap *sn)
     if (sn->gone || sn->reading || sn->finished) return;
     if (!grpc_call_alive(sn->call)) return; /* on_close follows */
     if (grpc_call_pending_bytes(sn->call) > MAX_PENDING) {
-        uv_timer_start(&sn->timer, on_timer, RETRY_MS, 0);
+        sn->retry_ms = sn->retry_ms ? sn->retry_ms : 1;
+        uv_timer_start(&sn->timer, on_timer, sn->retry_ms, 0);
+        if (sn->retry_ms < RETRY_MAX_MS) sn->retry_ms *= 2;
         return;
     }
+    sn->retry_ms = 0;
     if (sn->off < sn->out.db_size) {
         uint64_t left = sn->out.db_size - sn->off;
         uv_buf_t b = uv_buf_init((char *)sn->buf, left < READ_SIZE ? (unsigned)left : READ_SIZE);
