@@ -61,7 +61,7 @@ static int snap_save(int argc, char **argv)
     snprintf(part, sizeof part, "%s.part", path);
     unlink(part);
     struct save sv = {.f = fopen(part, "wbx")};
-    if (sv.f == NULL) ctl_die(EXIT_INTERRUPTED, "could not open %s (%s)", part, strerror(errno));
+    if (sv.f == NULL) ctl_die(EXIT_INTERRUPTED, "could not open %s (%s)", part, snapshot_strerror(errno));
     Etcdserverpb__SnapshotRequest req = ETCDSERVERPB__SNAPSHOT_REQUEST__INIT;
     char *msg = NULL;
     int st = ctl_stream("/etcdserverpb.Maintenance/Snapshot", &req.base, on_chunk, &sv, 0, &msg);
@@ -69,7 +69,7 @@ static int snap_save(int argc, char **argv)
     fclose(sv.f);
     if (st != 0 || sv.err) {
         unlink(part);
-        if (sv.err) ctl_die(EXIT_INTERRUPTED, "write %s: %s", part, strerror(errno));
+        if (sv.err) ctl_die(EXIT_INTERRUPTED, "write %s: %s", part, snapshot_strerror(errno));
         ctl_die(EXIT_INTERRUPTED, "%s", ctl_err_text(st, msg ? msg : ""));
     }
     free(msg);
@@ -79,7 +79,7 @@ static int snap_save(int argc, char **argv)
         ctl_die(EXIT_INTERRUPTED, "sha256 checksum not found [bytes: %" PRIu64 "]", sv.size);
     }
     if (rename(part, path) != 0)
-        ctl_die(EXIT_INTERRUPTED, "could not rename %s to %s (%s)", part, path, strerror(errno));
+        ctl_die(EXIT_INTERRUPTED, "could not rename %s to %s (%s)", part, path, snapshot_strerror(errno));
     printf("Snapshot saved at %s\n", path);
     return 0;
 }
@@ -92,7 +92,7 @@ static int snap_status(int argc, char **argv)
     if (n != 1) ctl_die(EXIT_BAD_ARGS, "snapshot status requires exactly one argument");
     ctl_init_display();
     struct stat sb;
-    if (stat(argv[0], &sb) != 0) ctl_die(EXIT_ERR, "stat %s: %s", argv[0], strerror(errno));
+    if (stat(argv[0], &sb) != 0) ctl_die(EXIT_ERR, "stat %s: %s", argv[0], snapshot_strerror(errno));
     struct snapshot_status st;
     char err[512] = "";
     if (snapshot_status(argv[0], &st, err, sizeof err) != 0) ctl_die(EXIT_ERR, "%s", err);

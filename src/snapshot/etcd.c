@@ -54,6 +54,14 @@ static uint64_t rdbe64(const uint8_t *p)
     return v;
 }
 
+const char *snapshot_strerror(int e)
+{
+    static _Thread_local char buf[128];
+    snprintf(buf, sizeof buf, "%s", strerror(e));
+    if (buf[0] >= 'A' && buf[0] <= 'Z' && !(buf[1] >= 'A' && buf[1] <= 'Z')) buf[0] += 'a' - 'A';
+    return buf;
+}
+
 static void errf(char *err, size_t errlen, const char *fmt, ...)
 {
     if (err == NULL || errlen == 0) return;
@@ -445,7 +453,7 @@ int snapshot_status(const char *path, struct snapshot_status *st, char *err, siz
     bbolt_db db;
     int rc = bbolt_open(&db, path, 0);
     if (rc == KERR_IO) {
-        errf(err, errlen, "open %s: %s", path, strerror(errno));
+        errf(err, errlen, "open %s: %s", path, snapshot_strerror(errno));
         return rc;
     }
     if (rc != 0) {
@@ -587,7 +595,7 @@ int snapshot_restore(const char *path, const char *kv_dir, bool skip_hash_check,
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     struct stat stt;
     if (fd < 0 || fstat(fd, &stt) != 0) {
-        errf(err, errlen, "open %s: %s", path, strerror(errno));
+        errf(err, errlen, "open %s: %s", path, snapshot_strerror(errno));
         if (fd >= 0) close(fd);
         return KERR_IO;
     }
@@ -604,7 +612,7 @@ int snapshot_restore(const char *path, const char *kv_dir, bool skip_hash_check,
         if (pread(fd, want, sizeof want, (off_t)dbsize) != (ssize_t)sizeof want ||
             snapshot_sha256_fd(fd, dbsize, got) != 0) {
             close(fd);
-            errf(err, errlen, "read %s: %s", path, strerror(errno));
+            errf(err, errlen, "read %s: %s", path, snapshot_strerror(errno));
             return KERR_IO;
         }
         if (memcmp(want, got, sizeof want) != 0) {
@@ -621,7 +629,7 @@ int snapshot_restore(const char *path, const char *kv_dir, bool skip_hash_check,
     int rc = bbolt_open(&db, path, dbsize);
     if (rc != 0) {
         errf(err, errlen, rc == KERR_IO ? "open %s: %s" : "%s: invalid database", path,
-             strerror(errno));
+             snapshot_strerror(errno));
         return rc;
     }
     char why[256] = "";
@@ -656,7 +664,7 @@ int snapshot_restore(const char *path, const char *kv_dir, bool skip_hash_check,
     if (rc != 0) goto fail;
     bbolt_close(&db);
     if (rename(tmp, kv_dir) != 0) {
-        errf(err, errlen, "rename %s to %s: %s", tmp, kv_dir, strerror(errno));
+        errf(err, errlen, "rename %s to %s: %s", tmp, kv_dir, snapshot_strerror(errno));
         rm_store(tmp);
         return KERR_IO;
     }

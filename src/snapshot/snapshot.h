@@ -67,6 +67,10 @@ int snapshot_restore(const char *path, const char *kv_dir, bool skip_hash_check,
 #define SNAPSHOT_TEMP_SUFFIX ".tmp"
 void snapshot_clean_temp(const char *dir);
 
+/* strerror(e) as Go's syscall errors read ("no such file or directory"):
+ * a static buffer. */
+const char *snapshot_strerror(int e);
+
 /* sha256 of the first n bytes of fd (from offset 0). 0 or KERR_IO. */
 int snapshot_sha256_fd(int fd, uint64_t n, uint8_t sha[SNAPSHOT_SHA_SIZE]);
 

@@ -319,6 +319,15 @@ def test_corrupt_snapshots_refused(request, tmp):
     r = ketchctl("snapshot", "status", bp)
     assert r.returncode != 0 and r.stderr.startswith("Error: ")
 
+    # a missing file: etcdctl's words
+    nope = os.path.join(tmp, "nope.db")
+    for args in (("snapshot", "status", nope),
+                 ("snapshot", "restore", nope, "--data-dir", os.path.join(tmp, "r"))):
+        a, b = ketchctl(*args), etcdctl_offline(*args)
+        assert a.returncode == b.returncode == 1
+        assert a.stderr.strip().splitlines()[-1] == b.stderr.strip().splitlines()[-1]
+    assert not os.path.exists(os.path.join(tmp, "r"))
+
     # an existing data dir is never overwritten (etcdctl's message)
     d = os.path.join(tmp, "exists")
     os.mkdir(d)
