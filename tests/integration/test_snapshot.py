@@ -171,6 +171,10 @@ def test_ketch_to_etcd(request, tmp):
     e.start()
     assert view(e.endpoint) == view(k.endpoint)
     check_lease_restored(k.endpoint, e.endpoint, lease)
+    # the restored etcd is a member of a new cluster of one (the members
+    # bucket ketch wrote is not taken for the membership)
+    ms = json.loads(ctl(e.endpoint, "member", "list", "-w", "json").stdout)["members"]
+    assert [m["peerURLs"] for m in ms] == [[e.peer_url]]
     # the restored etcd is a working store: it writes on from the revision
     r = json.loads(ctl(e.endpoint, "put", "new", "1", "-w", "json").stdout)
     assert r["header"]["revision"] == header_rev(k.endpoint) + 1
