@@ -212,6 +212,7 @@ int ctl_endpoint_hashkv(char **eps, size_t n, int64_t rev);
 char **ctl_endpoints(bool cluster, size_t *n);
 int cmd_role(int argc, char **argv);
 int cmd_auth(int argc, char **argv);
+int cmd_snapshot(int argc, char **argv); /* snapshot.c */
 
 /* ---- flags (main.c) ---- */
 enum flag_type { F_BOOL, F_STR, F_INT, F_DUR };

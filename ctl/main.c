@@ -285,27 +285,22 @@ static int cmd_version(int argc, char **argv)
     return 0;
 }
 
-static int not_implemented(int argc, char **argv)
-{
-    ctl_die(EXIT_BAD_FEATURE, "%s is not implemented in ketchctl yet", argv[-1]);
-}
-
 int cmd_migrate(int argc, char **argv); /* migrate.c */
 
 static const struct {
     const char *name;
     int (*fn)(int, char **);
 } commands[] = {
-    {"migrate", cmd_migrate}, /* first: the entry below is the placeholder */
+    {"migrate", cmd_migrate},
     {"get", cmd_get},           {"put", cmd_put},
     {"del", cmd_del},           {"txn", cmd_txn},
     {"compaction", cmd_compaction}, {"watch", cmd_watch},
     {"lease", cmd_lease},       {"member", cmd_member},
     {"endpoint", cmd_endpoint}, {"alarm", cmd_alarm},
     {"version", cmd_version},   {"k8s", cmd_k8s},
-    {"snapshot", not_implemented}, {"defrag", cmd_defrag},
+    {"snapshot", cmd_snapshot}, {"defrag", cmd_defrag},
     {"move-leader", cmd_move_leader}, {"make-mirror", cmd_make_mirror},
-    {"migrate", not_implemented}, {"lock", cmd_lock},
+    {"lock", cmd_lock},
     {"elect", cmd_elect}, {"auth", cmd_auth},
     {"user", cmd_user},         {"role", cmd_role},
     {"check", cmd_check},

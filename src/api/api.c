@@ -11,6 +11,7 @@
 #include "api/lease.h"
 #include "api/lock.h"
 #include "api/maintenance.h"
+#include "api/snapshot.h"
 #include "api/watch.h"
 
 static const grpc_method methods[] = {
@@ -24,6 +25,8 @@ static const grpc_method methods[] = {
     {"/etcdserverpb.Maintenance/Hash", GRPC_UNARY, maintenance_hash, NULL},
     {"/etcdserverpb.Maintenance/HashKV", GRPC_UNARY, maintenance_hash_kv, NULL},
     {"/etcdserverpb.Maintenance/Defragment", GRPC_UNARY, maintenance_defragment, NULL},
+    {"/etcdserverpb.Maintenance/Snapshot", GRPC_STREAM, maintenance_snapshot,
+     maintenance_snapshot_close},
     {"/etcdserverpb.Cluster/MemberList", GRPC_UNARY, cluster_member_list, NULL},
     {"/etcdserverpb.Cluster/MemberAdd", GRPC_UNARY, cluster_member_add, NULL},
     {"/etcdserverpb.Cluster/MemberRemove", GRPC_UNARY, cluster_member_remove, NULL},

@@ -106,6 +106,8 @@ static const struct route {
 static const struct route stream_routes[] = {
     {"/v3/watch", "/etcdserverpb.Watch/Watch", &etcdserverpb__watch_request__descriptor,
      &etcdserverpb__watch_response__descriptor},
+    {"/v3/maintenance/snapshot", "/etcdserverpb.Maintenance/Snapshot",
+     &etcdserverpb__snapshot_request__descriptor, &etcdserverpb__snapshot_response__descriptor},
     {"/v3/lease/keepalive", "/etcdserverpb.Lease/LeaseKeepAlive",
      &etcdserverpb__lease_keep_alive_request__descriptor,
      &etcdserverpb__lease_keep_alive_response__descriptor},
@@ -356,6 +358,12 @@ static void watch_gone(grpc_http_req *req, void *data)
     free(w);
 }
 
+static size_t stream_pending(void *data)
+{
+    struct gw_watch *w = data;
+    return w->done ? 0 : grpc_http_pending(w->req);
+}
+
 static void gateway_stream(struct gateway *gw, grpc_http_req *req, const struct route *route)
 {
     size_t blen;
@@ -409,6 +417,9 @@ static void gateway_stream(struct gateway *gw, grpc_http_req *req, const struct 
                 break;
             }
             grpc_http_set_on_gone(req, watch_gone, w);
+            /* Snapshot streams a whole database: it waits for the client */
+            if (strcmp(route->grpc_path, "/etcdserverpb.Maintenance/Snapshot") == 0)
+                grpc_local_stream_set_pending(w->call, stream_pending);
         }
         if (!w->done) grpc_local_stream_send(w->call, buf, len);
         free(buf);
@@ -419,6 +430,13 @@ static void gateway_stream(struct gateway *gw, grpc_http_req *req, const struct 
                                                 grpc_http_header(req, "authorization"),
                                                 watch_on_msg, watch_done, w);
         if (w->call) grpc_http_set_on_gone(req, watch_gone, w);
+        /* a server stream takes its request from an empty body as
+         * grpc-gateway does (an empty message) */
+        if (w->call && !w->done &&
+            strcmp(route->grpc_path, "/etcdserverpb.Maintenance/Snapshot") == 0) {
+            grpc_local_stream_set_pending(w->call, stream_pending);
+            grpc_local_stream_send(w->call, (const uint8_t *)"", 0);
+        }
     }
     if (w->call && !w->done) grpc_local_stream_half_close(w->call);
     w->in_setup = false;

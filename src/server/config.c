@@ -59,6 +59,11 @@ static const struct flag flags[] = {
     {"election-timeout", F_UINT, OFF(election_timeout), "1000", "Time (in milliseconds) for an election to timeout."},
     {"snapshot-count", F_UINT, OFF(snapshot_count), "100000",
      "Number of committed transactions to trigger a snapshot to disk."},
+    /* snapshots (ketch's own): etcdctl snapshot restore's job at start-up */
+    {"restore-snapshot", F_STRING, OFF(restore_snapshot), "",
+     "Build the data dir from this etcd-format snapshot file (etcdctl/ketchctl snapshot save) if it holds no data yet; ignored once it does."},
+    {"restore-skip-hash-check", F_BOOL, OFF(restore_skip_hash_check), "false",
+     "Restore a snapshot file that has no sha256 trailer (e.g. a copied member/snap/db)."},
     {"experimental-watch-progress-notify-interval", F_STRING, OFF(watch_progress_notify_interval),
      "10m0s", "Duration of periodic watch progress notifications."},
     {"cert-file", F_STRING, OFF(cert_file), "", "Path to the client server TLS cert file."},

@@ -45,6 +45,10 @@ struct config {
     uint64_t compaction_batch_limit;
     char *compaction_sleep_interval; /* a Go duration */
     char *corrupt_check_time;        /* a Go duration; 0s: no corruption check */
+    /* snapshots (src/snapshot): build the store from an etcd-format
+     * snapshot file when the data dir holds none yet */
+    char *restore_snapshot;
+    bool restore_skip_hash_check;
     bool show_version;
     bool show_help;
 };

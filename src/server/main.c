@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include <uv.h>
 
@@ -19,6 +20,7 @@
 #include "server/config.h"
 #include "server/identity.h"
 #include "server/security.h"
+#include "snapshot/snapshot.h"
 #include "util/errors.h"
 #include "util/log.h"
 
@@ -226,6 +228,30 @@ static int listen_metrics(struct server *srv)
     return rv;
 }
 
+/* --restore-snapshot FILE: a data dir without a store yet gets one built
+ * from an etcd-format snapshot (src/snapshot), as `ketchctl snapshot
+ * restore` would; once the store exists the flag is ignored, so a member
+ * restarted with the same flags keeps what it wrote since. */
+static int restore_snapshot(struct server *srv, const char *kv_dir)
+{
+    const char *file = srv->cfg.restore_snapshot;
+    if (file == NULL || file[0] == 0) return 0;
+    char db[4200];
+    snprintf(db, sizeof db, "%s/data.mdb", kv_dir);
+    if (access(db, F_OK) == 0) {
+        log_info("--restore-snapshot %s ignored: %s already holds a store", file, kv_dir);
+        return 0;
+    }
+    char err[600] = "";
+    int64_t rev = 0;
+    if (snapshot_restore(file, kv_dir, srv->cfg.restore_skip_hash_check, &rev, err, sizeof err) != 0) {
+        fprintf(stderr, "ketch: cannot restore snapshot %s: %s\n", file, err);
+        return -1;
+    }
+    log_info("restored snapshot %s into %s (revision %" PRId64 ")", file, kv_dir, rev);
+    return 0;
+}
+
 /* The member table of a fresh store: --initial-cluster. */
 static int init_members(struct server *srv)
 {
@@ -376,6 +402,8 @@ int main(int argc, char **argv)
 
     char kv_dir[4096];
     snprintf(kv_dir, sizeof kv_dir, "%s/member/kv", srv.cfg.data_dir);
+    if (restore_snapshot(&srv, kv_dir) != 0) goto out_members;
+    snapshot_clean_temp(kv_dir); /* left by a crash while sending a snapshot */
     /* Twice the quota (at least 8 GiB): writes are refused at the quota,
      * so LMDB itself never runs out of map in an apply; deletes and
      * compaction, still allowed past the quota, have the other half.

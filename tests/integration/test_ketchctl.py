@@ -248,7 +248,7 @@ def test_endpoint_status_json(srv):
 
 def test_version_and_unknown(srv):
     same(srv, "version")
-    r = ctl(srv, "snapshot", "save", "x.db")
+    r = ctl(srv, "make-mirror", "127.0.0.1:1")
     assert r.returncode != 0 and "not implemented" in r.stderr
 
 
