@@ -794,3 +794,19 @@ static void reconcile(api_server *s)
     }
     if (rv == 0) c->reconciling = true;
 }
+
+int api_cluster_reload(api_server *s)
+{
+    uint8_t *buf;
+    size_t len;
+    int rv = mvcc_meta_get(s->store, META_KEY, &buf, &len);
+    if (rv == KERR_KEY_NOT_FOUND) return 0; /* the snapshot's table was never stored */
+    if (rv != 0) return rv;
+    Ketchpb__ClusterMembers *t = ketchpb__cluster_members__unpack(NULL, len, buf);
+    free(buf);
+    if (t == NULL) return KERR_CORRUPT;
+    if (s->cluster != NULL) ketchpb__cluster_members__free_unpacked(s->cluster, NULL);
+    s->cluster = t;
+    if (t->cluster_id != 0) s->cluster_id = t->cluster_id;
+    return 0;
+}

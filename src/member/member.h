@@ -57,6 +57,17 @@ struct member_config {
      * snapshot (it is retried later). May be NULL if the state machine is
      * always durable. */
     int (*sync)(void *ctx);
+    /* Snapshots sent to members too far behind for the log carry the
+     * whole state machine. copy (called on a worker thread, concurrently
+     * with apply) writes a consistent copy of the state machine's last
+     * durable state to the file `path` and sets *applied to the index it
+     * holds; 0 or non-zero. install (on the loop) replaces the state machine
+     * with such a copy (the file may be renamed away) and sets *applied;
+     * 0, or non-zero if the state machine is left as it was. Both NULL:
+     * snapshots only name the applied index (a member behind the leader's
+     * log then cannot catch up). Never both running at once. */
+    int (*copy)(void *ctx, const char *path, uint64_t *applied);
+    int (*install)(void *ctx, const char *path, uint64_t *applied);
 };
 
 /* Opens (or creates and bootstraps) the Raft state in cfg->dir and starts

@@ -11,6 +11,7 @@
 #include "api/api.h"
 #include "api/auth.h"
 #include "api/lease.h"
+#include "api/snapshot.h"
 #include "gateway/gateway.h"
 #include "api/watch.h"
 #include "grpc/grpc.h"
@@ -273,6 +274,8 @@ static int start_member(struct server *srv)
         .apply = api_apply,
         .apply_ctx = &srv->api,
         .sync = member_sync,
+        .copy = api_snapshot_copy,
+        .install = api_snapshot_install,
     };
     int rv = member_start(&srv->member, srv->loop, &mc);
     if (rv != 0) {

@@ -1,0 +1,179 @@
+"""Members that fall behind catch up: through a snapshot that carries the
+whole store (--snapshot-count small, so the leader's log no longer holds
+what they miss), after their data dir was wiped and they were re-added,
+and as learners promoted once they caught up.
+
+Every wait polls for a condition with a generous bound; nothing here
+asserts a timing.
+
+Run:  /usr/bin/python3 -m pytest -q tests/integration/test_cluster_catchup.py
+"""
+
+import os
+import shutil
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import ClusterMember, _test_deadline, start_cluster  # noqa: E402,F401
+from test_cluster import (add_member, client, count, ctl_json, leader_of,  # noqa: E402
+                          wait_for)
+
+SNAP = ["--snapshot-count", "100"]
+
+
+def dump(member, prefix, rev):
+    """Every key-value under prefix at revision rev, serializable (local)."""
+    from etcd3.etcdrpc import rpc_pb2, rpc_pb2_grpc
+    ch = member.channel()
+    try:
+        # "\0": every key
+        end = "\0" if prefix == "\0" else prefix[:-1] + chr(ord(prefix[-1]) + 1)
+        r = rpc_pb2_grpc.KVStub(ch).Range(rpc_pb2.RangeRequest(
+            key=prefix.encode(), range_end=end.encode(), revision=rev,
+            serializable=True), timeout=10)
+        return [(kv.key, kv.value, kv.create_revision, kv.mod_revision, kv.version, kv.lease)
+                for kv in r.kvs]
+    finally:
+        ch.close()
+
+
+def watch_keys(member, prefix, rev, n):
+    """The keys of the first n events of a watch on prefix from rev."""
+    from etcd3.etcdrpc import rpc_pb2, rpc_pb2_grpc
+    ch = member.channel()
+    try:
+        end = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+        req = rpc_pb2.WatchRequest(create_request=rpc_pb2.WatchCreateRequest(
+            key=prefix.encode(), range_end=end.encode(), start_revision=rev))
+        got = []
+        stream = rpc_pb2_grpc.WatchStub(ch).Watch(iter([req]), timeout=10)
+        for resp in stream:
+            got += [ev.kv.key for ev in resp.events]
+            if len(got) >= n:
+                break
+        stream.cancel()
+        return got[:n]
+    finally:
+        ch.close()
+
+
+def put_many(member, prefix, n, start=0):
+    c = client(member)
+    try:
+        for i in range(start, start + n):
+            c.put("%s%05d" % (prefix, i), "v%d" % i)
+    finally:
+        c.close()
+
+
+def snapshots_sent(member):
+    with open(member.log_path, "rb") as f:
+        return f.read().count(b"sending a snapshot")
+
+
+def installed(member):
+    with open(member.log_path, "rb") as f:
+        return f.read().count(b"snapshot installed")
+
+
+def test_member_down_catches_up_through_a_snapshot(request):
+    ms = start_cluster(request, 3, extra_args=SNAP)
+    leader = leader_of(ms)
+    lagger = [m for m in ms if m is not leader][0]
+    put_many(leader, "a/", 20)
+    lagger.stop()
+
+    # far more than --snapshot-count entries (and the trailing log) while
+    # it is down: the leader compacts its log past what the lagger has
+    put_many(leader, "b/", 600)
+    c = client(leader)
+    lease = c.lease(3600)
+    c.put("leased", "x", lease=lease)
+    c.delete("b/00001")
+    c.close()
+
+    lagger.restart(wait=False)
+    lagger.wait_ready(timeout=30)
+    _, rev = count(leader, "b/")
+    wait_for(lambda: count(lagger, "b/", serializable=True)[1] >= rev, timeout=60,
+             what="the restarted member catching up")
+    assert installed(lagger) >= 1, lagger.log_tail()
+    assert sum(snapshots_sent(m) for m in ms) >= 1
+
+    # the same data at the same revision on every member
+    want = dump(leader, "\0", rev)
+    assert len(want) == 20 + 600 - 1 + 1
+    for m in ms:
+        assert dump(m, "\0", rev) == want, m.name
+    # leases came along: the lagger knows the lease and its keys
+    lc = client(lagger)
+    try:
+        ttl = lc.get_lease_info(lease.id)
+        assert ttl.TTL > 0 and [k for k in ttl.keys] == [b"leased"]
+        # and it keeps serving: writes through it, watch from an old revision
+        lc.put("after", "1")
+        got = watch_keys(lagger, "b/0000", 1, 10)
+        assert got[0] == b"b/00000"
+    finally:
+        lc.close()
+
+    # restart once more: its snapshot on disk is not re-installed over newer data
+    lagger.restart(wait=False)
+    lagger.wait_ready(timeout=30)
+    wait_for(lambda: dump(lagger, "after", 0) == dump(leader, "after", 0), what="restart")
+    for m in ms:
+        assert dump(m, "\0", rev) == want, m.name
+
+
+def test_wiped_member_is_removed_and_readded(request):
+    ms = start_cluster(request, 3, extra_args=SNAP)
+    leader = leader_of(ms)
+    victim = [m for m in ms if m is not leader][0]
+    put_many(leader, "w/", 300)
+
+    victim.kill()
+    shutil.rmtree(victim.data_dir)
+    mid = ctl_json(victim if victim.running() else leader, "endpoint", "status")
+    lst = ctl_json(leader, "member", "list")["members"]
+    vid = [x["ID"] for x in lst if x["name"] == victim.name][0]
+    r = leader.etcdctl("member", "remove", "%x" % vid)
+    assert r.returncode == 0, r.stderr
+    del mid
+    others = [m for m in ms if m is not victim]
+    put_many(others[0], "w/", 300, start=300)
+
+    new, new_id = add_member(request, others, "m9", learner=False)
+    new.wait_ready(timeout=30)
+    _, rev = count(leader, "w/")
+    wait_for(lambda: count(new, "w/", serializable=True)[1] >= rev, timeout=60,
+             what="the re-added member catching up")
+    want = dump(leader, "w/", rev)
+    assert len(want) == 600
+    assert dump(new, "w/", rev) == want
+    st = ctl_json(new, "endpoint", "status", "--cluster")
+    assert len(st) == 3
+    assert len({x["Status"]["leader"] for x in st}) == 1
+
+
+def test_learner_catches_up_then_is_promoted(request):
+    ms = start_cluster(request, 3, extra_args=SNAP)
+    leader = leader_of(ms)
+    put_many(leader, "l/", 400)
+    new, new_id = add_member(request, ms, "m4", learner=True)
+    new.wait_ready(timeout=30)
+    _, rev = count(leader, "l/")
+    wait_for(lambda: count(new, "l/", serializable=True)[1] >= rev, timeout=60,
+             what="the learner catching up")
+    assert dump(new, "l/", rev) == dump(leader, "l/", rev)
+    r = wait_for(lambda: (lambda r: r if r.returncode == 0 else None)(
+        leader.etcdctl("member", "promote", "%x" % new_id)), what="promotion")
+    assert "promoted" in r.stdout
+    lst = ctl_json(leader, "member", "list")["members"]
+    assert [x.get("isLearner", False) for x in lst if x["ID"] == new_id] == [False]
+    # a voter now: writes still commit with one of the old members down
+    ms[[i for i, m in enumerate(ms) if m is not leader][0]].stop()
+    put_many(leader, "l2/", 5)
+    wait_for(lambda: count(new, "l2/", serializable=True)[0] == 5, what="writes replicated")
