@@ -153,9 +153,15 @@ def test_wiped_member_is_removed_and_readded(request):
     want = dump(leader, "w/", rev)
     assert len(want) == 600
     assert dump(new, "w/", rev) == want
-    st = ctl_json(new, "endpoint", "status", "--cluster")
-    assert len(st) == 3
-    assert len({x["Status"]["leader"] for x in st}) == 1
+    assert installed(new) >= 1, new.log_tail()
+    # every member (the new one published its client URL) with one leader
+    st = wait_for(lambda: (lambda st: st if len(st) == 3 and len(
+        {x["Status"]["leader"] for x in st}) == 1 else None)(
+        ctl_json(new, "endpoint", "status", "--cluster")), what="endpoint status --cluster")
+    assert sorted(x["Endpoint"] for x in st) == sorted(m.client_url for m in others + [new])
+    # the joining member took the cluster's ID, not one derived from its flags
+    assert len({x["Status"]["header"]["cluster_id"] for x in st}) == 1
+    assert {x["Status"]["raftTerm"] for x in st} == {st[0]["Status"]["raftTerm"]}
 
 
 def test_learner_catches_up_then_is_promoted(request):
@@ -168,6 +174,7 @@ def test_learner_catches_up_then_is_promoted(request):
     wait_for(lambda: count(new, "l/", serializable=True)[1] >= rev, timeout=60,
              what="the learner catching up")
     assert dump(new, "l/", rev) == dump(leader, "l/", rev)
+    assert installed(new) >= 1, new.log_tail()
     r = wait_for(lambda: (lambda r: r if r.returncode == 0 else None)(
         leader.etcdctl("member", "promote", "%x" % new_id)), what="promotion")
     assert "promoted" in r.stdout
@@ -177,3 +184,23 @@ def test_learner_catches_up_then_is_promoted(request):
     ms[[i for i, m in enumerate(ms) if m is not leader][0]].stop()
     put_many(leader, "l2/", 5)
     wait_for(lambda: count(new, "l2/", serializable=True)[0] == 5, what="writes replicated")
+
+
+def test_removed_member_stops_itself(request):
+    ms = start_cluster(request, 3)
+    leader = leader_of(ms)
+    victim = [m for m in ms if m is not leader][0]
+    put_many(leader, "r/", 10)
+    lst = ctl_json(leader, "member", "list")["members"]
+    wait_for(lambda: all(x.get("clientURLs") for x in
+                         ctl_json(leader, "member", "list")["members"]), what="client URLs")
+    vid = [x["ID"] for x in lst if x["name"] == victim.name][0]
+    r = leader.etcdctl("member", "remove", "%x" % vid)
+    assert r.returncode == 0, r.stderr
+    wait_for(lambda: not victim.running(), timeout=60, what="the removed member to stop")
+    with open(victim.log_path, "rb") as f:
+        assert b"permanently removed from the cluster" in f.read()
+    # the rest goes on
+    others = [m for m in ms if m is not victim]
+    put_many(others[1], "r/", 10, start=10)
+    assert count(others[0], "r/")[0] == 20
