@@ -82,8 +82,12 @@
 #define FULL_MAGIC "KETCHSN2"
 #define FULL_HDR 16
 /* How long a leader waits for a member to install a snapshot before it
- * sends another (libraft's default is 30 s; a big store takes longer). */
-#define INSTALL_SNAPSHOT_TIMEOUT_MS 120000
+ * sends another (libraft's default is 30 s). A member refuses a snapshot
+ * while it takes one of its own (libraft: "already taking or installing
+ * snapshot"), without telling the leader, so this is also how soon it gets
+ * the next one. A member still installing the previous one ignores the
+ * repeat. */
+#define INSTALL_SNAPSHOT_TIMEOUT_MS 10000
 #define DEFAULT_HEARTBEAT_MS 100
 #define DEFAULT_ELECTION_MS 1000
 #define DEFAULT_SNAPSHOT_THRESHOLD 10000

@@ -96,7 +96,7 @@ def test_member_down_catches_up_through_a_snapshot(request):
     c.close()
 
     lagger.restart(wait=False)
-    lagger.wait_ready(timeout=30)
+    lagger.wait_ready(timeout=60)
     _, rev = count(leader, "b/")
     wait_for(lambda: count(lagger, "b/", serializable=True)[1] >= rev, timeout=60,
              what="the restarted member catching up")
@@ -122,7 +122,7 @@ def test_member_down_catches_up_through_a_snapshot(request):
 
     # restart once more: its snapshot on disk is not re-installed over newer data
     lagger.restart(wait=False)
-    lagger.wait_ready(timeout=30)
+    lagger.wait_ready(timeout=60)
     wait_for(lambda: dump(lagger, "after", 0) == dump(leader, "after", 0), what="restart")
     for m in ms:
         assert dump(m, "\0", rev) == want, m.name
@@ -146,7 +146,7 @@ def test_wiped_member_is_removed_and_readded(request):
     put_many(others[0], "w/", 300, start=300)
 
     new, new_id = add_member(request, others, "m9", learner=False)
-    new.wait_ready(timeout=30)
+    new.wait_ready(timeout=60)
     _, rev = count(leader, "w/")
     wait_for(lambda: count(new, "w/", serializable=True)[1] >= rev, timeout=60,
              what="the re-added member catching up")
@@ -169,7 +169,7 @@ def test_learner_catches_up_then_is_promoted(request):
     leader = leader_of(ms)
     put_many(leader, "l/", 400)
     new, new_id = add_member(request, ms, "m4", learner=True)
-    new.wait_ready(timeout=30)
+    new.wait_ready(timeout=60)
     _, rev = count(leader, "l/")
     wait_for(lambda: count(new, "l/", serializable=True)[1] >= rev, timeout=60,
              what="the learner catching up")
@@ -204,3 +204,114 @@ def test_removed_member_stops_itself(request):
     others = [m for m in ms if m is not victim]
     put_many(others[1], "r/", 10, start=10)
     assert count(others[0], "r/")[0] == 20
+
+
+class Writers:
+    """One writer thread per member given; records acknowledged keys."""
+
+    def __init__(self, members, prefix):
+        self.acked = []
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self._run, args=(m, "%s%s/" % (prefix, m.name)))
+                        for m in members]
+
+    def _run(self, member, prefix):
+        c = client(member)
+        i = 0
+        try:
+            while not self.stop.is_set():
+                key = "%s%06d" % (prefix, i)
+                i += 1
+                try:
+                    c.put(key, "x")
+                except Exception:  # not acknowledged (election, member down)
+                    time.sleep(0.05)
+                    continue
+                self.acked.append(key)
+        finally:
+            c.close()
+
+    def __enter__(self):
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        for t in self.threads:
+            t.join(30)
+
+
+def assert_all_present(members, acked, prefix):
+    _, rev = count(leader_of(members), prefix)
+    for m in members:
+        wait_for(lambda: count(m, prefix, serializable=True)[1] >= rev, timeout=60,
+                 what="%s catching up" % m.name)
+        got = set(kv[0].decode() for kv in dump(m, prefix, rev))
+        missing = [k for k in acked if k not in got]
+        assert not missing, "%s lost %d acknowledged writes, e.g. %s" % (
+            m.name, len(missing), missing[:5])
+    want = dump(members[0], prefix, rev)
+    for m in members[1:]:
+        assert dump(m, prefix, rev) == want, m.name
+
+
+def test_five_members_two_killed_during_writes_catch_up(request):
+    ms = start_cluster(request, 5, extra_args=SNAP)
+    leader = leader_of(ms)
+    victims = [m for m in ms if m is not leader][:2]
+    survivors = [m for m in ms if m not in victims]
+    with Writers(survivors, "f/") as w:
+        wait_for(lambda: len(w.acked) >= 30, what="writes before the kills")
+        for v in victims:
+            v.kill()  # kill -9
+        n = len(w.acked)
+        # enough for several snapshots and log compactions while they are down
+        wait_for(lambda: len(w.acked) >= n + 400, timeout=120, what="writes with two down")
+        for v in victims:
+            v.restart(wait=False)
+        for v in victims:
+            v.wait_ready(timeout=60)
+        n = len(w.acked)
+        wait_for(lambda: len(w.acked) >= n + 30, what="writes after the return")
+    assert_all_present(ms, w.acked, "f/")
+    assert sum(installed(v) for v in victims) >= 1
+
+
+def test_leader_killed_during_writes_then_returns(request):
+    ms = start_cluster(request, 3, extra_args=SNAP)
+    leader = leader_of(ms)
+    followers = [m for m in ms if m is not leader]
+    with Writers(followers, "k/") as w:
+        wait_for(lambda: len(w.acked) >= 30, what="writes before the kill")
+        leader.kill()  # kill -9
+        n = len(w.acked)
+        wait_for(lambda: len(w.acked) >= n + 300, timeout=120, what="writes after the kill")
+        leader.restart(wait=False)
+        leader.wait_ready(timeout=60)
+        n = len(w.acked)
+        wait_for(lambda: len(w.acked) >= n + 30, what="writes after the return")
+    assert_all_present(ms, w.acked, "k/")
+
+
+def test_follower_restart_and_membership_changes_while_writing(request):
+    ms = start_cluster(request, 3, extra_args=SNAP)
+    leader = leader_of(ms)
+    follower = [m for m in ms if m is not leader][0]
+    with Writers([leader], "c/") as w:
+        wait_for(lambda: len(w.acked) >= 30, what="writes")
+        follower.stop()
+        n = len(w.acked)
+        wait_for(lambda: len(w.acked) >= n + 200, timeout=120, what="writes, follower down")
+        follower.restart(wait=False)
+        follower.wait_ready(timeout=60)
+        new, new_id = add_member(request, ms, "m4", learner=False)
+        new.wait_ready(timeout=60)
+        n = len(w.acked)
+        wait_for(lambda: len(w.acked) >= n + 200, timeout=120, what="writes after the add")
+        r = wait_for(lambda: (lambda r: r if r.returncode == 0 else None)(
+            leader.etcdctl("member", "remove", "%x" % new_id)), what="member remove")
+        n = len(w.acked)
+        wait_for(lambda: len(w.acked) >= n + 30, what="writes after the remove")
+    assert_all_present(ms, w.acked, "c/")
+    wait_for(lambda: not new.running(), timeout=60, what="the removed member to stop")
