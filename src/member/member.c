@@ -611,14 +611,15 @@ int member_start(member **out, uv_loop_t *loop, const struct member_config *cfg)
         rv = KERR_IO;
         goto err_after_transport;
     }
-    m->uv_snapshot_get = m->io.snapshot_get;
-    m->io.snapshot_get = io_snapshot_get;
 
     m->fsm.version = 1;
     m->fsm.data = m;
     m->fsm.apply = fsm_apply;
     m->fsm.snapshot = fsm_snapshot;
     m->fsm.restore = fsm_restore;
+    /* whole-store snapshots for members behind: see the top of this file */
+    m->uv_snapshot_get = m->io.snapshot_get;
+    m->io.snapshot_get = io_snapshot_get;
     rv = raft_init(&m->raft, &m->io, &m->fsm, cfg->id, m->address);
     if (rv != 0) {
         log_error("member: raft init: %s", raft_errmsg(&m->raft));

@@ -49,14 +49,6 @@ struct member_config {
     unsigned heartbeat_ms;  /* etcd --heartbeat-interval (default 100) */
     unsigned election_ms;   /* etcd --election-timeout (default 1000) */
     unsigned snapshot_threshold; /* entries between snapshots */
-    member_apply_fn apply;
-    void *apply_ctx;
-    /* Makes everything applied so far durable (LMDB: mdb_env_sync), called
-     * with apply_ctx before libraft takes a snapshot, because libraft then
-     * deletes the log entries up to it. Returns 0, or non-zero to abandon the
-     * snapshot (it is retried later). May be NULL if the state machine is
-     * always durable. */
-    int (*sync)(void *ctx);
     /* Snapshots sent to members too far behind for the log carry the
      * whole state machine. copy (called on a worker thread, concurrently
      * with apply) writes a consistent copy of the state machine's last
@@ -68,6 +60,14 @@ struct member_config {
      * log then cannot catch up). Never both running at once. */
     int (*copy)(void *ctx, const char *path, uint64_t *applied);
     int (*install)(void *ctx, const char *path, uint64_t *applied);
+    member_apply_fn apply;
+    void *apply_ctx;
+    /* Makes everything applied so far durable (LMDB: mdb_env_sync), called
+     * with apply_ctx before libraft takes a snapshot, because libraft then
+     * deletes the log entries up to it. Returns 0, or non-zero to abandon the
+     * snapshot (it is retried later). May be NULL if the state machine is
+     * always durable. */
+    int (*sync)(void *ctx);
 };
 
 /* Opens (or creates and bootstraps) the Raft state in cfg->dir and starts

@@ -35,7 +35,7 @@ int mvcc_open(mvcc_store **out, const char *dir, size_t map_size);
 /* Commits the open batch and syncs (as mvcc_sync), then closes. */
 void mvcc_close(mvcc_store *s);
 
-/* ---- whole-store copies (snapshot.c), for Raft snapshots ----
+/* ---- whole-store copies (install.c), for Raft snapshots ----
  * mvcc_copy_fd writes a compacted copy of the last committed state to fd
  * (one LMDB read txn: consistent). It may run on any thread, concurrently
  * with the loop's applies, but not with mvcc_replace or mvcc_close.

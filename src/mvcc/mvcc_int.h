@@ -19,8 +19,6 @@ enum { CH_PUT = 0, CH_TOMBSTONE = 1 };
 
 struct mvcc_store {
     MDB_env *env;
-    char *dir;       /* the environment's directory (mvcc_replace reopens it) */
-    size_t map_size;
     MDB_dbi keys, idx, hist, meta;
     MDB_dbi lease, lkeys; /* leases and lease -> key attachments (lease.c) */
     MDB_txn *rtxn; /* reusable read txn, kept reset between reads */
@@ -179,8 +177,6 @@ int leasetab_keys(MDB_txn *txn, mvcc_store *s, int64_t id, arena *a, ProtobufCBi
 /* Reads the auth state (enabled, revision) into s; creates the revision
  * (1) if the table is new. */
 int auth_load(MDB_txn *txn, mvcc_store *s);
-/* (Re)opens the environment in s->dir (store.c; mvcc_open, mvcc_replace). */
-int store_open_env(mvcc_store *s);
 /* etcd's authApplierV3 checks of one entry against the proposer's user and
  * auth revision (req->auth_user / auth_revision): 0 or a KERR_* code. */
 int auth_check_request(struct op_ctx *c, const Ketchpb__InternalRequest *req);

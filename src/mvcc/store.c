@@ -141,15 +141,18 @@ int meta_put_u64(MDB_txn *txn, mvcc_store *s, const char *name, uint64_t v)
 
 /* ---- open / close ---- */
 
-/* Opens the environment in s->dir into `s` (whose hooks and options are
- * kept): mvcc_open, and mvcc_replace after swapping the file. */
-int store_open_env(mvcc_store *s)
+int mvcc_open(mvcc_store **out, const char *dir, size_t map_size)
 {
-    const char *dir = s->dir;
     int rc;
-    if ((rc = mdb_env_create(&s->env)) != 0) goto err;
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+        log_error("mvcc: mkdir %s: %s", dir, strerror(errno));
+        return KERR_IO;
+    }
+    mvcc_store *s = calloc(1, sizeof *s);
+    if (s == NULL) return KERR_NOMEM;
+    if ((rc = mdb_env_create(&s->env)) != 0) goto err_after_alloc;
     mdb_env_set_maxdbs(s->env, 8);
-    if ((rc = mdb_env_set_mapsize(s->env, s->map_size)) != 0) goto err_after_env;
+    if ((rc = mdb_env_set_mapsize(s->env, map_size)) != 0) goto err_after_env;
     if ((rc = mdb_env_open(s->env, dir, ENV_FLAGS, 0600)) != 0) {
         log_error("mvcc: open %s: %s", dir, mdb_strerror(rc));
         goto err_after_env;
@@ -195,48 +198,26 @@ int store_open_env(mvcc_store *s)
         rc = EIO;
         goto err_after_txn;
     }
+    s->bcrypt_cost = 10;
     if ((rc = mdb_txn_commit(txn)) != 0) goto err_after_env;
     s->rev = (int64_t)rev;
     s->compact_rev = (int64_t)crev;
     s->applied = applied;
     s->durable = applied;
     s->next_kid = kid;
-    s->wtxn = NULL;
-    s->batch_n = 0;
-    s->rtxn_live = 0;
 
     if ((rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &s->rtxn)) != 0) goto err_after_env;
     mdb_txn_reset(s->rtxn);
+    *out = s;
     return 0;
 
 err_after_txn:
     mdb_txn_abort(txn);
 err_after_env:
     mdb_env_close(s->env);
-    s->env = NULL;
-err:
+err_after_alloc:
+    free(s);
     return rc == ENOMEM ? KERR_NOMEM : KERR_IO;
-}
-
-int mvcc_open(mvcc_store **out, const char *dir, size_t map_size)
-{
-    if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
-        log_error("mvcc: mkdir %s: %s", dir, strerror(errno));
-        return KERR_IO;
-    }
-    mvcc_store *s = calloc(1, sizeof *s);
-    if (s == NULL) return KERR_NOMEM;
-    s->dir = strdup(dir);
-    s->map_size = map_size;
-    s->bcrypt_cost = 10;
-    int rv = s->dir == NULL ? KERR_NOMEM : store_open_env(s);
-    if (rv != 0) {
-        free(s->dir);
-        free(s);
-        return rv;
-    }
-    *out = s;
-    return 0;
 }
 
 void mvcc_close(mvcc_store *s)
@@ -246,7 +227,6 @@ void mvcc_close(mvcc_store *s)
     mdb_txn_abort(s->rtxn);
     mdb_env_sync(s->env, 1);
     mdb_env_close(s->env);
-    free(s->dir);
     free(s);
 }
 

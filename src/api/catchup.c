@@ -1,7 +1,7 @@
 /* Whole-store Raft snapshots (member_config.copy / .install): the store
  * copied for a member that is too far behind, and installed there with
  * everything derived from it reloaded (leases, member table, watchers). */
-#include "api/snapshot.h"
+#include "api/catchup.h"
 
 #include <fcntl.h>
 #include <inttypes.h>
@@ -13,7 +13,7 @@
 #include "util/errors.h"
 #include "util/log.h"
 
-int api_snapshot_copy(void *ctx, const char *path, uint64_t *applied)
+int api_catchup_copy(void *ctx, const char *path, uint64_t *applied)
 {
     api_server *s = ctx;
     int fd = open(path, O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0600);
@@ -24,7 +24,7 @@ int api_snapshot_copy(void *ctx, const char *path, uint64_t *applied)
     return rv;
 }
 
-int api_snapshot_install(void *ctx, const char *path, uint64_t *applied)
+int api_catchup_install(void *ctx, const char *path, uint64_t *applied)
 {
     api_server *s = ctx;
     int64_t old_rev = mvcc_revision(s->store);

@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "mvcc/mvcc_int.h"
@@ -56,19 +57,22 @@ int mvcc_file_applied(const char *path, uint64_t *applied)
 
 int mvcc_replace(mvcc_store *s, const char *path)
 {
-    char data[4096], lock[4096];
+    char dir[4096], data[4200], lock[4200];
+    const char *p;
+    MDB_envinfo info;
     uint64_t applied;
     int rv = mvcc_file_applied(path, &applied);
     if (rv != 0) return rv;
-    if (snprintf(data, sizeof data, "%s/data.mdb", s->dir) >= (int)sizeof data ||
-        snprintf(lock, sizeof lock, "%s/lock.mdb", s->dir) >= (int)sizeof lock)
+    if (mdb_env_get_path(s->env, &p) != 0 || mdb_env_info(s->env, &info) != 0 ||
+        snprintf(dir, sizeof dir, "%s", p) >= (int)sizeof dir)
         return KERR_INTERNAL;
+    snprintf(data, sizeof data, "%s/data.mdb", dir);
+    snprintf(lock, sizeof lock, "%s/lock.mdb", dir);
 
     /* What is applied but not committed is older than the copy: drop it. */
     if (s->wtxn != NULL) mdb_txn_abort(s->wtxn);
     s->wtxn = NULL;
     s->batch_n = 0;
-    if (s->rtxn_live) mdb_txn_reset(s->rtxn);
     mdb_txn_abort(s->rtxn);
     s->rtxn = NULL;
     mdb_env_close(s->env);
@@ -78,19 +82,29 @@ int mvcc_replace(mvcc_store *s, const char *path)
         log_error("mvcc: rename %s to %s: %s", path, data, strerror(errno));
         rv = KERR_IO;
     } else {
-        int dfd = open(s->dir, O_RDONLY | O_DIRECTORY);
+        int dfd = open(dir, O_RDONLY | O_DIRECTORY);
         if (dfd >= 0) {
             fsync(dfd);
             close(dfd);
         }
         unlink(lock); /* LMDB rebuilds it */
     }
-    /* Reopen either the copy, or (the rename failed) the old file. */
-    int orv = store_open_env(s);
+    /* Reopen the copy (or, if the rename failed, the old file) as a new
+     * store, and move it into `s`, keeping what the layers above set. */
+    mvcc_store *n;
+    int orv = mvcc_open(&n, dir, info.me_mapsize);
     if (orv != 0) {
-        log_error("mvcc: cannot reopen %s after installing a snapshot", s->dir);
+        log_error("mvcc: cannot reopen %s after installing a snapshot", dir);
         return orv;
     }
+    struct mvcc_store keep = *s;
+    *s = *n;
+    free(n);
+    s->lease_exists = keep.lease_exists;
+    s->lease_ctx = keep.lease_ctx;
+    s->event_fn = keep.event_fn;
+    s->event_ctx = keep.event_ctx;
+    s->bcrypt_cost = keep.bcrypt_cost;
     if (rv == 0)
         log_info("mvcc: installed a copy at applied index %llu, revision %lld",
                  (unsigned long long)s->applied, (long long)s->rev);
