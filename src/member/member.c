@@ -832,7 +832,9 @@ uint64_t member_leader_id(const member *m)
 
 uint64_t member_commit_index(const member *m)
 {
-    return m->raft.commit_index;
+    /* A member that installed a whole-store snapshot has applied entries
+     * past libraft's commit index (the copy's); they were committed. */
+    return m->raft.commit_index > m->applied ? m->raft.commit_index : m->applied;
 }
 
 uint64_t member_applied_index(const member *m)

@@ -103,6 +103,19 @@ def test_member_down_catches_up_through_a_snapshot(request):
     assert installed(lagger) >= 1, lagger.log_tail()
     assert sum(snapshots_sent(m) for m in ms) >= 1
 
+    # endpoint status --cluster from the member that caught up: every
+    # member, one leader, one term, indexes that agree once writes stop
+    def settled():
+        st = ctl_json(lagger, "endpoint", "status", "--cluster")
+        ss = [x["Status"] for x in st]
+        ok = (len(ss) == 3 and len({x["leader"] for x in ss}) == 1 and
+              len({x["raftTerm"] for x in ss}) == 1 and
+              len({x["raftIndex"] for x in ss}) == 1 and
+              all(x["raftAppliedIndex"] == x["raftIndex"] for x in ss))
+        return ss if ok else None
+    ss = wait_for(settled, what="endpoint status --cluster to agree")
+    assert ss[0]["leader"] in {x["header"]["member_id"] for x in ss}
+
     # the same data at the same revision on every member
     want = dump(leader, "\0", rev)
     assert len(want) == 20 + 600 - 1 + 1
