@@ -435,8 +435,6 @@ static void copy_done(uv_work_t *w, int status)
         snapshot_destroy(s);
         g->cb(g->outer, NULL, RAFT_IOERR);
     } else {
-        for (unsigned i = 0; i < s->n_bufs; i++)
-            raft_free(s->bufs[i].base);
         s->bufs[0].base = g->buf;
         s->bufs[0].len = g->len;
         s->n_bufs = 1;
@@ -456,6 +454,13 @@ static void uv_get_cb(struct raft_io_snapshot_get *req, struct raft_snapshot *s,
         g->cb(g->outer, s, status != 0 ? status : RAFT_IOERR);
         free(g);
         return;
+    }
+    /* What was loaded from disk (its index only, or a store this member
+     * once installed) is replaced: free it now, not next to the copy. */
+    for (unsigned i = 0; i < s->n_bufs; i++) {
+        raft_free(s->bufs[i].base);
+        s->bufs[i].base = NULL;
+        s->bufs[i].len = 0;
     }
     g->snapshot = s;
     g->work.data = g;
