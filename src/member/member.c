@@ -91,7 +91,7 @@
 #define DEFAULT_HEARTBEAT_MS 100
 #define DEFAULT_ELECTION_MS 1000
 #define DEFAULT_SNAPSHOT_THRESHOLD 10000
-#define MAX_SNAPSHOT_TRAILING 5000
+#define DEFAULT_SNAPSHOT_TRAILING 5000
 
 struct waiter {
     member_done_fn cb;
@@ -570,7 +570,7 @@ static int bootstrap(member *m, const struct member_config *cfg)
 int member_start(member **out, uv_loop_t *loop, const struct member_config *cfg)
 {
     member *m;
-    unsigned threshold;
+    unsigned threshold, trailing;
     int rv;
 
     *out = NULL;
@@ -644,9 +644,8 @@ int member_start(member **out, uv_loop_t *loop, const struct member_config *cfg)
     threshold = cfg->snapshot_threshold ? cfg->snapshot_threshold
                                         : DEFAULT_SNAPSHOT_THRESHOLD;
     raft_set_snapshot_threshold(&m->raft, threshold);
-    raft_set_snapshot_trailing(&m->raft, threshold < MAX_SNAPSHOT_TRAILING
-                                             ? threshold
-                                             : MAX_SNAPSHOT_TRAILING);
+    trailing = cfg->snapshot_trailing ? cfg->snapshot_trailing : DEFAULT_SNAPSHOT_TRAILING;
+    raft_set_snapshot_trailing(&m->raft, threshold < trailing ? threshold : trailing);
     raft_set_pre_vote(&m->raft, true);
     raft_set_install_snapshot_timeout(&m->raft, INSTALL_SNAPSHOT_TIMEOUT_MS);
 

@@ -49,6 +49,10 @@ struct member_config {
     unsigned heartbeat_ms;  /* etcd --heartbeat-interval (default 100) */
     unsigned election_ms;   /* etcd --election-timeout (default 1000) */
     unsigned snapshot_threshold; /* entries between snapshots */
+    /* entries kept below a snapshot for members a little behind (etcd's
+     * --experimental-snapshot-catchup-entries, 5000; at most the
+     * threshold); 0: 5000 */
+    unsigned snapshot_trailing;
     /* Snapshots sent to members too far behind for the log carry the
      * whole state machine. copy (called on a worker thread, concurrently
      * with apply) writes a consistent copy of the state machine's last

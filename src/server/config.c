@@ -46,6 +46,9 @@ static const struct flag flags[] = {
     {"election-timeout", F_UINT, OFF(election_timeout), "1000", "Time (in milliseconds) for an election to timeout."},
     {"snapshot-count", F_UINT, OFF(snapshot_count), "100000",
      "Number of committed transactions to trigger a snapshot to disk."},
+    {"experimental-snapshot-catchup-entries", F_UINT, OFF(snapshot_catchup_entries), "5000",
+     "Number of entries for a slow follower to catch up after compacting the raft storage "
+     "entries."},
     {"experimental-watch-progress-notify-interval", F_STRING, OFF(watch_progress_notify_interval),
      "10m0s", "Duration of periodic watch progress notifications."},
     {"cert-file", F_STRING, OFF(cert_file), "", "Path to the client server TLS cert file."},

@@ -271,6 +271,7 @@ static int start_member(struct server *srv)
         .heartbeat_ms = (unsigned)srv->cfg.heartbeat_interval,
         .election_ms = (unsigned)srv->cfg.election_timeout,
         .snapshot_threshold = (unsigned)srv->cfg.snapshot_count,
+        .snapshot_trailing = (unsigned)srv->cfg.snapshot_catchup_entries,
         .copy = api_catchup_copy, /* whole-store snapshots (api/catchup.c) */
         .install = api_catchup_install,
         .apply = api_apply,
