@@ -267,9 +267,10 @@ static void removed_stop(api_server *s)
     struct cluster_api *c = s->clus;
     if (c == NULL || c->removed) return;
     c->removed = true;
-    /* etcd: "the member has been permanently removed from the cluster" */
-    log_error("cluster: member %016llx has been permanently removed from the cluster; stopping",
-              (unsigned long long)s->member_id);
+    /* as etcd's EtcdServer.run on errMemberRemoved */
+    log_warn("server error: the member has been permanently removed from the cluster "
+             "(member %016llx); stopping", (unsigned long long)s->member_id);
+    log_warn("data-dir used by this member must be removed");
     raise(SIGTERM); /* the server's orderly stop */
 }
 
