@@ -217,6 +217,13 @@ def test_removed_member_stops_itself(request):
     others = [m for m in ms if m is not victim]
     put_many(others[1], "r/", 10, start=10)
     assert count(others[0], "r/")[0] == 20
+    # restarted on its old data dir (which never saw its removal), it
+    # learns it from the others and stops again
+    victim.start(wait=False)
+    wait_for(lambda: not victim.running(), timeout=60, what="the removed member to stop again")
+    with open(victim.log_path, "rb") as f:
+        assert f.read().count(b"permanently removed from the cluster") == 2
+    assert count(others[0], "r/")[0] == 20
 
 
 class Writers:
