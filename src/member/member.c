@@ -142,6 +142,7 @@ struct member {
     struct waiter *wait_head, *wait_tail; /* for the next barrier */
 
     bool stopping;
+    uv_timer_t leader_watch; /* forget a leader silent for an election timeout */
     uv_timer_t drain;  /* member_stop: waits for in-flight writes */
     uint64_t drain_start;
     void (*stop_cb)(void *data);
@@ -496,6 +497,31 @@ static int io_snapshot_get(struct raft_io *io, struct raft_io_snapshot_get *req,
     return rv;
 }
 
+/* ---- a lost leader ------------------------------------------------------
+ *
+ * libraft 0.15 refuses every vote (and pre-vote) while a follower still
+ * knows a leader, however long ago it heard from it (recv_request_vote.c:
+ * `current_leader.id != 0`), and a follower only forgets its leader when
+ * its own randomized timer fires. So after a leader dies the first follower
+ * to time out is refused by the others until they time out too: elections
+ * wait for the last timer instead of the first. Raft's rule (§4.2.3) and
+ * later libraft versions only count a leader heard from within the
+ * election timeout; this timer applies that rule from outside: a follower
+ * that has not heard from its leader for a whole election timeout forgets
+ * it (the id only; libraft sets it again from the leader's next message). */
+static void leader_watch_tick(uv_timer_t *t)
+{
+    member *m = t->data;
+    struct raft *r = &m->raft;
+
+    if (r->state == RAFT_FOLLOWER && r->follower_state.current_leader.id != 0 &&
+        uv_now(m->loop) - r->election_timer_start >= r->election_timeout) {
+        log_info("member: no word from leader %" PRIx64 " for %u ms: it is lost",
+                 (uint64_t)r->follower_state.current_leader.id, r->election_timeout);
+        r->follower_state.current_leader.id = 0;
+    }
+}
+
 /* ---- start -------------------------------------------------------------- */
 
 static int mkdir_p(const char *dir)
@@ -657,6 +683,10 @@ int member_start(member **out, uv_loop_t *loop, const struct member_config *cfg)
         rv = rv == RAFT_NOMEM ? KERR_NOMEM : KERR_IO;
         goto err_after_raft;
     }
+    uv_timer_init(loop, &m->leader_watch);
+    m->leader_watch.data = m;
+    uv_timer_start(&m->leader_watch, leader_watch_tick, m->raft.heartbeat_timeout,
+                   m->raft.heartbeat_timeout);
     log_info("member %" PRIx64 " started on %s, term %" PRIu64 ", %s", m->id,
              m->address, (uint64_t)m->raft.current_term,
              member_is_leader(m) ? "leader" : "follower");
@@ -1107,6 +1137,8 @@ void member_stop(member *m, void (*cb)(void *data), void *data)
     if (m->stopping)
         return;
     m->stopping = true;
+    uv_timer_stop(&m->leader_watch);
+    uv_close((uv_handle_t *)&m->leader_watch, NULL); /* long before free_member */
     m->stop_cb = cb;
     m->stop_data = data;
     uv_timer_init(m->loop, &m->drain);
