@@ -11,6 +11,7 @@
  * and followers know where to forward requests to the leader. */
 #include "api/cluster.h"
 
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +19,7 @@
 #include <openssl/evp.h>
 
 #include "api/forward.h"
+#include "client/client.h"
 #include "api/propose.h"
 #include "util/errors.h"
 #include "util/log.h"
@@ -31,6 +33,14 @@ struct cluster_api {
     bool published; /* applied: our attributes are in the table */
     bool reconciling;      /* a barrier or configuration change is pending */
     uint64_t synced_term;  /* term in which the leader's table was synced */
+    /* Removal check (as etcd's peers answer a removed member "410 Gone"):
+     * a member that hears no leader for a while asks another member for
+     * its member list; removed from it (twice in a row), it stops. */
+    uint64_t leaderless_since; /* ms; 0 while a leader is known */
+    struct client_conn *probe; /* the MemberList call in flight, if any */
+    size_t probe_next;         /* which member to ask next */
+    unsigned removed_votes;    /* answers in a row that we are removed */
+    bool removed;
 };
 
 static void reconcile(api_server *s);
@@ -247,11 +257,100 @@ static void publish_done(api_server *s, void *data, int err, const uint8_t *resp
     if (err != 0) log_debug("cluster: publishing our attributes failed: %s; retrying", kerr_text(err));
 }
 
+/* ---- a removed member stops itself ---- */
+
+/* Leaderless this long (in election timeouts) before asking others. */
+#define REMOVED_PROBE_ELECTIONS 3
+
+static void removed_stop(api_server *s)
+{
+    struct cluster_api *c = s->clus;
+    if (c == NULL || c->removed) return;
+    c->removed = true;
+    /* as etcd's EtcdServer.run on errMemberRemoved */
+    log_warn("server error: the member has been permanently removed from the cluster "
+             "(member %016llx); stopping", (unsigned long long)s->member_id);
+    log_warn("data-dir used by this member must be removed");
+    raise(SIGTERM); /* the server's orderly stop */
+}
+
+static void probe_reply(void *arg, const struct client_reply *r)
+{
+    api_server *s = arg;
+    struct cluster_api *c = s->clus;
+    if (c == NULL) return; /* stopped: the connection is closing */
+    struct client_conn *conn = c->probe;
+    c->probe = NULL;
+    if (r->status == 0 && r->data != NULL) {
+        Etcdserverpb__MemberListResponse *ml =
+            etcdserverpb__member_list_response__unpack(NULL, r->len, r->data);
+        if (ml != NULL) {
+            bool listed = false;
+            for (size_t i = 0; i < ml->n_members; i++)
+                if (ml->members[i]->id == s->member_id) listed = true;
+            bool same = ml->header != NULL && ml->header->cluster_id == s->cluster_id;
+            etcdserverpb__member_list_response__free_unpacked(ml, NULL);
+            if (same && !listed) {
+                if (++c->removed_votes >= 2) removed_stop(s);
+            } else if (same) {
+                c->removed_votes = 0;
+            }
+        }
+    }
+    if (conn != NULL) client_conn_close(conn);
+}
+
+static void probe_event(struct client_conn *conn, int err, void *arg)
+{
+    (void)conn, (void)err, (void)arg; /* a failed connection fails the call */
+}
+
+static void check_removed(api_server *s)
+{
+    struct cluster_api *c = s->clus;
+    if (api_cluster_is_removed(s, s->member_id) && find(s, s->member_id) == NULL) {
+        removed_stop(s);
+        return;
+    }
+    uint64_t now = uv_now(s->loop);
+    if (member_leader_id(s->member) != 0) {
+        c->leaderless_since = 0;
+        return;
+    }
+    if (c->leaderless_since == 0) c->leaderless_since = now;
+    unsigned election = s->election_ms ? s->election_ms : 1000;
+    if (c->probe != NULL || now - c->leaderless_since < REMOVED_PROBE_ELECTIONS * election)
+        return;
+    size_t n = api_cluster_size(s);
+    for (size_t k = 0; k < n; k++) {
+        const Ketchpb__ClusterMember *m = s->cluster->members[(c->probe_next + k) % n];
+        if (m->id == s->member_id || m->n_client_urls == 0 ||
+            strncmp(m->client_urls[0], "http://", 7) != 0)
+            continue;
+        c->probe_next = (c->probe_next + k + 1) % n;
+        if (client_conn_open(s->loop, m->client_urls[0], probe_event, s, &c->probe) != 0) {
+            c->probe = NULL;
+            return;
+        }
+        Etcdserverpb__MemberListRequest req = ETCDSERVERPB__MEMBER_LIST_REQUEST__INIT;
+        if (client_unary(c->probe, "/etcdserverpb.Cluster/MemberList",
+                         (const ProtobufCMessage *)&req, probe_reply, s) != 0) {
+            client_conn_close(c->probe);
+            c->probe = NULL;
+        }
+        /* the next probe no sooner than one more election timeout */
+        c->leaderless_since = now - (REMOVED_PROBE_ELECTIONS - 1) * election;
+        return;
+    }
+}
+
 static void publish_tick(uv_timer_t *t)
 {
     api_server *s = t->data;
     struct cluster_api *c = s->clus;
     if (s->member == NULL) return;
+    check_removed(s);
+    if (c->removed) return;
     reconcile(s);
     if (c->inflight || c->published) return;
     if (attrs_current(s)) {
@@ -291,6 +390,8 @@ void api_cluster_stop(api_server *s)
     struct cluster_api *c = s->clus;
     if (c == NULL) return;
     s->clus = NULL;
+    if (c->probe != NULL) client_conn_close(c->probe); /* probe_reply sees s->clus NULL */
+    c->probe = NULL;
     uv_timer_stop(&c->timer);
     c->timer.data = c;
     uv_close((uv_handle_t *)&c->timer, free_on_close);
@@ -793,4 +894,20 @@ static void reconcile(api_server *s)
         free(ids);
     }
     if (rv == 0) c->reconciling = true;
+}
+
+int api_cluster_reload(api_server *s)
+{
+    uint8_t *buf;
+    size_t len;
+    int rv = mvcc_meta_get(s->store, META_KEY, &buf, &len);
+    if (rv == KERR_KEY_NOT_FOUND) return 0; /* the snapshot's table was never stored */
+    if (rv != 0) return rv;
+    Ketchpb__ClusterMembers *t = ketchpb__cluster_members__unpack(NULL, len, buf);
+    free(buf);
+    if (t == NULL) return KERR_CORRUPT;
+    if (s->cluster != NULL) ketchpb__cluster_members__free_unpacked(s->cluster, NULL);
+    s->cluster = t;
+    if (t->cluster_id != 0) s->cluster_id = t->cluster_id;
+    return 0;
 }

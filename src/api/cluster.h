@@ -18,5 +18,8 @@ void cluster_move_leader(grpc_call *call, const uint8_t *msg, size_t len, void *
 int api_cluster_apply(api_server *s, const Ketchpb__InternalRequest *req);
 /* Whether member `id` was removed from the cluster. */
 bool api_cluster_is_removed(const api_server *s, uint64_t id);
+/* Reloads the member table from the store after it was replaced by a
+ * snapshot. 0 or a KERR_* code. */
+int api_cluster_reload(api_server *s);
 
 #endif

@@ -204,6 +204,29 @@ err_after_lessor:
     return rv;
 }
 
+int lease_api_reload(api_server *s)
+{
+    struct lease_api *la = s->lease;
+    if (la == NULL) return 0;
+    lessor *l = lessor_new();
+    if (l == NULL) return KERR_NOMEM;
+    struct mvcc_lease *ls = NULL;
+    size_t n = 0;
+    int rv = mvcc_lease_list(s->store, &ls, &n);
+    uint64_t now = now_ms();
+    for (size_t i = 0; i < n && rv == 0; i++)
+        rv = lessor_add(l, ls[i].id, ls[i].ttl, ls[i].remaining, now);
+    free(ls);
+    if (rv != 0) {
+        lessor_free(l);
+        return rv;
+    }
+    if (lessor_is_primary(la->lessor)) lessor_promote(l, now, 0);
+    lessor_free(la->lessor);
+    la->lessor = l;
+    return 0;
+}
+
 void lease_api_start(api_server *s)
 {
     struct lease_api *la = s->lease;

@@ -19,6 +19,9 @@ void lease_api_start(api_server *s);
 void lease_api_stop(api_server *s);
 /* After the loop has ended: frees s->lease. */
 void lease_api_fini(api_server *s);
+/* Rebuilds the leases from the store after it was replaced by a snapshot
+ * (cluster). 0 or a KERR_* code (then the old ones stay). */
+int lease_api_reload(api_server *s);
 
 /* Called by api_apply after every entry the store applied: mirrors grants,
  * revokes and checkpoints into the lessor. */

@@ -431,3 +431,11 @@ void watch_watch_close(grpc_call *call, void *ctx)
     }
     if (grpc_call_alive(call)) grpc_call_finish(call, GRPC_OK, NULL);
 }
+
+void watch_api_store_replaced(api_server *s, int64_t old_rev)
+{
+    struct watch_api *wa = s->watch;
+    if (wa == NULL || wa->hub == NULL) return;
+    watch_hub_resync(wa->hub, old_rev + 1);
+    watch_hub_sync(wa->hub);
+}

@@ -14,6 +14,9 @@ int watch_api_init(api_server *s, uint64_t progress_ms);
 void watch_api_stop(api_server *s);
 /* After the loop has ended: frees s->watch and what streams left. */
 void watch_api_fini(api_server *s);
+/* The store was replaced by a snapshot whose revision is past `old_rev`:
+ * watchers catch up from its history (cluster). */
+void watch_api_store_replaced(api_server *s, int64_t old_rev);
 
 /* gRPC handlers of "/etcdserverpb.Watch/Watch" (GRPC_STREAM). */
 void watch_watch(grpc_call *call, const uint8_t *msg, size_t len, void *ctx);

@@ -26,12 +26,32 @@
  *   len        k-1   zeros
  *   len+k-1    1     k (1..8), so that len + k is a multiple of 8
  *
- * Snapshot payload (the state machine is LMDB, durable on its own and
- * holding its applied index, so the snapshot only records where it was):
+ * Snapshot payload. The state machine is LMDB, durable on its own and
+ * holding its applied index, so the snapshots libraft takes to compact the
+ * log only record where it was:
  *
  *   offset size  field
  *   0      8     magic "KETCHSN1"
  *   8      8     raft index of the snapshot, little endian
+ *
+ * A leader sends a snapshot to a member whose next entry it no longer has.
+ * Then (io_snapshot_get, wrapping the libuv backend's snapshot_get) the
+ * payload loaded from disk is replaced, on a worker thread, by a fresh copy
+ * of the whole store (cfg.copy: a compacted LMDB copy from one read txn):
+ *
+ *   offset size  field
+ *   0      8     magic "KETCHSN2"
+ *   8      8     applied index A of the copy, little endian (A >= the
+ *                snapshot's index: the leader synced its store before
+ *                taking it, and only applies more since)
+ *   16     n     the LMDB file
+ *
+ * The receiver (fsm_restore) installs it when A is above what it has
+ * applied, and from then on skips entries up to A (they are in the copy),
+ * exactly as after a restart. The copy is written to a file, then read into
+ * the one buffer libraft sends; on the receiver libraft's buffer is
+ * written to a file and renamed into place: the database is in memory at
+ * most once on either side.
  *
  * Read barriers. libraft has no ReadIndex; a barrier entry is appended and
  * its callback fires when it is applied, i.e. after everything before it.
@@ -41,10 +61,15 @@
 #include "member/member.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
+#include <pthread.h>
+#include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <raft.h>
 #include <raft/uv.h>
@@ -54,10 +79,19 @@
 
 #define SNAP_MAGIC "KETCHSN1"
 #define SNAP_LEN 16
+#define FULL_MAGIC "KETCHSN2"
+#define FULL_HDR 16
+/* How long a leader waits for a member to install a snapshot before it
+ * sends another (libraft's default is 30 s). A member refuses a snapshot
+ * while it takes one of its own (libraft: "already taking or installing
+ * snapshot"), without telling the leader, so this is also how soon it gets
+ * the next one. A member still installing the previous one ignores the
+ * repeat. */
+#define INSTALL_SNAPSHOT_TIMEOUT_MS 10000
 #define DEFAULT_HEARTBEAT_MS 100
 #define DEFAULT_ELECTION_MS 1000
 #define DEFAULT_SNAPSHOT_THRESHOLD 10000
-#define MAX_SNAPSHOT_TRAILING 5000
+#define DEFAULT_SNAPSHOT_TRAILING 5000
 
 struct waiter {
     member_done_fn cb;
@@ -92,13 +126,23 @@ struct member {
     uint64_t applied; /* highest index handed to (or skipped by) apply */
     member_apply_fn apply;
     int (*sync)(void *ctx);
+    int (*copy)(void *ctx, const char *path, uint64_t *applied);
+    int (*install)(void *ctx, const char *path, uint64_t *applied);
     void *apply_ctx;
     unsigned sync_failures; /* in a row */
+
+    /* the libuv backend's snapshot_get, which io_snapshot_get wraps */
+    int (*uv_snapshot_get)(struct raft_io *io, struct raft_io_snapshot_get *req,
+                           raft_io_snapshot_get_cb cb);
+    pthread_mutex_t copy_lock; /* a copy (worker) and an install (loop) */
+    unsigned copies;           /* store copies in flight */
+    unsigned copy_seq;
 
     struct barrier *inflight; /* at most one raft barrier at a time */
     struct waiter *wait_head, *wait_tail; /* for the next barrier */
 
     bool stopping;
+    uv_timer_t leader_watch; /* forget a leader silent for an election timeout */
     uv_timer_t drain;  /* member_stop: waits for in-flight writes */
     uint64_t drain_start;
     void (*stop_cb)(void *data);
@@ -197,31 +241,285 @@ static int fsm_snapshot(struct raft_fsm *fsm, struct raft_buffer *bufs[],
     return 0;
 }
 
+static uint64_t get_le64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v |= (uint64_t)p[i] << (8 * i);
+    return v;
+}
+
+static void put_le64(uint8_t *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static int write_all(int fd, const uint8_t *p, size_t n)
+{
+    while (n > 0) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return -1;
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+/* Installs a whole-store snapshot (see the top of this file). */
+static int restore_full(member *m, const uint8_t *p, size_t len)
+{
+    uint64_t applied = get_le64(p + 8), now = 0;
+    char path[4096];
+    int fd, rv;
+
+    if (applied <= m->applied) {
+        /* This member already holds it (a restart after an install). */
+        log_debug("member: snapshot store at %" PRIu64 " not newer than ours (%" PRIu64 ")",
+                  applied, m->applied);
+        return 0;
+    }
+    if (m->install == NULL) {
+        log_error("member: cannot install a snapshot store");
+        return RAFT_INVALID;
+    }
+    snprintf(path, sizeof path, "%s/install.mdb", m->dir);
+    fd = open(path, O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        log_error("member: create %s: %s", path, strerror(errno));
+        return RAFT_IOERR;
+    }
+    if (write_all(fd, p + FULL_HDR, len - FULL_HDR) != 0 || fsync(fd) != 0) {
+        log_error("member: write %s: %s", path, strerror(errno));
+        close(fd);
+        unlink(path);
+        return RAFT_IOERR;
+    }
+    close(fd);
+    log_info("member: installing a snapshot of the store at index %" PRIu64
+             " (%zu bytes; applied here %" PRIu64 ")",
+             applied, len - FULL_HDR, m->applied);
+    pthread_mutex_lock(&m->copy_lock);
+    rv = m->install(m->apply_ctx, path, &now);
+    pthread_mutex_unlock(&m->copy_lock);
+    unlink(path);
+    if (rv != 0) {
+        log_error("member: installing the snapshot failed");
+        return RAFT_IOERR;
+    }
+    m->applied = now;
+    m->floor = now;
+    return 0;
+}
+
 /* On success the buffer is ours to free; on error libraft frees it. */
 static int fsm_restore(struct raft_fsm *fsm, struct raft_buffer *buf)
 {
     member *m = fsm->data;
     const uint8_t *p = buf->base;
     uint64_t index = 0;
+    int rv;
 
+    if (buf->len >= FULL_HDR && memcmp(p, FULL_MAGIC, 8) == 0) {
+        rv = restore_full(m, p, buf->len);
+        if (rv != 0)
+            return rv;
+        raft_free(buf->base);
+        return 0;
+    }
     if (buf->len != SNAP_LEN || memcmp(p, SNAP_MAGIC, 8) != 0) {
         log_error("member: snapshot in %s is not a ketch snapshot", m->dir);
         return RAFT_MALFORMED;
     }
-    for (int i = 0; i < 8; i++)
-        index |= (uint64_t)p[8 + i] << (8 * i);
-    if (index > m->floor) {
-        /* The state machine is behind the snapshot: it would have to be
-         * sent over by the leader. */
+    index = get_le64(p + 8);
+    if (index > m->applied) {
+        /* The state machine is behind its own snapshot: only a leader's
+         * whole-store snapshot could help. */
         log_error("member: snapshot at %" PRIu64 " is ahead of the state machine"
-                  " (applied %" PRIu64 "): snapshot install not supported yet",
-                  index, m->floor);
+                  " (applied %" PRIu64 ")", index, m->applied);
         return RAFT_INVALID;
     }
-    if (index > m->applied)
-        m->applied = index;
     raft_free(buf->base);
     return 0;
+}
+
+/* ---- whole-store snapshots for members behind (leader side) ------------ */
+
+struct snap_get {
+    struct raft_io_snapshot_get inner; /* first: handed to the backend */
+    struct raft_io_snapshot_get *outer;
+    raft_io_snapshot_get_cb cb;
+    member *m;
+    struct raft_snapshot *snapshot;
+    uv_work_t work;
+    unsigned seq;
+    int status;
+    uint8_t *buf; /* raft_malloc'd payload */
+    size_t len;
+};
+
+static void snapshot_destroy(struct raft_snapshot *s)
+{
+    for (unsigned i = 0; i < s->n_bufs; i++)
+        raft_free(s->bufs[i].base);
+    raft_free(s->bufs);
+    raft_configuration_close(&s->configuration);
+    raft_free(s);
+}
+
+/* Worker thread: copy the store into a file, then into one buffer. */
+static void copy_work(uv_work_t *w)
+{
+    struct snap_get *g = w->data;
+    member *m = g->m;
+    char path[4096];
+    uint64_t applied = 0;
+    struct stat st;
+    int fd;
+
+    g->status = RAFT_IOERR;
+    snprintf(path, sizeof path, "%s/send-%u.mdb", m->dir, g->seq);
+    pthread_mutex_lock(&m->copy_lock);
+    if (m->copy(m->apply_ctx, path, &applied) != 0) {
+        pthread_mutex_unlock(&m->copy_lock);
+        unlink(path);
+        return;
+    }
+    pthread_mutex_unlock(&m->copy_lock);
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    unlink(path);
+    if (fd < 0 || fstat(fd, &st) != 0) {
+        if (fd >= 0)
+            close(fd);
+        return;
+    }
+    g->len = FULL_HDR + (size_t)st.st_size;
+    g->buf = raft_malloc(g->len);
+    if (g->buf == NULL) {
+        close(fd);
+        g->status = RAFT_NOMEM;
+        return;
+    }
+    memcpy(g->buf, FULL_MAGIC, 8);
+    put_le64(g->buf + 8, applied);
+    size_t off = FULL_HDR;
+    while (off < g->len) {
+        ssize_t r = pread(fd, g->buf + off, g->len - off, (off_t)(off - FULL_HDR));
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            break;
+        off += (size_t)r;
+    }
+    close(fd);
+    if (off != g->len) {
+        raft_free(g->buf);
+        g->buf = NULL;
+        return;
+    }
+    g->status = 0;
+}
+
+static void copy_done(uv_work_t *w, int status)
+{
+    struct snap_get *g = w->data;
+    member *m = g->m;
+    struct raft_snapshot *s = g->snapshot;
+
+    m->copies--;
+    if (status != 0 || g->status != 0) {
+        log_warn("member: cannot copy the store for a snapshot: %s",
+                 status != 0 ? uv_strerror(status) : raft_strerror(g->status));
+        snapshot_destroy(s);
+        g->cb(g->outer, NULL, RAFT_IOERR);
+    } else {
+        s->bufs[0].base = g->buf;
+        s->bufs[0].len = g->len;
+        s->n_bufs = 1;
+        log_info("member: sending a snapshot at index %" PRIu64 " with the store at %" PRIu64
+                 " (%zu bytes)", (uint64_t)s->index, get_le64(g->buf + 8), g->len - FULL_HDR);
+        g->cb(g->outer, s, 0);
+    }
+    free(g);
+}
+
+static void uv_get_cb(struct raft_io_snapshot_get *req, struct raft_snapshot *s, int status)
+{
+    struct snap_get *g = (struct snap_get *)req;
+    member *m = g->m;
+
+    if (status != 0 || s == NULL || s->n_bufs < 1 || m->stopping) {
+        g->cb(g->outer, s, status != 0 ? status : RAFT_IOERR);
+        free(g);
+        return;
+    }
+    /* What was loaded from disk (its index only, or a store this member
+     * once installed) is replaced: free it now, not next to the copy. */
+    for (unsigned i = 0; i < s->n_bufs; i++) {
+        raft_free(s->bufs[i].base);
+        s->bufs[i].base = NULL;
+        s->bufs[i].len = 0;
+    }
+    g->snapshot = s;
+    g->work.data = g;
+    g->seq = m->copy_seq++;
+    if (uv_queue_work(m->loop, &g->work, copy_work, copy_done) != 0) {
+        snapshot_destroy(s);
+        g->cb(g->outer, NULL, RAFT_IOERR);
+        free(g);
+        return;
+    }
+    m->copies++;
+}
+
+static int io_snapshot_get(struct raft_io *io, struct raft_io_snapshot_get *req,
+                           raft_io_snapshot_get_cb cb)
+{
+    member *m = (member *)((char *)io - offsetof(struct member, io));
+    struct snap_get *g;
+    int rv;
+
+    if (m->copy == NULL)
+        return m->uv_snapshot_get(io, req, cb);
+    g = calloc(1, sizeof *g);
+    if (g == NULL)
+        return RAFT_NOMEM;
+    g->outer = req;
+    g->cb = cb;
+    g->m = m;
+    g->inner.data = g;
+    rv = m->uv_snapshot_get(io, &g->inner, uv_get_cb);
+    if (rv != 0)
+        free(g);
+    return rv;
+}
+
+/* ---- a lost leader ------------------------------------------------------
+ *
+ * libraft 0.15 refuses every vote (and pre-vote) while a follower still
+ * knows a leader, however long ago it heard from it (recv_request_vote.c:
+ * `current_leader.id != 0`), and a follower only forgets its leader when
+ * its own randomized timer fires. So after a leader dies the first follower
+ * to time out is refused by the others until they time out too: elections
+ * wait for the last timer instead of the first. Raft's rule (§4.2.3) and
+ * later libraft versions only count a leader heard from within the
+ * election timeout; this timer applies that rule from outside: a follower
+ * that has not heard from its leader for a whole election timeout forgets
+ * it (the id only; libraft sets it again from the leader's next message). */
+static void leader_watch_tick(uv_timer_t *t)
+{
+    member *m = t->data;
+    struct raft *r = &m->raft;
+
+    if (r->state == RAFT_FOLLOWER && r->follower_state.current_leader.id != 0 &&
+        uv_now(m->loop) - r->election_timer_start >= r->election_timeout) {
+        log_info("member: no word from leader %" PRIx64 " for %u ms: it is lost",
+                 (uint64_t)r->follower_state.current_leader.id, r->election_timeout);
+        r->follower_state.current_leader.id = 0;
+    }
 }
 
 /* ---- start -------------------------------------------------------------- */
@@ -248,6 +546,7 @@ static int mkdir_p(const char *dir)
 
 static void free_member(member *m)
 {
+    pthread_mutex_destroy(&m->copy_lock);
     free(m->dir);
     free(m->address);
     free(m);
@@ -297,7 +596,7 @@ static int bootstrap(member *m, const struct member_config *cfg)
 int member_start(member **out, uv_loop_t *loop, const struct member_config *cfg)
 {
     member *m;
-    unsigned threshold;
+    unsigned threshold, trailing;
     int rv;
 
     *out = NULL;
@@ -315,6 +614,9 @@ int member_start(member **out, uv_loop_t *loop, const struct member_config *cfg)
     m->applied = cfg->applied_index;
     m->apply = cfg->apply;
     m->sync = cfg->sync;
+    m->copy = cfg->copy;
+    m->install = cfg->install;
+    pthread_mutex_init(&m->copy_lock, NULL);
     m->apply_ctx = cfg->apply_ctx;
     m->dir = strdup(cfg->dir);
     m->address = strdup(cfg->address);
@@ -346,6 +648,9 @@ int member_start(member **out, uv_loop_t *loop, const struct member_config *cfg)
     m->fsm.apply = fsm_apply;
     m->fsm.snapshot = fsm_snapshot;
     m->fsm.restore = fsm_restore;
+    /* whole-store snapshots for members behind: see the top of this file */
+    m->uv_snapshot_get = m->io.snapshot_get;
+    m->io.snapshot_get = io_snapshot_get;
     rv = raft_init(&m->raft, &m->io, &m->fsm, cfg->id, m->address);
     if (rv != 0) {
         log_error("member: raft init: %s", raft_errmsg(&m->raft));
@@ -365,10 +670,10 @@ int member_start(member **out, uv_loop_t *loop, const struct member_config *cfg)
     threshold = cfg->snapshot_threshold ? cfg->snapshot_threshold
                                         : DEFAULT_SNAPSHOT_THRESHOLD;
     raft_set_snapshot_threshold(&m->raft, threshold);
-    raft_set_snapshot_trailing(&m->raft, threshold < MAX_SNAPSHOT_TRAILING
-                                             ? threshold
-                                             : MAX_SNAPSHOT_TRAILING);
+    trailing = cfg->snapshot_trailing ? cfg->snapshot_trailing : DEFAULT_SNAPSHOT_TRAILING;
+    raft_set_snapshot_trailing(&m->raft, threshold < trailing ? threshold : trailing);
     raft_set_pre_vote(&m->raft, true);
+    raft_set_install_snapshot_timeout(&m->raft, INSTALL_SNAPSHOT_TIMEOUT_MS);
 
     /* A lone voter elects itself inside raft_start (start.c: maybeSelfElect). */
     rv = raft_start(&m->raft);
@@ -378,6 +683,10 @@ int member_start(member **out, uv_loop_t *loop, const struct member_config *cfg)
         rv = rv == RAFT_NOMEM ? KERR_NOMEM : KERR_IO;
         goto err_after_raft;
     }
+    uv_timer_init(loop, &m->leader_watch);
+    m->leader_watch.data = m;
+    uv_timer_start(&m->leader_watch, leader_watch_tick, m->raft.heartbeat_timeout,
+                   m->raft.heartbeat_timeout);
     log_info("member %" PRIx64 " started on %s, term %" PRIu64 ", %s", m->id,
              m->address, (uint64_t)m->raft.current_term,
              member_is_leader(m) ? "leader" : "follower");
@@ -557,7 +866,9 @@ uint64_t member_leader_id(const member *m)
 
 uint64_t member_commit_index(const member *m)
 {
-    return m->raft.commit_index;
+    /* A member that installed a whole-store snapshot has applied entries
+     * past libraft's commit index (the copy's); they were committed. */
+    return m->raft.commit_index > m->applied ? m->raft.commit_index : m->applied;
 }
 
 uint64_t member_applied_index(const member *m)
@@ -810,6 +1121,8 @@ static void drain_tick(uv_timer_t *t)
 {
     member *m = t->data;
 
+    if (m->copies > 0)
+        return; /* store copies always end; their callbacks need libraft */
     if (writes_in_flight(m) &&
         uv_now(m->loop) - m->drain_start < DRAIN_TIMEOUT_MS)
         return;
@@ -824,6 +1137,8 @@ void member_stop(member *m, void (*cb)(void *data), void *data)
     if (m->stopping)
         return;
     m->stopping = true;
+    uv_timer_stop(&m->leader_watch);
+    uv_close((uv_handle_t *)&m->leader_watch, NULL); /* long before free_member */
     m->stop_cb = cb;
     m->stop_data = data;
     uv_timer_init(m->loop, &m->drain);

@@ -49,6 +49,21 @@ struct member_config {
     unsigned heartbeat_ms;  /* etcd --heartbeat-interval (default 100) */
     unsigned election_ms;   /* etcd --election-timeout (default 1000) */
     unsigned snapshot_threshold; /* entries between snapshots */
+    /* entries kept below a snapshot for members a little behind (etcd's
+     * --experimental-snapshot-catchup-entries, 5000; at most the
+     * threshold); 0: 5000 */
+    unsigned snapshot_trailing;
+    /* Snapshots sent to members too far behind for the log carry the
+     * whole state machine. copy (called on a worker thread, concurrently
+     * with apply) writes a consistent copy of the state machine's last
+     * durable state to the file `path` and sets *applied to the index it
+     * holds; 0 or non-zero. install (on the loop) replaces the state machine
+     * with such a copy (the file may be renamed away) and sets *applied;
+     * 0, or non-zero if the state machine is left as it was. Both NULL:
+     * snapshots only name the applied index (a member behind the leader's
+     * log then cannot catch up). Never both running at once. */
+    int (*copy)(void *ctx, const char *path, uint64_t *applied);
+    int (*install)(void *ctx, const char *path, uint64_t *applied);
     member_apply_fn apply;
     void *apply_ctx;
     /* Makes everything applied so far durable (LMDB: mdb_env_sync), called

@@ -35,6 +35,21 @@ int mvcc_open(mvcc_store **out, const char *dir, size_t map_size);
 /* Commits the open batch and syncs (as mvcc_sync), then closes. */
 void mvcc_close(mvcc_store *s);
 
+/* ---- whole-store copies (install.c), for Raft snapshots ----
+ * mvcc_copy_fd writes a compacted copy of the last committed state to fd
+ * (one LMDB read txn: consistent). It may run on any thread, concurrently
+ * with the loop's applies, but not with mvcc_replace or mvcc_close.
+ * mvcc_file_applied reads the applied index of such a copy in file `path`.
+ * mvcc_replace swaps the store's environment for the copy in `path`
+ * (renamed into the store's directory; same file system): what was applied
+ * but not committed is dropped, and everything (revision, applied index,
+ * auth state) is as in the copy. Hooks stay. Returns 0 or a KERR_* code;
+ * on an error after the swap began the old file is reopened, and if even
+ * that fails the store is unusable (the caller must exit). */
+int mvcc_copy_fd(mvcc_store *s, int fd);
+int mvcc_file_applied(const char *path, uint64_t *applied);
+int mvcc_replace(mvcc_store *s, const char *path);
+
 /* Lease hook: returns nonzero if lease `id` exists. Puts with a nonzero
  * lease (and no ignore_lease) fail with KERR_LEASE_NOT_FOUND when it
  * returns 0. Without a hook (the default, fn NULL) the store's own lease

@@ -64,6 +64,9 @@ static const struct flag flags[] = {
      "Build the data dir from this etcd-format snapshot file (etcdctl/ketchctl snapshot save) if it holds no data yet; ignored once it does."},
     {"restore-skip-hash-check", F_BOOL, OFF(restore_skip_hash_check), "false",
      "Restore a snapshot file that has no sha256 trailer (e.g. a copied member/snap/db)."},
+    {"experimental-snapshot-catchup-entries", F_UINT, OFF(snapshot_catchup_entries), "5000",
+     "Number of entries for a slow follower to catch up after compacting the raft storage "
+     "entries."},
     {"experimental-watch-progress-notify-interval", F_STRING, OFF(watch_progress_notify_interval),
      "10m0s", "Duration of periodic watch progress notifications."},
     {"cert-file", F_STRING, OFF(cert_file), "", "Path to the client server TLS cert file."},

@@ -25,6 +25,7 @@ struct config {
     uint64_t heartbeat_interval;
     uint64_t election_timeout;
     uint64_t snapshot_count;
+    uint64_t snapshot_catchup_entries; /* --experimental-snapshot-catchup-entries (cluster) */
     char *watch_progress_notify_interval; /* a Go duration; see config_parse_duration_ms */
     /* TLS for clients (etcd's security flags). */
     char *cert_file, *key_file, *trusted_ca_file;

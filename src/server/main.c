@@ -12,6 +12,7 @@
 #include "api/api.h"
 #include "api/auth.h"
 #include "api/lease.h"
+#include "api/catchup.h"
 #include "gateway/gateway.h"
 #include "api/watch.h"
 #include "grpc/grpc.h"
@@ -298,6 +299,9 @@ static int start_member(struct server *srv)
         .heartbeat_ms = (unsigned)srv->cfg.heartbeat_interval,
         .election_ms = (unsigned)srv->cfg.election_timeout,
         .snapshot_threshold = (unsigned)srv->cfg.snapshot_count,
+        .snapshot_trailing = (unsigned)srv->cfg.snapshot_catchup_entries,
+        .copy = api_catchup_copy, /* whole-store snapshots (api/catchup.c) */
+        .install = api_catchup_install,
         .apply = api_apply,
         .apply_ctx = &srv->api,
         .sync = member_sync,

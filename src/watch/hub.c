@@ -428,3 +428,24 @@ size_t watch_hub_sync(watch_hub *h)
     arena_free(&a);
     return h->nunsynced;
 }
+
+/* ---- snapshot install (cluster) ---- */
+
+static void resync_list(watch_hub *h, struct watch_watcher *w, int64_t from)
+{
+    while (w != NULL) {
+        struct watch_watcher *next = w->next;
+        detach(h, w);
+        if (w->min_rev < from) w->min_rev = from;
+        make_unsynced(h, w);
+        w = next;
+    }
+}
+
+void watch_hub_resync(watch_hub *h, int64_t from)
+{
+    /* as etcd's watchableStore.Restore: every synced watcher becomes
+     * unsynced and catches up from the (new) history */
+    for (size_t i = 0; i < h->nbuckets; i++) resync_list(h, h->buckets[i], from);
+    resync_list(h, h->ranges, from);
+}

@@ -96,6 +96,11 @@ void watch_hub_notify(watch_hub *h, int64_t rev, Mvccpb__Event **evs, size_t n);
  * ones get their notice). Returns the number still unsynced. */
 size_t watch_hub_sync(watch_hub *h);
 
+/* The store was replaced by a snapshot (cluster): every synced watcher
+ * becomes unsynced, wanting revisions from `from` on (the old store
+ * revision + 1), and catches up from the new store's history. */
+void watch_hub_resync(watch_hub *h, int64_t from);
+
 size_t watch_hub_count(const watch_hub *h);    /* live watchers */
 size_t watch_hub_unsynced(const watch_hub *h); /* of which unsynced */
 

@@ -308,8 +308,11 @@ def test_membership_changes_while_writing(request):
         wait_for(lambda: len(acked) >= 20, what="writes")
         # a learner joins, replicates, answers serializable reads, is promoted
         m4, id4 = add_member(request, ms, "m4", learner=True)
-        ml = ctl_json(ms[0], "member", "list")["members"]
-        assert [x.get("isLearner", False) for x in ml if x["ID"] == id4] == [True]
+        # (member list is served locally: a follower may apply the add a
+        # moment after the leader answered it)
+        wait_for(lambda: [x.get("isLearner", False) for x in
+                          ctl_json(ms[0], "member", "list")["members"] if x["ID"] == id4] == [True],
+                 what="the learner in the member list")
         want = len(acked)
         wait_for(lambda: count(m4, "mw/", serializable=True)[0] >= want, what="the learner")
         st = ctl_json(m4, "endpoint", "status")[0]["Status"]

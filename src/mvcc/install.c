@@ -1,0 +1,112 @@
+/* Whole-store copies for Raft snapshots (see mvcc.h): a consistent,
+ * compacted copy of the environment written to a file, and the swap of the
+ * environment for such a copy on a member that installs a snapshot. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "mvcc/mvcc_int.h"
+#include "util/errors.h"
+#include "util/log.h"
+
+int mvcc_copy_fd(mvcc_store *s, int fd)
+{
+    /* mdb_env_copyfd2 reads through its own read txn (the env is MDB_NOTLS,
+     * so any thread may): one consistent committed state. */
+    int rc = mdb_env_copyfd2(s->env, fd, MDB_CP_COMPACT);
+    if (rc != 0) {
+        log_error("mvcc: copy: %s", mdb_strerror(rc));
+        return rc == ENOSPC ? KERR_NO_SPACE : KERR_IO;
+    }
+    return 0;
+}
+
+int mvcc_file_applied(const char *path, uint64_t *applied)
+{
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi meta;
+    int rc, rv = KERR_CORRUPT;
+
+    *applied = 0;
+    if ((rc = mdb_env_create(&env)) != 0) return KERR_NOMEM;
+    mdb_env_set_maxdbs(env, 8);
+    rc = mdb_env_open(env, path, MDB_NOSUBDIR | MDB_RDONLY | MDB_NOLOCK, 0600);
+    if (rc != 0) {
+        log_error("mvcc: open copy %s: %s", path, mdb_strerror(rc));
+        mdb_env_close(env);
+        return KERR_CORRUPT;
+    }
+    if (mdb_txn_begin(env, NULL, MDB_RDONLY, &txn) == 0) {
+        if (mdb_dbi_open(txn, "meta", 0, &meta) == 0) {
+            MDB_val k = {sizeof "applied_index" - 1, "applied_index"}, d;
+            if (mdb_get(txn, meta, &k, &d) == 0 && d.mv_size == 8) {
+                *applied = get_be64(d.mv_data);
+                rv = 0;
+            }
+        }
+        mdb_txn_abort(txn);
+    }
+    mdb_env_close(env);
+    if (rv != 0) log_error("mvcc: copy %s has no applied index", path);
+    return rv;
+}
+
+int mvcc_replace(mvcc_store *s, const char *path)
+{
+    char dir[4096], data[4200], lock[4200];
+    const char *p;
+    MDB_envinfo info;
+    uint64_t applied;
+    int rv = mvcc_file_applied(path, &applied);
+    if (rv != 0) return rv;
+    if (mdb_env_get_path(s->env, &p) != 0 || mdb_env_info(s->env, &info) != 0 ||
+        snprintf(dir, sizeof dir, "%s", p) >= (int)sizeof dir)
+        return KERR_INTERNAL;
+    snprintf(data, sizeof data, "%s/data.mdb", dir);
+    snprintf(lock, sizeof lock, "%s/lock.mdb", dir);
+
+    /* What is applied but not committed is older than the copy: drop it. */
+    if (s->wtxn != NULL) mdb_txn_abort(s->wtxn);
+    s->wtxn = NULL;
+    s->batch_n = 0;
+    mdb_txn_abort(s->rtxn);
+    s->rtxn = NULL;
+    mdb_env_close(s->env);
+    s->env = NULL;
+
+    if (rename(path, data) != 0) {
+        log_error("mvcc: rename %s to %s: %s", path, data, strerror(errno));
+        rv = KERR_IO;
+    } else {
+        int dfd = open(dir, O_RDONLY | O_DIRECTORY);
+        if (dfd >= 0) {
+            fsync(dfd);
+            close(dfd);
+        }
+        unlink(lock); /* LMDB rebuilds it */
+    }
+    /* Reopen the copy (or, if the rename failed, the old file) as a new
+     * store, and move it into `s`, keeping what the layers above set. */
+    mvcc_store *n;
+    int orv = mvcc_open(&n, dir, info.me_mapsize);
+    if (orv != 0) {
+        log_error("mvcc: cannot reopen %s after installing a snapshot", dir);
+        return orv;
+    }
+    struct mvcc_store keep = *s;
+    *s = *n;
+    free(n);
+    s->lease_exists = keep.lease_exists;
+    s->lease_ctx = keep.lease_ctx;
+    s->event_fn = keep.event_fn;
+    s->event_ctx = keep.event_ctx;
+    s->bcrypt_cost = keep.bcrypt_cost;
+    if (rv == 0)
+        log_info("mvcc: installed a copy at applied index %llu, revision %lld",
+                 (unsigned long long)s->applied, (long long)s->rev);
+    return rv;
+}
