@@ -392,3 +392,30 @@ def check_watch(streams, final):
                                  name, diff, evs[diff:diff + 2], want[diff:diff + 2],
                                  len(evs), len(want)))
     return anomalies
+
+
+def resolve_unknowns(history, events):
+    """Use a complete final event history (no compaction) to settle ops
+    whose response was lost: a put or CAS whose (unique) value is in the
+    history happened, at that revision, at some point after its
+    invocation (it stays open-ended); one whose value is not there never
+    took effect (or was a CAS whose compare failed: a read nobody saw)
+    and is dropped.  Unknown deletes stay unknown.  Returns a new list;
+    ops acknowledged by the server are not touched."""
+    put_rev = {}
+    for e in events:
+        if e[1] == "PUT":
+            put_rev[(e[2], e[3])] = e[0]
+    out = []
+    for o in history:
+        if o.status != "unknown" or o.kind not in ("put", "cas"):
+            out.append(o)
+            continue
+        val = o.arg if o.kind == "put" else o.arg[1]
+        rev = put_rev.get((o.key, val))
+        n = Op(o.kind, o.key, o.arg, o.call, None, "fail", None, o.client, o.member, o.id)
+        if rev is not None:
+            n.status = "ok"
+            n.out = rev if o.kind == "put" else (True, rev, None)
+        out.append(n)
+    return out

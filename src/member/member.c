@@ -334,6 +334,15 @@ int member_start(member **out, uv_loop_t *loop, const struct member_config *cfg)
         rv = KERR_INTERNAL;
         goto err_after_alloc;
     }
+    if (cfg->bind != NULL && strcmp(cfg->bind, cfg->address) != 0) {
+        rv = raft_uv_tcp_set_bind_address(&m->transport, cfg->bind);
+        if (rv != 0) {
+            log_error("member: cannot listen for peers on %s: %s", cfg->bind,
+                      raft_strerror(rv));
+            rv = KERR_INTERNAL;
+            goto err_after_transport;
+        }
+    }
     rv = raft_uv_init(&m->io, loop, m->dir, &m->transport);
     if (rv != 0) {
         log_error("member: raft log in %s: %s", m->dir, m->io.errmsg);

@@ -159,3 +159,17 @@ def test_large_concurrent_history_is_fast():
         if r.random() < 0.05:
             h.append(put("u%d" % i, t, None, None, status="unknown", c=9))
     assert check(h) == []
+
+
+def test_resolve_unknowns_from_the_final_history():
+    from lincheck import resolve_unknowns
+    h = [put("a", 0, 1, 2), put("b", 2, None, None, status="unknown"),
+         put("c", 2, None, None, status="unknown"),
+         cas(2, "d", 3, None, None, None, status="unknown")]
+    events = [(2, "PUT", "k", "a", 2, 1), (4, "PUT", "k", "b", 2, 2)]
+    r = resolve_unknowns(h, events)
+    assert [(o.status, o.out) for o in r] == [("ok", 2), ("ok", 4), ("fail", None), ("fail", None)]
+    assert r[1].ret is None       # still open-ended
+    assert check(r + [get("b", 4, 5, 6)]) == []
+    # a read may not see b before b was invoked
+    assert not check_key(r + [get("b", 4, 0.5, 0.8)])[0]
