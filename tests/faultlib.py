@@ -79,6 +79,8 @@ class FaultCluster:
             self.net.add_proxy(m.name, m.peer_proxy_port, m.peer_port)
             self.net.add_proxy(m.name, m.client_proxy_port, m.client_port)
         self.log = []
+        self.killed = set()      # members this test stopped on purpose
+        self.crashes = []        # members that exited on their own
 
     def note(self, what):
         self.log.append((time.monotonic(), what))
@@ -96,13 +98,25 @@ class FaultCluster:
 
     def kill(self, m):
         self.note("kill -9 %s" % m.name)
+        self.killed.add(m.name)
         m.kill()
 
     def restart(self, m):
         self.note("restart %s" % m.name)
+        self.check_alive()
+        self.killed.discard(m.name)
         m.restart(wait=False)
         self.net.register(m.name, m.proc.pid)
         m.wait_ready(timeout=60)
+
+    def check_alive(self):
+        """Records every member that exited without being killed."""
+        for m in self.members:
+            if m.proc is not None and m.proc.poll() is not None and m.name not in self.killed:
+                self.crashes.append("%s exited by itself with status %s; log:\n%s" % (
+                    m.name, m.proc.returncode, m.log_tail(60)))
+                self.killed.add(m.name)
+        return self.crashes
 
     def cleanup(self):
         errs = []
@@ -378,6 +392,7 @@ class Workload:
         of anomalies (empty: all good)."""
         self.stop_clients()
         self.fc.net.heal()
+        self.fc.check_alive()
         for m in self.fc.members:
             if not m.running():
                 self.fc.restart(m)
@@ -402,7 +417,7 @@ class Workload:
                 ch.close()
         self._record(sentinel)
         end = sentinel.out
-        anomalies = []
+        anomalies = list(self.fc.crashes)
         while time.monotonic() < deadline:
             if all(s and s[-1][0] >= end for s in self.streams.values()):
                 break
