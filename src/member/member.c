@@ -505,11 +505,17 @@ static void barrier_cb(struct raft_barrier *req, int status)
     m->inflight = NULL;
     free(b);
 
-    /* Start the next barrier before running callbacks, which may add more. */
-    if (m->wait_head != NULL && !m->stopping) {
+    /* Start the next barrier before running callbacks, which may add more.
+     * Not after a failure: libraft fails barriers while it steps down from
+     * leader (RAFT_LEADERSHIPLOST from inside its conversion to follower),
+     * and a raft_barrier issued from that callback still sees the leader
+     * state being torn down and crashes libraft (SIGSEGV found by
+     * tests/integration/test_faults.py, no-majority partition). The
+     * waiters queued behind it fail the same way. */
+    if (m->wait_head != NULL) {
         struct waiter *next = m->wait_head;
         m->wait_head = m->wait_tail = NULL;
-        int rv = issue_barrier(m, next);
+        int rv = m->stopping ? KERR_STOPPED : status != 0 ? st : issue_barrier(m, next);
         if (rv != 0)
             fire_waiters(next, rv);
     }
