@@ -160,6 +160,10 @@ class FaultCluster:
 
 # --- the workload ---------------------------------------------------------
 
+# KETCH_FAULT_SERIALIZABLE=1: reads are serializable (local, may be stale):
+# the checker must then report stale reads -- a check of the checker.
+SERIALIZABLE = bool(os.environ.get("KETCH_FAULT_SERIALIZABLE"))
+
 DEFINITELY_NOT_SENT = ("failed to connect", "Connection refused", "connection refused",
                        "Socket closed before", "DNS resolution failed")
 
@@ -235,7 +239,8 @@ class Workload:
                     op.out = resp.header.revision
                 elif c < 0.75:
                     op = Op("get", key, None, t0, client=cid, member=member.name)
-                    resp = kv.Range(rpc_pb2.RangeRequest(key=key), timeout=self.op_timeout)
+                    resp = kv.Range(rpc_pb2.RangeRequest(key=key, serializable=SERIALIZABLE),
+                                    timeout=self.op_timeout)
                     if resp.kvs:
                         kvx = resp.kvs[0]
                         op.out = (kvx.value, kvx.mod_revision, resp.header.revision)
@@ -295,7 +300,7 @@ class Workload:
         self.watchers[m.name] = state
 
         def run():
-            while not self.stop_ev.is_set() and not state.get("done"):
+            while not state.get("done"):
                 q = queue.Queue()
                 q.put(rpc_pb2.WatchRequest(create_request=rpc_pb2.WatchCreateRequest(
                     key=self.prefix, range_end=prefix_end(self.prefix),
@@ -311,9 +316,14 @@ class Workload:
                 try:
                     call = rpc_pb2_grpc.WatchStub(ch).Watch(reqs())
                     state["call"] = call
+                    state["connects"] = state.get("connects", 0) + 1
+                    state.setdefault("trace", []).append(("call", round(time.monotonic(), 2)))
                     if state.get("done"):
                         call.cancel()
                     for resp in call:
+                        if resp.created:
+                            state.setdefault("created", []).append(
+                                (resp.header.revision, state["next"]))
                         if resp.canceled:
                             self.watch_errors.append("watch on %s canceled: %r" % (
                                 m.name, resp.cancel_reason))
@@ -327,8 +337,10 @@ class Workload:
                                 e = (kvx.mod_revision, "DELETE", kvx.key, None, 0, 0)
                             evs.append(e)
                             state["next"] = kvx.mod_revision + 1
-                except grpc.RpcError:
-                    pass
+                    state.setdefault("trace", []).append(("eof", round(time.monotonic(), 2)))
+                except grpc.RpcError as e:
+                    state.setdefault("trace", []).append((e.code().name,
+                                                          round(time.monotonic(), 2)))
                 finally:
                     q.put(None)
                     ch.close()
@@ -354,13 +366,14 @@ class Workload:
         for t in self.threads:
             t.join(self.op_timeout + 10)
 
-    def final_events(self, member, upto):
+    def final_events(self, member, upto, start=None, timeout=60):
         """Every event of the prefix from start_rev to `upto` (a fresh watch)."""
         ch = grpc.insecure_channel(member.endpoint)
         out = []
         q = queue.Queue()
         q.put(rpc_pb2.WatchRequest(create_request=rpc_pb2.WatchCreateRequest(
-            key=self.prefix, range_end=prefix_end(self.prefix), start_revision=self.start_rev)))
+            key=self.prefix, range_end=prefix_end(self.prefix),
+            start_revision=start or self.start_rev)))
 
         def reqs():
             while True:
@@ -368,7 +381,7 @@ class Workload:
                 if item is None:
                     return
                 yield item
-        call = rpc_pb2_grpc.WatchStub(ch).Watch(reqs(), timeout=60)
+        call = rpc_pb2_grpc.WatchStub(ch).Watch(reqs(), timeout=timeout)
         try:
             for resp in call:
                 for ev in resp.events:
@@ -425,8 +438,32 @@ class Workload:
         self._stop_watches()
         for name, s in self.streams.items():
             if not s or s[-1][0] < end:
-                anomalies.append("watch on %s never reached the end revision %d (last %r)" % (
-                    name, end, s[-1] if s else None))
+                m = self.fc.by_name(name)
+                try:
+                    ch = grpc.insecure_channel(m.endpoint)
+                    r = rpc_pb2_grpc.KVStub(ch).Range(rpc_pb2.RangeRequest(
+                        key=self.prefix, range_end=prefix_end(self.prefix), serializable=True,
+                        count_only=True), timeout=5)
+                    ch.close()
+                    where = "its store is at revision %d" % r.header.revision
+                except grpc.RpcError as e:
+                    where = "it does not answer: %s" % e.details()
+                try:
+                    probe = self.final_events(m, end, start=self.watchers[name]["next"],
+                                              timeout=5)
+                    where += "; a new watch from %d gets %d events" % (
+                        self.watchers[name]["next"], len(probe))
+                except grpc.RpcError as e:
+                    where += "; a new watch from %d fails: %s %s" % (
+                        self.watchers[name]["next"], e.code().name, e.details())
+                anomalies.append("watch on %s never reached the end revision %d (last %r, "
+                                 "%d reconnects; %s)" % (
+                                     name, end, s[-1] if s else None,
+                                     self.watchers[name].get("connects", 0), where) +
+                                 " streams created at (revision, start): %r; trace %r; faults %r" % (
+                                     self.watchers[name].get("created"),
+                                     self.watchers[name].get("trace"),
+                                     [(round(t, 2), w) for t, w in self.fc.log]))
         anomalies.extend(self.watch_errors)
         final = self.final_events(self.fc.members[0], end)
         # every member holds the same history
