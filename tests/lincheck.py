@@ -359,6 +359,17 @@ def check_durability(history, events):
     phantom = [e for e in events if e[1] == "PUT" and (e[2], e[3]) not in written]
     if phantom:
         anomalies.append("%d events no client wrote, e.g. %r" % (len(phantom), phantom[:5]))
+    # every value is written by one op: twice in the history = applied twice
+    seen = {}
+    twice = []
+    for e in events:
+        if e[1] != "PUT":
+            continue
+        if (e[2], e[3]) in seen:
+            twice.append((seen[(e[2], e[3])], e))
+        seen[(e[2], e[3])] = e
+    if twice:
+        anomalies.append("%d writes were applied twice, e.g. %r" % (len(twice), twice[:3]))
     return anomalies
 
 

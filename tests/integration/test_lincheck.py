@@ -72,6 +72,10 @@ def test_lost_write_is_caught():
     an = check_durability([put("a", 0, 1, 2), put("other", 2, 3, 3)], events)
     assert any("missing" in a for a in an)
     assert check_durability([put("a", 0, 1, 2)], [(2, "PUT", "k", "a", 2, 1)]) == []
+    # a write applied twice (e.g. a forwarded proposal re-sent)
+    an = check_durability([put("a", 0, 1, 2)], [(2, "PUT", "k", "a", 2, 1),
+                                                 (3, "PUT", "k", "a", 2, 2)])
+    assert any("applied twice" in a for a in an)
 
 
 def test_read_of_a_value_nobody_wrote():
