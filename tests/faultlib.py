@@ -472,6 +472,31 @@ class Workload:
             if other != final:
                 anomalies.append("%s's event history differs from %s's (%d vs %d events)" % (
                     m.name, self.fc.members[0].name, len(other), len(final)))
+        # the key table agrees with the history on every member
+        want = {}
+        for e in final:
+            if e[1] == "PUT":
+                want[e[2]] = (e[3], e[0], e[4], e[5])
+            else:
+                want.pop(e[2], None)
+        for m in self.fc.members:
+            ch = grpc.insecure_channel(m.endpoint)
+            try:
+                r = rpc_pb2_grpc.KVStub(ch).Range(rpc_pb2.RangeRequest(
+                    key=self.prefix, range_end=prefix_end(self.prefix), revision=end,
+                    serializable=True), timeout=10)
+                got = {kv.key: (kv.value, kv.mod_revision, kv.create_revision, kv.version)
+                       for kv in r.kvs}
+                if got != want:
+                    bad = sorted(k for k in set(got) | set(want) if got.get(k) != want.get(k))
+                    anomalies.append("%s: keys at revision %d differ from the event history "
+                                     "for %d keys, e.g. %r: %r vs %r" % (
+                                         m.name, end, len(bad), bad[0], got.get(bad[0]),
+                                         want.get(bad[0])))
+            except grpc.RpcError as e:
+                anomalies.append("%s: cannot read the final state: %s" % (m.name, e.details()))
+            finally:
+                ch.close()
         hist = lincheck.resolve_unknowns(self.history, final)
         anomalies.extend(lincheck.check_durability(hist, final))
         anomalies.extend(lincheck.check_watch(self.streams, final))
