@@ -107,7 +107,20 @@ class FaultCluster:
         self.killed.discard(m.name)
         m.restart(wait=False)
         self.net.register(m.name, m.proc.pid)
-        m.wait_ready(timeout=60)
+        # serving, not necessarily with a quorum (a partition may be in
+        # force): Status answers locally
+        deadline = time.monotonic() + 60
+        while True:
+            if m.proc.poll() is not None:
+                raise RuntimeError("%s exited during its restart:\n%s" % (m.name, m.log_tail()))
+            try:
+                self.status(m, timeout=1)
+                return
+            except grpc.RpcError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("%s does not answer after its restart:\n%s" % (
+                        m.name, m.log_tail()))
+                time.sleep(0.05)
 
     def check_alive(self):
         """Records every member that exited without being killed."""
