@@ -30,7 +30,7 @@ UNIT_BIN := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 TOOL_SRC := $(wildcard tests/tools/*.c)
 TOOL_BIN := $(patsubst tests/tools/%.c,$(BUILD)/tools/%,$(TOOL_SRC))
 
-.PHONY: all asan run test unit deps clean fuzz fuzz-build
+.PHONY: all asan run test unit deps clean fuzz fuzz-build torture
 .SECONDARY:
 BENCH_SRC := $(wildcard bench/*.c)
 BENCH_BIN := $(if $(BENCH_SRC),$(BUILD)/ketch-bench)
@@ -116,6 +116,10 @@ run: deps all
 
 test: deps
 	@bash scripts/test.sh
+
+# random faults for TORTURE_SECONDS (default 600); TORTURE_SEED replays
+torture: deps all
+	@bash scripts/torture.sh
 
 clean:
 	rm -rf build build-asan build-fuzz

@@ -636,6 +636,15 @@ int member_start(member **out, uv_loop_t *loop, const struct member_config *cfg)
         rv = KERR_INTERNAL;
         goto err_after_alloc;
     }
+    if (cfg->bind != NULL && strcmp(cfg->bind, cfg->address) != 0) {
+        rv = raft_uv_tcp_set_bind_address(&m->transport, cfg->bind);
+        if (rv != 0) {
+            log_error("member: cannot listen for peers on %s: %s", cfg->bind,
+                      raft_strerror(rv));
+            rv = KERR_INTERNAL;
+            goto err_after_transport;
+        }
+    }
     rv = raft_uv_init(&m->io, loop, m->dir, &m->transport);
     if (rv != 0) {
         log_error("member: raft log in %s: %s", m->dir, m->io.errmsg);
@@ -805,11 +814,17 @@ static void barrier_cb(struct raft_barrier *req, int status)
     m->inflight = NULL;
     free(b);
 
-    /* Start the next barrier before running callbacks, which may add more. */
-    if (m->wait_head != NULL && !m->stopping) {
+    /* Start the next barrier before running callbacks, which may add more.
+     * Not after a failure: libraft fails barriers while it steps down from
+     * leader (RAFT_LEADERSHIPLOST from inside its conversion to follower),
+     * and a raft_barrier issued from that callback still sees the leader
+     * state being torn down and crashes libraft (SIGSEGV found by
+     * tests/integration/test_faults.py, no-majority partition). The
+     * waiters queued behind it fail the same way. */
+    if (m->wait_head != NULL) {
         struct waiter *next = m->wait_head;
         m->wait_head = m->wait_tail = NULL;
-        int rv = issue_barrier(m, next);
+        int rv = m->stopping ? KERR_STOPPED : status != 0 ? st : issue_barrier(m, next);
         if (rv != 0)
             fire_waiters(next, rv);
     }

@@ -39,7 +39,10 @@ struct member_peer {
 struct member_config {
     const char *dir;     /* directory for the Raft log (created if missing) */
     uint64_t id;         /* this member's ID */
-    const char *address; /* host:port this member's Raft transport binds */
+    const char *address; /* host:port this member advertises (Raft server address) */
+    /* host:port the Raft transport listens on (--listen-peer-urls), when it
+     * differs from `address` (a proxy or NAT in front of it); NULL: address */
+    const char *bind;
     const struct member_peer *peers; /* initial voters, self included */
     size_t n_peers;
     /* Joining an existing cluster (--initial-cluster-state existing): no

@@ -288,10 +288,17 @@ static int start_member(struct server *srv)
     }
     char raft_dir[4096];
     snprintf(raft_dir, sizeof raft_dir, "%s/member/raft", srv->cfg.data_dir);
+    /* libraft listens on --listen-peer-urls (its first URL) and advertises
+     * --initial-advertise-peer-urls, as etcd: they differ behind a proxy. */
+    size_t n_listen = 0;
+    char **listen = config_split(srv->cfg.listen_peer_urls, &n_listen);
+    char *bind = n_listen > 0 ? raft_address(listen[0]) : NULL;
+    if (listen != NULL) config_strv_free(listen);
     struct member_config mc = {
         .dir = raft_dir,
         .id = srv->id.members[srv->id.self].id,
         .address = srv->peer_addrs[srv->id.self],
+        .bind = bind,
         .peers = srv->peers,
         .n_peers = n,
         .join = strcmp(srv->cfg.initial_cluster_state, "existing") == 0,
@@ -307,6 +314,7 @@ static int start_member(struct server *srv)
         .sync = member_sync,
     };
     int rv = member_start(&srv->member, srv->loop, &mc);
+    free(bind);
     if (rv != 0) {
         fprintf(stderr, "ketch: cannot start the Raft member: %s\n", kerr_text(rv));
         return -1;
