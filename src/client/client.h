@@ -80,6 +80,15 @@ int client_parse_endpoint(const char *endpoint, struct sockaddr_storage *out);
 int client_conn_open(uv_loop_t *loop, const char *endpoint, client_conn_cb on_event,
                      void *arg, struct client_conn **out);
 
+/* As client_conn_open, over an already connected stream socket `fd` (one
+ * end of a socketpair, e.g. from peer_net_dial), which the connection owns
+ * from then on (closed with it, also when this fails). `name` (host:port)
+ * is used for messages and the :authority header. on_event never fires
+ * with 0 (the caller knows when its stream is up); it fires with an error
+ * when the stream ends or fails. */
+int client_conn_adopt(uv_loop_t *loop, uv_os_sock_t fd, const char *name,
+                      client_conn_cb on_event, void *arg, struct client_conn **out);
+
 /* Closes the connection: pending calls and streams fire their callbacks with
  * CANCELLED (from inside this function), then the memory is released once
  * libuv has closed the handles (the loop must run). May be called from any
