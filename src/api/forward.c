@@ -330,6 +330,23 @@ int api_forward_read_index(api_server *s, uint64_t deadline, member_done_fn cb, 
     return 0;
 }
 
+int api_forward_wait_applied(api_server *s, uint64_t index, uint64_t deadline, member_done_fn cb,
+                             void *data)
+{
+    struct fwd_api *f = s->fwd;
+    if (f == NULL || f->stopped) return KERR_STOPPED;
+    struct rwait *w = calloc(1, sizeof *w);
+    if (w == NULL) return KERR_NOMEM;
+    w->cb = cb;
+    w->data = data;
+    w->deadline = deadline;
+    w->index = index;
+    w->next = f->applied;
+    f->applied = w;
+    if (!uv_is_active((uv_handle_t *)&f->check)) uv_check_start(&f->check, on_check);
+    return 0;
+}
+
 static void on_check(uv_check_t *h)
 {
     api_server *s = h->data;
