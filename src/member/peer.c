@@ -35,6 +35,14 @@
 #define HANDSHAKE_PROTOCOL 1
 #define MAX_ADDRESS_LEN 1024
 #define READ_BUF 65536
+/* Relay back-pressure: stop reading one side while more than HIGH bytes
+ * wait to be written to the other, resume below LOW. */
+#define QUEUE_HIGH (8u << 20)
+#define QUEUE_LOW (1u << 20)
+/* An incoming connection must finish TLS and say what it is (Raft or
+ * HTTP/2) within this long; a dial must be up within it too. */
+#define HANDSHAKE_TIMEOUT_MS 10000
+#define SWEEP_MS 1000
 
 static const char h2_preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"; /* 24 bytes */
 
@@ -59,6 +67,9 @@ struct link {
     tls_conn *tls; /* NULL: cleartext */
     bool up;       /* relaying */
     bool closing;
+    bool cn_checked; /* incoming TLS: --peer-cert-allowed-cn done */
+    bool tcp_paused, pipe_paused; /* reading stopped: the other side is behind */
+    uint64_t started; /* uv_now() at accept / dial */
     int handles; /* open libuv handles */
     int status;  /* why it failed (a libuv code), for owed callbacks */
     char who[80]; /* the peer's address, for logs */
@@ -83,6 +94,9 @@ struct peer_net {
     char *address;
     uv_tcp_t listener;
     bool listener_closed;
+    uv_timer_t sweep; /* closes links stuck in their handshake */
+    bool sweep_closed;
+    char *allowed_cn; /* --peer-cert-allowed-cn, or NULL */
     raft_uv_accept_cb accept_cb;
     bool closing;
     raft_uv_transport_close_cb close_cb;
@@ -93,11 +107,14 @@ struct peer_net {
 struct wreq {
     uv_write_t req;
     struct link *l;
+    uv_stream_t *st;
     char data[];
 };
 
 static void link_close(struct link *l, int status);
 static void pipe_read_cb(uv_stream_t *st, ssize_t n, const uv_buf_t *buf);
+static void tcp_read_cb(uv_stream_t *st, ssize_t n, const uv_buf_t *buf);
+static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
 
 /* ---- address parsing ---- */
 
@@ -137,12 +154,13 @@ static int parse_address(const char *address, struct sockaddr_storage *sa, char 
 
 static void maybe_closed(peer_net *pn)
 {
-    if (!pn->closing || !pn->listener_closed || pn->links != NULL) return;
+    if (!pn->closing || !pn->listener_closed || !pn->sweep_closed || pn->links != NULL) return;
     raft_uv_transport_close_cb cb = pn->close_cb;
     pn->close_cb = NULL;
     if (cb != NULL) cb(&pn->transport);
     if (pn->free_when_closed) {
         free(pn->address);
+        free(pn->allowed_cn);
         free(pn);
     }
 }
@@ -158,6 +176,7 @@ static struct link *link_new(peer_net *pn, enum link_kind kind)
     l->connect.data = l;
     uv_tcp_init(pn->loop, &l->tcp);
     l->handles = 1;
+    l->started = uv_now(pn->loop);
     l->next = pn->links;
     if (pn->links != NULL) pn->links->prev = l;
     pn->links = l;
@@ -206,8 +225,36 @@ static void wreq_done(uv_write_t *req, int status)
 {
     struct wreq *w = (struct wreq *)req;
     struct link *l = w->l;
+    uv_stream_t *st = w->st;
     free(w);
-    if (status < 0 && status != UV_ECANCELED) link_close(l, status);
+    if (status < 0) {
+        if (status != UV_ECANCELED) link_close(l, status);
+        return;
+    }
+    if (l->closing || st->write_queue_size > QUEUE_LOW) return;
+    /* the side that was behind caught up: read the other again */
+    if (st == (uv_stream_t *)&l->tcp && l->pipe_paused) {
+        l->pipe_paused = false;
+        if (uv_read_start((uv_stream_t *)&l->pipe, alloc_cb, pipe_read_cb) != 0)
+            link_close(l, UV_EIO);
+    } else if (st == (uv_stream_t *)&l->pipe && l->tcp_paused) {
+        l->tcp_paused = false;
+        if (uv_read_start((uv_stream_t *)&l->tcp, alloc_cb, tcp_read_cb) != 0)
+            link_close(l, UV_EIO);
+    }
+}
+
+/* Stops reading the side that feeds `st` while st is far behind. */
+static void maybe_pause(struct link *l, uv_stream_t *st)
+{
+    if (l->closing || st->write_queue_size <= QUEUE_HIGH) return;
+    if (st == (uv_stream_t *)&l->tcp && l->up && !l->pipe_paused) {
+        l->pipe_paused = true;
+        uv_read_stop((uv_stream_t *)&l->pipe);
+    } else if (st == (uv_stream_t *)&l->pipe && !l->tcp_paused) {
+        l->tcp_paused = true;
+        uv_read_stop((uv_stream_t *)&l->tcp);
+    }
 }
 
 /* Writes n bytes (copied) to `st`, which belongs to link l. */
@@ -227,13 +274,16 @@ static void stream_write(struct link *l, uv_stream_t *st, const void *p, size_t 
         return;
     }
     w->l = l;
+    w->st = st;
     memcpy(w->data, (const char *)p + done, n - done);
     uv_buf_t b = {.base = w->data, .len = n - done};
     r = uv_write(&w->req, st, &b, 1, wreq_done);
     if (r < 0) {
         free(w);
         link_close(l, r);
+        return;
     }
+    maybe_pause(l, st);
 }
 
 /* TLS output (handshake, records, alerts) to the network. */
@@ -474,6 +524,17 @@ static void tcp_read_cb(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
             flush_tls(l);
             out_up(l);
         }
+        if (l->kind == LINK_IN && !l->cn_checked && tls_conn_established(l->tls)) {
+            l->cn_checked = true;
+            const char *cn = tls_conn_peer_cn(l->tls);
+            if (l->pn->allowed_cn != NULL && (cn == NULL || strcmp(cn, l->pn->allowed_cn) != 0)) {
+                /* as etcd's --peer-cert-allowed-cn */
+                log_warn("peer: rejected connection from %s: certificate CN \"%s\" is not the "
+                         "allowed CN \"%s\" (CommonName authentication failed)",
+                         l->who, cn ? cn : "", l->pn->allowed_cn);
+                link_close(l, UV_EPROTO);
+            }
+        }
         if (l->closing) break;
         if (r > 0) {
             on_plain(l, plain, (size_t)r);
@@ -567,6 +628,31 @@ static struct link *dial(peer_net *pn, enum link_kind kind, const char *address)
     return l;
 }
 
+/* Closes links that did not finish their handshake in time (a silent or
+ * slow client holding a connection open). */
+static void on_sweep(uv_timer_t *t)
+{
+    peer_net *pn = t->data;
+    uint64_t now = uv_now(pn->loop);
+    for (struct link *l = pn->links; l != NULL; l = l->next) {
+        if (l->up || l->closing || now - l->started < HANDSHAKE_TIMEOUT_MS) continue;
+        if (l->kind == LINK_IN)
+            log_warn("peer: closing connection from %s: no handshake within %d s", l->who,
+                     HANDSHAKE_TIMEOUT_MS / 1000);
+        else
+            log_debug("peer: connection to %s: not up within %d s", l->who,
+                      HANDSHAKE_TIMEOUT_MS / 1000);
+        link_close(l, UV_ETIMEDOUT);
+    }
+}
+
+static void on_sweep_closed(uv_handle_t *h)
+{
+    peer_net *pn = h->data;
+    pn->sweep_closed = true;
+    maybe_closed(pn);
+}
+
 /* ---- the raft_uv_transport ---- */
 
 static int tr_init(struct raft_uv_transport *t, raft_id id, const char *address)
@@ -625,6 +711,7 @@ static void close_all(peer_net *pn)
     pn->closing = true;
     pn->accept_cb = NULL;
     uv_close((uv_handle_t *)&pn->listener, on_listener_closed);
+    uv_close((uv_handle_t *)&pn->sweep, on_sweep_closed);
     for (struct link *l = pn->links; l != NULL; l = l->next) link_close(l, UV_ECANCELED);
 }
 
@@ -649,6 +736,10 @@ int peer_net_new(peer_net **out, uv_loop_t *loop, tls_ctx *server_tls, tls_ctx *
     pn->ctx = ctx;
     uv_tcp_init(loop, &pn->listener);
     pn->listener.data = pn;
+    uv_timer_init(loop, &pn->sweep);
+    pn->sweep.data = pn;
+    uv_timer_start(&pn->sweep, on_sweep, SWEEP_MS, SWEEP_MS);
+    uv_unref((uv_handle_t *)&pn->sweep); /* never keeps the loop alive alone */
     pn->transport.impl = pn;
     pn->transport.init = tr_init;
     pn->transport.listen = tr_listen;
@@ -683,6 +774,15 @@ int peer_net_dial(peer_net *pn, const char *address, peer_dial_fn cb, void *arg,
     *fd = theirs;
     *out = d;
     return 0;
+}
+
+int peer_net_set_allowed_cn(peer_net *pn, const char *cn)
+{
+    free(pn->allowed_cn);
+    pn->allowed_cn = NULL;
+    if (cn == NULL || cn[0] == '\0') return 0;
+    pn->allowed_cn = strdup(cn);
+    return pn->allowed_cn != NULL ? 0 : -1;
 }
 
 void peer_dial_cancel(peer_dial *d)

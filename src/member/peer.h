@@ -50,6 +50,11 @@ typedef void (*peer_http2_fn)(void *ctx, uv_os_sock_t fd);
 int peer_net_new(peer_net **out, uv_loop_t *loop, tls_ctx *server_tls, tls_ctx *client_tls,
                  peer_http2_fn on_http2, void *ctx);
 
+/* etcd's --peer-cert-allowed-cn: with TLS, an incoming peer connection
+ * whose verified certificate's CN is not `cn` is refused (logged). NULL
+ * or "": any CN. Returns 0 or -1 (out of memory). */
+int peer_net_set_allowed_cn(peer_net *pn, const char *cn);
+
 /* The libraft transport backed by `pn` (for member_config.transport).
  * libraft calls its init/listen/connect/close; close ends every relayed
  * connection (Raft and HTTP/2 ones alike) and the listener. */

@@ -70,6 +70,8 @@ static const struct flag flags[] = {
      "Enable peer client cert authentication."},
     {"peer-auto-tls", F_BOOL, OFF(peer_auto_tls), "false",
      "Peer TLS using generated certificates."},
+    {"peer-cert-allowed-cn", F_STRING, OFF(peer_cert_allowed_cn), "",
+     "Allowed CN for inter peer authentication."},
     /* Bad input and the HTTP face (issue 4). */
     {"listen-metrics-urls", F_STRING, OFF(listen_metrics_urls), "",
      "List of URLs to listen on for the metrics and health endpoints."},

@@ -274,6 +274,9 @@ static int setup_peer(struct server *srv)
         fprintf(stderr, "ketch: cannot set up the peer port\n");
         return -1;
     }
+    if (srv->peer_server_tls != NULL &&
+        peer_net_set_allowed_cn(srv->peer, srv->cfg.peer_cert_allowed_cn) != 0)
+        return -1;
     srv->api.peer = srv->peer;
     return 0;
 }

@@ -43,6 +43,8 @@ def certs():
     for n in ("m1", "m2", "m3"):
         make_cert(d, "ca", n, PEER_EXT, n)
     make_cert(d, "otherca", "stranger", PEER_EXT, "stranger")
+    make_cert(d, "ca", "shared", PEER_EXT, "ketch-peer")
+    make_cert(d, "ca", "intruder", PEER_EXT, "intruder")
     yield lambda n: os.path.join(d, n)
     shutil.rmtree(d, ignore_errors=True)
 
@@ -253,3 +255,48 @@ def test_internal_not_served_on_client_port(request):
         finally:
             ch.close()
     assert ctl_json(leader, "get", "x")["header"]["revision"] == rev
+
+
+def tls_attempt(port, certs, cert):
+    """A TLS client with `cert` (from certs) sends a Raft handshake; returns
+    True if the server kept the connection open (no refusal) for a moment."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.load_verify_locations(certs("ca.pem"))
+    ctx.load_cert_chain(certs(cert + ".pem"), certs(cert + ".key"))
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+            with ctx.wrap_socket(raw, server_hostname="127.0.0.1") as t:
+                t.sendall(raft_handshake())
+                t.settimeout(2)
+                try:
+                    return t.recv(1) != b""
+                except socket.timeout:
+                    return True
+    except (ssl.SSLError, ConnectionError, OSError):
+        return False
+
+
+def test_peer_cert_allowed_cn(request, certs):
+    args = tls_args(certs, "shared") + ["--peer-cert-allowed-cn", "ketch-peer"]
+    ms = start_members(request, [args] * 3)
+    writes_replicate(ms)
+    # same CA, other CN: refused, with the reason
+    assert not tls_attempt(ms[0].peer_port, certs, "intruder")
+    wait_log(ms[0], "CommonName authentication failed", "the CN refusal logged")
+    assert "certificate CN \"intruder\"" in log_text(ms[0])
+    r = ms[1].etcdctl("put", "after", "1")
+    assert r.returncode == 0, r.stderr
+
+
+def test_silent_peer_connection_closed(request):
+    from harness import start_cluster
+    if is_etcd(server_under_test_binary()):
+        pytest.skip("ketch's peer transport")
+    ms = start_cluster(request, 3, label="peersilent")
+    leader = leader_of(ms)
+    with socket.create_connection(("127.0.0.1", leader.peer_port), timeout=5) as s:
+        s.sendall(b"\x01")  # half a handshake, then nothing
+        s.settimeout(60)
+        assert s.recv(1) == b""  # the server hung up
+    assert "no handshake within" in log_text(leader)
+    assert leader.etcdctl("put", "x", "1").returncode == 0
