@@ -27,7 +27,29 @@ struct proposal {
     size_t len;
     bool local_only; /* from ketchpb.Internal/Propose: never forward again */
     uint64_t index;  /* the Raft index it was applied at (set by apply) */
+    bool wait_apply; /* forwarded: answer once applied here too */
 };
+
+/* Auth requests (Authenticate, user/role changes, enable/disable): a
+ * follower that forwarded one answers only once it has applied it, so the
+ * token it hands out, or the change, holds on this member at once (etcd's
+ * members answer after their own apply). Other writes are answered as soon
+ * as the leader has applied them: libraft tells followers of a commit only
+ * with its next message, so waiting for every write would stall a busy
+ * follower's clients for up to a heartbeat each. The server's own
+ * proposals (api_propose_as) wait too: lock and election read the local
+ * store right after. */
+static bool is_auth(const Ketchpb__InternalRequest *r)
+{
+    const ProtobufCMessageDescriptor *d = r->base.descriptor;
+    for (unsigned i = 0; i < d->n_fields; i++) {
+        const ProtobufCFieldDescriptor *f = &d->fields[i];
+        if (f->type == PROTOBUF_C_TYPE_MESSAGE && strncmp(f->name, "auth", 4) == 0 &&
+            *(void **)((char *)r + f->offset) != NULL)
+            return true;
+    }
+    return false;
+}
 
 static void proposal_free(struct proposal *p)
 {
@@ -125,6 +147,10 @@ static void forwarded(api_server *s, void *data, int kerr, const struct client_r
         if (p->resp != NULL) {
             p->resp_len = n - 8;
             memcpy(p->resp, r->data + 8, n - 8);
+            if (!p->wait_apply) {
+                forwarded_applied(p, 0);
+                return;
+            }
             if (api_forward_wait_applied(s, index, api_forward_deadline(s, NULL),
                                          forwarded_applied, p) == 0)
                 return;
@@ -193,6 +219,7 @@ static struct proposal *prepare(api_server *s, Ketchpb__InternalRequest *req, in
         return NULL;
     }
     ketchpb__internal_request__pack(req, p->buf);
+    p->wait_apply = is_auth(req);
     return p;
 }
 
@@ -246,6 +273,8 @@ int api_propose_as(api_server *s, Ketchpb__InternalRequest *req, api_propose_fn 
     if (p == NULL) return rv;
     p->cb = cb;
     p->cb_data = data;
+    /* the lock and election services read the local store next */
+    p->wait_apply = true;
     rv = submit(p);
     if (rv != 0) {
         p->cb = NULL;
