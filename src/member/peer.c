@@ -91,7 +91,8 @@ struct peer_net {
     peer_http2_fn on_http2;
     void *ctx;
     raft_id id;
-    char *address;
+    char *address; /* advertised (libraft's server address) */
+    char *bind;    /* where to listen, when not `address` (--listen-peer-urls) */
     uv_tcp_t listener;
     bool listener_closed;
     uv_timer_t sweep; /* closes links stuck in their handshake */
@@ -160,6 +161,7 @@ static void maybe_closed(peer_net *pn)
     if (cb != NULL) cb(&pn->transport);
     if (pn->free_when_closed) {
         free(pn->address);
+        free(pn->bind);
         free(pn->allowed_cn);
         free(pn);
     }
@@ -668,20 +670,20 @@ static int tr_listen(struct raft_uv_transport *t, raft_uv_accept_cb cb)
 {
     peer_net *pn = t->impl;
     struct sockaddr_storage sa;
-    if (pn->address == NULL || parse_address(pn->address, &sa, NULL) != 0) {
-        snprintf(t->errmsg, sizeof t->errmsg, "bad peer address %s",
-                 pn->address ? pn->address : "(none)");
+    const char *at = pn->bind != NULL ? pn->bind : pn->address;
+    if (at == NULL || parse_address(at, &sa, NULL) != 0) {
+        snprintf(t->errmsg, sizeof t->errmsg, "bad peer address %s", at ? at : "(none)");
         return RAFT_INVALID;
     }
     int rv = uv_tcp_bind(&pn->listener, (struct sockaddr *)&sa, 0);
     if (rv == 0) rv = uv_listen((uv_stream_t *)&pn->listener, 128, on_accept);
     if (rv != 0) {
-        snprintf(t->errmsg, sizeof t->errmsg, "listen tcp %s: %s", pn->address, uv_strerror(rv));
-        log_error("peer: listen tcp %s: %s", pn->address, uv_strerror(rv));
+        snprintf(t->errmsg, sizeof t->errmsg, "listen tcp %s: %s", at, uv_strerror(rv));
+        log_error("peer: listen tcp %s: %s", at, uv_strerror(rv));
         return RAFT_IOERR;
     }
     pn->accept_cb = cb;
-    log_info("peer: listening for peers on %s (%s)", pn->address,
+    log_info("peer: listening for peers on %s (%s)", at,
              pn->server_tls != NULL ? "TLS" : "cleartext");
     return 0;
 }
@@ -774,6 +776,15 @@ int peer_net_dial(peer_net *pn, const char *address, peer_dial_fn cb, void *arg,
     *fd = theirs;
     *out = d;
     return 0;
+}
+
+int peer_net_set_bind_address(peer_net *pn, const char *address)
+{
+    free(pn->bind);
+    pn->bind = NULL;
+    if (address == NULL || address[0] == '\0') return 0;
+    pn->bind = strdup(address);
+    return pn->bind != NULL ? 0 : -1;
 }
 
 int peer_net_set_allowed_cn(peer_net *pn, const char *cn)

@@ -277,6 +277,15 @@ static int setup_peer(struct server *srv)
     if (srv->peer_server_tls != NULL &&
         peer_net_set_allowed_cn(srv->peer, srv->cfg.peer_cert_allowed_cn) != 0)
         return -1;
+    /* listen on --listen-peer-urls (its first URL), advertise
+     * --initial-advertise-peer-urls, as etcd: they differ behind a proxy */
+    size_t n_listen = 0;
+    char **listen = config_split(srv->cfg.listen_peer_urls, &n_listen);
+    char *bind = n_listen > 0 ? raft_address(listen[0]) : NULL;
+    config_strv_free(listen);
+    int rv = peer_net_set_bind_address(srv->peer, bind);
+    free(bind);
+    if (rv != 0) return -1;
     srv->api.peer = srv->peer;
     return 0;
 }
