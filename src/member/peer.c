@@ -20,6 +20,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -317,11 +318,55 @@ static void send_net(struct link *l, const void *p, size_t n)
 
 /* ---- the plaintext side ---- */
 
+static uint64_t get64(const uint8_t *p);
+
+/* Cleartext incoming: how many bytes the sniffer still needs, so that no
+ * read takes more than the handshake (the socket itself is then handed to
+ * libraft, with nothing of the Raft stream read). */
+static size_t sniff_want(const struct link *l)
+{
+    if (l->sniff_len < 24) return 24 - l->sniff_len;
+    if (l->sniff[0] == 'P') return 1;
+    uint64_t alen = get64(l->sniff + 16);
+    if (alen == 0 || alen > MAX_ADDRESS_LEN || l->sniff_len >= 24 + alen) return 1;
+    return (size_t)(24 + alen - l->sniff_len);
+}
+
 static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
-    (void)h, (void)suggested;
+    struct link *l = h->data;
+    (void)suggested;
+    size_t n = READ_BUF;
+    if (h == (uv_handle_t *)&l->tcp && l->kind == LINK_IN && l->tls == NULL && !l->up)
+        n = sniff_want(l);
     buf->base = malloc(READ_BUF);
-    buf->len = buf->base != NULL ? READ_BUF : 0;
+    buf->len = buf->base != NULL ? n : 0;
+}
+
+/* Cleartext Raft needs no relay: a duplicate of the TCP socket becomes
+ * libraft's stream (raft_malloc'd: it uv_close()s and raft_free()s it),
+ * and the link then closes its own descriptor. Reading stops here, so
+ * nothing of the Raft stream is taken. NULL on failure. */
+static uv_stream_t *steal_tcp(struct link *l)
+{
+    uv_os_fd_t fd;
+    if (uv_fileno((uv_handle_t *)&l->tcp, &fd) != 0) return NULL;
+    int nfd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (nfd < 0) return NULL;
+    uv_tcp_t *t = raft_malloc(sizeof *t);
+    if (t == NULL) {
+        close(nfd);
+        return NULL;
+    }
+    uv_tcp_init(l->pn->loop, t);
+    if (uv_tcp_open(t, nfd) != 0) {
+        close(nfd);
+        uv_close((uv_handle_t *)t, (uv_close_cb)raft_free);
+        return NULL;
+    }
+    uv_tcp_nodelay(t, 1);
+    uv_read_stop((uv_stream_t *)&l->tcp);
+    return (uv_stream_t *)t;
 }
 
 /* A socketpair: *ours opened as l->pipe, *theirs returned. */
@@ -421,6 +466,16 @@ static void sniff(struct link *l, const uint8_t *p, size_t n)
     address[alen] = '\0';
     raft_id id = get64(s + 8);
     if (pn->accept_cb == NULL || pn->closing) return refuse(l, "not listening for Raft");
+    if (l->tls == NULL && len == 24 + alen) {
+        uv_stream_t *st = steal_tcp(l);
+        if (st == NULL) return refuse(l, "cannot hand the connection to Raft");
+        log_debug("peer: Raft connection from %" PRIx64 " (%s) at %s", (uint64_t)id, address,
+                  l->who);
+        l->up = true;
+        link_close(l, 0);
+        pn->accept_cb(&pn->transport, id, address, st);
+        return;
+    }
     if (make_pair(l, &theirs) != 0) return refuse(l, "cannot relay");
     uv_stream_t *st = raft_stream(pn->loop, theirs);
     if (st == NULL) return refuse(l, "cannot relay");
@@ -452,27 +507,54 @@ static void on_plain(struct link *l, const uint8_t *p, size_t n)
 
 /* ---- outgoing: the connection is up ---- */
 
+/* libraft's handshake, as its TCP transport sends it; malloc'd, *len set. */
+static uint8_t *encode_handshake(const peer_net *pn, size_t *len)
+{
+    size_t alen = strlen(pn->address) + 1;
+    alen = (alen + 7) / 8 * 8;
+    uint8_t *hs = calloc(1, 24 + alen);
+    if (hs == NULL) return NULL;
+    uint64_t v[3] = {HANDSHAKE_PROTOCOL, pn->id, alen};
+    for (int k = 0; k < 3; k++)
+        for (int i = 0; i < 8; i++) hs[k * 8 + i] = (uint8_t)(v[k] >> (8 * i));
+    memcpy(hs + 24, pn->address, strlen(pn->address));
+    *len = 24 + alen;
+    return hs;
+}
+
 static void out_up(struct link *l)
 {
     peer_net *pn = l->pn;
+    if (l->kind == LINK_OUT_RAFT && l->tls == NULL) {
+        /* cleartext: libraft gets the socket itself */
+        size_t n;
+        uint8_t *hs = encode_handshake(pn, &n);
+        uv_stream_t *st = hs != NULL ? steal_tcp(l) : NULL;
+        int w = st != NULL ? uv_try_write(st, &(uv_buf_t){.base = (char *)hs, .len = n}, 1) : -1;
+        free(hs);
+        if (w != (int)n) {
+            if (st != NULL) uv_close((uv_handle_t *)st, (uv_close_cb)raft_free);
+            return link_close(l, UV_EIO); /* libraft tries again later */
+        }
+        struct raft_uv_connect *req = l->req;
+        l->req = NULL;
+        l->up = true;
+        link_close(l, 0);
+        l->rcb(req, st, 0);
+        return;
+    }
     if (l->kind == LINK_OUT_RAFT) {
         uv_os_sock_t theirs;
         if (make_pair(l, &theirs) != 0) return link_close(l, UV_EIO);
         uv_stream_t *st = raft_stream(pn->loop, theirs);
         if (st == NULL) return link_close(l, UV_ENOMEM);
-        /* libraft's handshake, as its TCP transport sends it */
-        size_t alen = strlen(pn->address) + 1;
-        alen = (alen + 7) / 8 * 8;
-        uint8_t *hs = calloc(1, 24 + alen);
+        size_t n;
+        uint8_t *hs = encode_handshake(pn, &n);
         if (hs == NULL) {
             uv_close((uv_handle_t *)st, (uv_close_cb)raft_free);
             return link_close(l, UV_ENOMEM);
         }
-        uint64_t v[3] = {HANDSHAKE_PROTOCOL, pn->id, alen};
-        for (int k = 0; k < 3; k++)
-            for (int i = 0; i < 8; i++) hs[k * 8 + i] = (uint8_t)(v[k] >> (8 * i));
-        memcpy(hs + 24, pn->address, strlen(pn->address));
-        send_net(l, hs, 24 + alen);
+        send_net(l, hs, n);
         free(hs);
         start_relay(l);
         struct raft_uv_connect *req = l->req;
