@@ -121,8 +121,10 @@ def raw_exchange(port, data, timeout=5):
         while True:
             try:
                 b = s.recv(4096)
-            except (socket.timeout, OSError):
+            except socket.timeout:
                 return None if not got else got  # None: still open after timeout
+            except OSError:  # reset: closed with our bytes unread
+                return got
             if not b:
                 return got
             got += b
