@@ -47,6 +47,7 @@ typedef struct api_server {
     unsigned election_ms;        /* --election-timeout */
     struct cluster_api *clus;    /* publish timer; NULL until api_cluster_start */
     struct fwd_api *fwd;         /* forwarding to the leader (api/forward.c) */
+    struct peer_net *peer;       /* the peer port (member/peer.h), to dial the leader */
     size_t max_request_bytes; /* --max-request-bytes */
     unsigned max_txn_ops;     /* --max-txn-ops */
     int64_t quota_bytes;      /* --quota-backend-bytes */
@@ -69,6 +70,8 @@ void api_fini(api_server *s);
 
 /* The method table to give grpc_server_new, with `s` as server_ctx. */
 const grpc_method *api_methods(size_t *n);
+/* The methods served on the peer port only (ketchpb.Internal). */
+const grpc_method *api_peer_methods(size_t *n);
 
 /* member_apply_fn: applies one committed entry (ctx is the api_server). */
 void api_apply(void *ctx, uint64_t index, const uint8_t *buf, size_t len);
@@ -90,6 +93,9 @@ bool api_cluster_is_learner(const api_server *s, uint64_t id);
 /* The first client URL that member `id` published, or NULL (borrowed until
  * the table next changes). */
 const char *api_cluster_client_url(const api_server *s, uint64_t id);
+/* Member `id`'s first peer URL as host:port (localhost → 127.0.0.1),
+ * malloc'd (free()), or NULL. */
+char *api_cluster_peer_address(const api_server *s, uint64_t id);
 
 /* ---- forwarding to the leader (api/forward.c) ----
  * api_forward_init prepares it (0 or KERR_NOMEM); api_forward_stop fails

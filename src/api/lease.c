@@ -261,6 +261,9 @@ void lease_api_applied(api_server *s, const Ketchpb__InternalRequest *req,
 {
     struct lease_api *la = s->lease;
     if (la == NULL || req == NULL) return;
+    /* a leader elected since the last tick starts its deadlines now, so a
+     * lease granted right after the election gets one at once */
+    track_leadership(s);
     if (req->lease_grant != NULL && res->err == 0) {
         if (lessor_add(la->lessor, req->lease_grant->id, req->lease_grant->ttl, 0, now_ms()) != 0) {
             log_error("lease: out of memory mirroring a grant; stopping");
@@ -469,6 +472,7 @@ void lease_time_to_live(grpc_call *call, const uint8_t *msg, size_t len, void *c
         }
         return;
     }
+    track_leadership(s);
     /* as etcd: the leader answers once it has applied what it committed */
     api_read(s, call, &req->base, false, ttl_exec);
 }

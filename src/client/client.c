@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <nghttp2/nghttp2.h>
 
@@ -53,7 +54,10 @@ struct client_stream {
 
 struct client_conn {
     uv_loop_t *loop;
-    uv_tcp_t tcp;
+    union {
+        uv_tcp_t tcp;   /* client_conn_open */
+        uv_pipe_t pipe; /* client_conn_adopt (same address: use tcp as the stream) */
+    };
     uv_prepare_t prepare;
     uv_connect_t connect_req;
     uv_write_t write_req;
@@ -666,8 +670,10 @@ int client_parse_endpoint(const char *endpoint, struct sockaddr_storage *out)
     return 0;
 }
 
-int client_conn_open(uv_loop_t *loop, const char *endpoint, client_conn_cb on_event,
-                     void *arg, struct client_conn **out)
+/* fd < 0: connect to endpoint over TCP; else serve the connected stream
+ * socket fd (endpoint only names it). */
+static int conn_create(uv_loop_t *loop, const char *endpoint, uv_os_sock_t fd,
+                       client_conn_cb on_event, void *arg, struct client_conn **out)
 {
     return client_conn_open_opts(loop, endpoint, NULL, on_event, arg, out);
 }
@@ -693,7 +699,7 @@ int client_conn_open_opts(uv_loop_t *loop, const char *endpoint, const struct cl
                           client_conn_cb on_event, void *arg, struct client_conn **out)
 {
     struct sockaddr_storage addr;
-    if (strlen(endpoint) >= 256 || client_parse_endpoint(endpoint, &addr))
+    if (strlen(endpoint) >= 256 || (fd < 0 && client_parse_endpoint(endpoint, &addr)))
         return CLIENT_EINVAL;
     bool https = strncmp(endpoint, "https://", 8) == 0;
     bool http = strncmp(endpoint, "http://", 7) == 0;
@@ -749,6 +755,31 @@ int client_conn_open_opts(uv_loop_t *loop, const char *endpoint, const struct cl
         nghttp2_session_set_local_window_size(c->session, NGHTTP2_FLAG_NONE, 0, LOCAL_WINDOW))
         goto err_after_session;
 
+    if (fd >= 0) {
+        if ((rc = uv_pipe_init(loop, &c->pipe, 0)) < 0) {
+            close(fd);
+            goto err_after_session;
+        }
+        c->pipe.data = c->prepare.data = c->write_req.data = c;
+        c->open_handles++;
+        uv_prepare_init(loop, &c->prepare);
+        c->open_handles++;
+        rc = uv_pipe_open(&c->pipe, fd);
+        if (rc < 0)
+            close(fd);
+        if (rc == 0) {
+            c->connected = 1;
+            rc = uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb);
+        }
+        if (rc < 0) {
+            c->on_event = NULL;
+            client_conn_close(c);
+            return rc;
+        }
+        schedule(c);
+        *out = c;
+        return 0;
+    }
     c->tcp.data = c->prepare.data = c->connect_req.data = c->write_req.data = c;
     if ((rc = uv_tcp_init(loop, &c->tcp)) < 0)
         goto err_after_session;
@@ -772,6 +803,29 @@ err_after_alloc:
     free(c->pbuf);
     free(c->rbuf);
     free(c);
+    return rc;
+}
+
+int client_conn_open(uv_loop_t *loop, const char *endpoint, client_conn_cb on_event,
+                     void *arg, struct client_conn **out)
+{
+    return conn_create(loop, endpoint, -1, on_event, arg, out);
+}
+
+int client_conn_adopt(uv_loop_t *loop, uv_os_sock_t fd, const char *name,
+                      client_conn_cb on_event, void *arg, struct client_conn **out)
+{
+    if (strlen(name) >= 256) {
+        close(fd);
+        return CLIENT_EINVAL;
+    }
+    /* conn_create closes fd itself once it reached the pipe */
+    struct client_conn *c = NULL;
+    int rc = conn_create(loop, name, fd, on_event, arg, &c);
+    if (rc == CLIENT_ENOMEM)
+        close(fd); /* failed before the pipe */
+    if (rc == 0)
+        *out = c;
     return rc;
 }
 

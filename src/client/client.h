@@ -103,6 +103,14 @@ const char *client_conn_error(const struct client_conn *conn);
  * it. Both strings are copied. Returns 0, CLIENT_EINVAL (more than 4 names)
  * or CLIENT_ENOMEM. */
 int client_conn_set_header(struct client_conn *conn, const char *name, const char *value);
+/* As client_conn_open, over an already connected stream socket `fd` (one
+ * end of a socketpair, e.g. from peer_net_dial), which the connection owns
+ * from then on (closed with it, also when this fails). `name` (host:port)
+ * is used for messages and the :authority header. on_event never fires
+ * with 0 (the caller knows when its stream is up); it fires with an error
+ * when the stream ends or fails. */
+int client_conn_adopt(uv_loop_t *loop, uv_os_sock_t fd, const char *name,
+                      client_conn_cb on_event, void *arg, struct client_conn **out);
 
 /* Closes the connection: pending calls and streams fire their callbacks with
  * CANCELLED (from inside this function), then the memory is released once

@@ -116,7 +116,8 @@ struct member {
     uv_loop_t *loop;
     struct raft raft;
     struct raft_io io;
-    struct raft_uv_transport transport;
+    struct raft_uv_transport transport; /* libraft's TCP one, unless given */
+    struct raft_uv_transport *tr;       /* the one in use */
     struct raft_fsm fsm;
     uint64_t id;
     char *dir;
@@ -557,7 +558,7 @@ static void start_failed_close_cb(struct raft *r)
     member *m = r->data;
 
     raft_uv_close(&m->io);
-    raft_uv_tcp_close(&m->transport);
+    if (m->tr == &m->transport) raft_uv_tcp_close(&m->transport);
     free_member(m);
 }
 
@@ -630,13 +631,18 @@ int member_start(member **out, uv_loop_t *loop, const struct member_config *cfg)
         goto err_after_alloc;
     }
 
-    rv = raft_uv_tcp_init(&m->transport, loop);
-    if (rv != 0) {
-        log_error("member: raft transport: %s", raft_strerror(rv));
-        rv = KERR_INTERNAL;
-        goto err_after_alloc;
+    if (cfg->transport != NULL) {
+        m->tr = cfg->transport;
+    } else {
+        rv = raft_uv_tcp_init(&m->transport, loop);
+        if (rv != 0) {
+            log_error("member: raft transport: %s", raft_strerror(rv));
+            rv = KERR_INTERNAL;
+            goto err_after_alloc;
+        }
+        m->tr = &m->transport;
     }
-    if (cfg->bind != NULL && strcmp(cfg->bind, cfg->address) != 0) {
+    if (cfg->transport == NULL && cfg->bind != NULL && strcmp(cfg->bind, cfg->address) != 0) {
         rv = raft_uv_tcp_set_bind_address(&m->transport, cfg->bind);
         if (rv != 0) {
             log_error("member: cannot listen for peers on %s: %s", cfg->bind,
@@ -645,7 +651,7 @@ int member_start(member **out, uv_loop_t *loop, const struct member_config *cfg)
             goto err_after_transport;
         }
     }
-    rv = raft_uv_init(&m->io, loop, m->dir, &m->transport);
+    rv = raft_uv_init(&m->io, loop, m->dir, m->tr);
     if (rv != 0) {
         log_error("member: raft log in %s: %s", m->dir, m->io.errmsg);
         rv = KERR_IO;
@@ -710,7 +716,7 @@ err_after_raft:
 err_after_io:
     raft_uv_close(&m->io);
 err_after_transport:
-    raft_uv_tcp_close(&m->transport);
+    if (m->tr == &m->transport) raft_uv_tcp_close(&m->transport);
 err_after_alloc:
     free_member(m);
     return rv;
@@ -1108,7 +1114,7 @@ static void stop_close_cb(struct raft *r)
 
     m->wait_head = m->wait_tail = NULL;
     raft_uv_close(&m->io);
-    raft_uv_tcp_close(&m->transport);
+    if (m->tr == &m->transport) raft_uv_tcp_close(&m->transport);
     /* libraft failed the in-flight barrier (RAFT_LEADERSHIPLOST) while
      * closing; this is only a safety net. */
     if (m->inflight != NULL) {

@@ -14,6 +14,7 @@
 #include <uv.h>
 
 typedef struct member member;
+struct raft_uv_transport;
 
 /* Applies one committed entry. `index` is its Raft log index; entries arrive
  * in increasing index order, exactly once per process lifetime, and only
@@ -75,6 +76,9 @@ struct member_config {
      * snapshot (it is retried later). May be NULL if the state machine is
      * always durable. */
     int (*sync)(void *ctx);
+    /* The Raft transport (member/peer.h: ours, with TLS), borrowed: must
+     * outlive the member; NULL: libraft's cleartext TCP transport. */
+    struct raft_uv_transport *transport;
 };
 
 /* Opens (or creates and bootstraps) the Raft state in cfg->dir and starts

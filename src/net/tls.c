@@ -20,12 +20,15 @@
 
 struct tls_ctx {
     SSL_CTX *ssl;
+    bool client;
+    bool verify; /* client: check the server's certificate */
 };
 
 struct tls_conn {
     SSL *ssl;
     BIO *rbio, *wbio; /* rbio: socket → SSL; wbio: SSL → socket */
     bool established;
+    bool client;
     char err[256];
     char *cn;
     bool client;
@@ -231,6 +234,69 @@ fail:
     return -1;
 }
 
+int tls_ctx_new_client(tls_ctx **out, const struct tls_options *o, bool insecure_skip_verify,
+                       char *err, size_t errlen)
+{
+    if (tls_check_options(o, err, errlen)) return -1;
+    SSL_CTX *ssl = SSL_CTX_new(TLS_client_method());
+    if (!ssl) {
+        snprintf(err, errlen, "cannot create a TLS context: %s", ossl_reason());
+        return -1;
+    }
+    int min = parse_version(o->min_version), max = parse_version(o->max_version);
+    SSL_CTX_set_min_proto_version(ssl, min ? min : TLS1_2_VERSION);
+    if (max) SSL_CTX_set_max_proto_version(ssl, max);
+    SSL_CTX_set_options(ssl, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION | SSL_OP_NO_TICKET);
+    SSL_CTX_set_mode(ssl, SSL_MODE_RELEASE_BUFFERS);
+    SSL_CTX_set_session_cache_mode(ssl, SSL_SESS_CACHE_OFF);
+    if (given(o->cipher_suites)) {
+        char list[2048];
+        if (map_ciphers(o->cipher_suites, list, sizeof list, err, errlen)) goto fail;
+        if (list[0] && !SSL_CTX_set_cipher_list(ssl, list)) {
+            snprintf(err, errlen, "no usable cipher suite in --cipher-suites: %s", ossl_reason());
+            goto fail;
+        }
+    }
+    if (given(o->cert_file) && given(o->key_file)) {
+        if (SSL_CTX_use_certificate_chain_file(ssl, o->cert_file) != 1) {
+            snprintf(err, errlen, "cannot load certificate %s: %s", o->cert_file, ossl_reason());
+            goto fail;
+        }
+        if (SSL_CTX_use_PrivateKey_file(ssl, o->key_file, SSL_FILETYPE_PEM) != 1) {
+            snprintf(err, errlen, "cannot load key %s: %s", o->key_file, ossl_reason());
+            goto fail;
+        }
+    }
+    bool verify = !insecure_skip_verify;
+    if (verify) {
+        if (given(o->trusted_ca_file)) {
+            if (SSL_CTX_load_verify_locations(ssl, o->trusted_ca_file, NULL) != 1) {
+                snprintf(err, errlen, "cannot load trusted CA %s: %s", o->trusted_ca_file,
+                         ossl_reason());
+                goto fail;
+            }
+        } else if (SSL_CTX_set_default_verify_paths(ssl) != 1) {
+            ERR_clear_error(); /* as Go: the system roots, when there are some */
+        }
+        SSL_CTX_set_verify(ssl, SSL_VERIFY_PEER, NULL);
+    } else {
+        SSL_CTX_set_verify(ssl, SSL_VERIFY_NONE, NULL);
+    }
+    tls_ctx *c = calloc(1, sizeof *c);
+    if (!c) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    c->ssl = ssl;
+    c->client = true;
+    c->verify = verify;
+    *out = c;
+    return 0;
+fail:
+    SSL_CTX_free(ssl);
+    return -1;
+}
+
 void tls_ctx_free(tls_ctx *ctx)
 {
     if (!ctx) return;
@@ -394,6 +460,23 @@ tls_conn *tls_conn_new(tls_ctx *ctx)
     BIO_set_mem_eof_return(t->rbio, -1);
     SSL_set_bio(t->ssl, t->rbio, t->wbio); /* SSL owns both now */
     SSL_set_accept_state(t->ssl);
+    return t;
+}
+
+tls_conn *tls_conn_new_client(tls_ctx *ctx, const char *host)
+{
+    tls_conn *t = tls_conn_new(ctx);
+    if (!t) return NULL;
+    t->client = true;
+    SSL_set_connect_state(t->ssl);
+    if (ctx->verify && given(host)) {
+        X509_VERIFY_PARAM *vp = SSL_get0_param(t->ssl);
+        if (is_ip(host)) X509_VERIFY_PARAM_set1_ip_asc(vp, host);
+        else {
+            X509_VERIFY_PARAM_set1_host(vp, host, 0);
+            SSL_set_tlsext_host_name(t->ssl, host);
+        }
+    }
     return t;
 }
 

@@ -31,9 +31,10 @@ struct config {
     char *cert_file, *key_file, *trusted_ca_file;
     bool client_cert_auth, auto_tls;
     char *cipher_suites, *tls_min_version, *tls_max_version;
-    /* TLS for peers: parsed and checked; used once peers talk (clustering). */
+    /* TLS for peers (member/peer.c), when the peer URLs are https. */
     char *peer_cert_file, *peer_key_file, *peer_trusted_ca_file;
     bool peer_client_cert_auth, peer_auto_tls;
+    char *peer_cert_allowed_cn;
     char *connection_timeout; /* a Go duration: handshake/request deadline */
     char *listen_metrics_urls; /* /metrics and /health only */
     /* auth */

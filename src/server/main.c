@@ -17,6 +17,7 @@
 #include "api/watch.h"
 #include "grpc/grpc.h"
 #include "member/member.h"
+#include "member/peer.h"
 #include "mvcc/mvcc.h"
 #include "server/config.h"
 #include "server/identity.h"
@@ -54,6 +55,9 @@ struct server {
     grpc_server *grpc;
     grpc_server *metrics; /* --listen-metrics-urls; NULL when none */
     tls_ctx *client_tls; /* NULL unless some client URL is https */
+    tls_ctx *peer_server_tls, *peer_client_tls; /* NULL unless the peer URLs are https */
+    peer_net *peer;         /* the peer port: Raft transport and ketchpb.Internal */
+    grpc_server *peer_grpc; /* ketchpb.Internal, fed by `peer` */
     struct gateway gateway; /* HTTP/1.1 on the client ports */
     mvcc_store *store;
     member *member;
@@ -119,6 +123,8 @@ static void server_stop(struct server *srv)
     watch_api_stop(&srv->api);
     if (srv->metrics != NULL) grpc_server_close(srv->metrics, NULL, NULL);
     srv->metrics = NULL;
+    if (srv->peer_grpc != NULL) grpc_server_close(srv->peer_grpc, NULL, NULL);
+    srv->peer_grpc = NULL;
     api_cluster_stop(&srv->api);
     api_forward_stop(&srv->api);
     if (srv->grpc != NULL)
@@ -272,6 +278,47 @@ static int init_members(struct server *srv)
     return rv;
 }
 
+/* HTTP/2 on the peer port: a follower forwarding to us. */
+static void serve_peer_http2(void *ctx, uv_os_sock_t fd)
+{
+    struct server *srv = ctx;
+    if (srv->peer_grpc == NULL || grpc_server_adopt(srv->peer_grpc, fd, NULL) != 0) close(fd);
+}
+
+/* The peer port: TLS from the --peer-* flags when the peer URLs are https,
+ * our libraft transport, and the gRPC server for ketchpb.Internal. */
+static int setup_peer(struct server *srv)
+{
+    const char *self_url = srv->id.members[srv->id.self].peer_urls[0];
+    bool https = strncmp(self_url, "https://", 8) == 0 ||
+                 strncmp(srv->cfg.listen_peer_urls, "https://", 8) == 0;
+    if (security_peer_setup(&srv->cfg, https, &srv->peer_server_tls, &srv->peer_client_tls) != 0)
+        return -1;
+    size_t n;
+    const grpc_method *methods = api_peer_methods(&n);
+    if (grpc_server_new(&srv->peer_grpc, srv->loop, methods, n, &srv->api,
+                        srv->cfg.max_request_bytes + GRPC_OVERHEAD_BYTES) != 0 ||
+        peer_net_new(&srv->peer, srv->loop, srv->peer_server_tls, srv->peer_client_tls,
+                     serve_peer_http2, srv) != 0) {
+        fprintf(stderr, "ketch: cannot set up the peer port\n");
+        return -1;
+    }
+    if (srv->peer_server_tls != NULL &&
+        peer_net_set_allowed_cn(srv->peer, srv->cfg.peer_cert_allowed_cn) != 0)
+        return -1;
+    /* listen on --listen-peer-urls (its first URL), advertise
+     * --initial-advertise-peer-urls, as etcd: they differ behind a proxy */
+    size_t n_listen = 0;
+    char **listen = config_split(srv->cfg.listen_peer_urls, &n_listen);
+    char *bind = n_listen > 0 ? raft_address(listen[0]) : NULL;
+    config_strv_free(listen);
+    int rv = peer_net_set_bind_address(srv->peer, bind);
+    free(bind);
+    if (rv != 0) return -1;
+    srv->api.peer = srv->peer;
+    return 0;
+}
+
 static int start_member(struct server *srv)
 {
     size_t n = srv->id.n_members;
@@ -288,17 +335,11 @@ static int start_member(struct server *srv)
     }
     char raft_dir[4096];
     snprintf(raft_dir, sizeof raft_dir, "%s/member/raft", srv->cfg.data_dir);
-    /* libraft listens on --listen-peer-urls (its first URL) and advertises
-     * --initial-advertise-peer-urls, as etcd: they differ behind a proxy. */
-    size_t n_listen = 0;
-    char **listen = config_split(srv->cfg.listen_peer_urls, &n_listen);
-    char *bind = n_listen > 0 ? raft_address(listen[0]) : NULL;
-    if (listen != NULL) config_strv_free(listen);
+    /* the peer transport listens on --listen-peer-urls (setup_peer) */
     struct member_config mc = {
         .dir = raft_dir,
         .id = srv->id.members[srv->id.self].id,
         .address = srv->peer_addrs[srv->id.self],
-        .bind = bind,
         .peers = srv->peers,
         .n_peers = n,
         .join = strcmp(srv->cfg.initial_cluster_state, "existing") == 0,
@@ -312,9 +353,9 @@ static int start_member(struct server *srv)
         .apply = api_apply,
         .apply_ctx = &srv->api,
         .sync = member_sync,
+        .transport = peer_net_transport(srv->peer),
     };
     int rv = member_start(&srv->member, srv->loop, &mc);
-    free(bind);
     if (rv != 0) {
         fprintf(stderr, "ketch: cannot start the Raft member: %s\n", kerr_text(rv));
         return -1;
@@ -464,7 +505,7 @@ int main(int argc, char **argv)
     const char *rev_itv = getenv("KETCH_AUTO_COMPACTION_REVISION_INTERVAL_MS"); /* tests */
     if (rev_itv != NULL) mcfg.revision_interval_ms = strtoull(rev_itv, NULL, 10);
     if (maint_api_init(a, &mcfg) != 0) goto out_store;
-    if (start_member(&srv) != 0) goto out_store;
+    if (setup_peer(&srv) != 0 || start_member(&srv) != 0) goto out_store;
     lease_api_start(a);
     maint_api_start(a);
     api_cluster_start(a);
@@ -508,9 +549,17 @@ out_members:
     config_strv_free(self_client_urls);
 out_grpc:
     if (srv.metrics != NULL) grpc_server_close(srv.metrics, NULL, NULL);
+    if (srv.peer_grpc != NULL) grpc_server_close(srv.peer_grpc, NULL, NULL);
+    srv.peer_grpc = NULL;
     grpc_server_close(srv.grpc, NULL, NULL);
     uv_run(srv.loop, UV_RUN_DEFAULT);
 out_peers:
+    if (srv.peer != NULL) {
+        peer_net_free(srv.peer); /* closed by libraft already, or now */
+        uv_run(srv.loop, UV_RUN_DEFAULT);
+    }
+    tls_ctx_free(srv.peer_server_tls);
+    tls_ctx_free(srv.peer_client_tls);
     if (srv.peer_addrs != NULL) config_strv_free(srv.peer_addrs);
     free(srv.peers);
 out_identity:
