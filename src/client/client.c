@@ -670,14 +670,6 @@ int client_parse_endpoint(const char *endpoint, struct sockaddr_storage *out)
     return 0;
 }
 
-/* fd < 0: connect to endpoint over TCP; else serve the connected stream
- * socket fd (endpoint only names it). */
-static int conn_create(uv_loop_t *loop, const char *endpoint, uv_os_sock_t fd,
-                       client_conn_cb on_event, void *arg, struct client_conn **out)
-{
-    return client_conn_open_opts(loop, endpoint, NULL, on_event, arg, out);
-}
-
 /* The host part of an authority ("[::1]:2379" → "::1"), for SNI. */
 static void authority_host(const char *auth, char *host, size_t cap)
 {
@@ -695,8 +687,11 @@ static void authority_host(const char *auth, char *host, size_t cap)
     snprintf(host, cap, "%.*s", (int)n, p);
 }
 
-int client_conn_open_opts(uv_loop_t *loop, const char *endpoint, const struct client_opts *opts,
-                          client_conn_cb on_event, void *arg, struct client_conn **out)
+/* fd < 0: connect to endpoint over TCP; else serve the connected stream
+ * socket fd (endpoint only names it; cleartext). */
+static int conn_create(uv_loop_t *loop, const char *endpoint, uv_os_sock_t fd,
+                       const struct client_opts *opts, client_conn_cb on_event, void *arg,
+                       struct client_conn **out)
 {
     struct sockaddr_storage addr;
     if (strlen(endpoint) >= 256 || (fd < 0 && client_parse_endpoint(endpoint, &addr)))
@@ -806,10 +801,16 @@ err_after_alloc:
     return rc;
 }
 
+int client_conn_open_opts(uv_loop_t *loop, const char *endpoint, const struct client_opts *opts,
+                          client_conn_cb on_event, void *arg, struct client_conn **out)
+{
+    return conn_create(loop, endpoint, -1, opts, on_event, arg, out);
+}
+
 int client_conn_open(uv_loop_t *loop, const char *endpoint, client_conn_cb on_event,
                      void *arg, struct client_conn **out)
 {
-    return conn_create(loop, endpoint, -1, on_event, arg, out);
+    return conn_create(loop, endpoint, -1, NULL, on_event, arg, out);
 }
 
 int client_conn_adopt(uv_loop_t *loop, uv_os_sock_t fd, const char *name,
@@ -821,7 +822,7 @@ int client_conn_adopt(uv_loop_t *loop, uv_os_sock_t fd, const char *name,
     }
     /* conn_create closes fd itself once it reached the pipe */
     struct client_conn *c = NULL;
-    int rc = conn_create(loop, name, fd, on_event, arg, &c);
+    int rc = conn_create(loop, name, fd, NULL, on_event, arg, &c);
     if (rc == CLIENT_ENOMEM)
         close(fd); /* failed before the pipe */
     if (rc == 0)

@@ -31,7 +31,6 @@ struct tls_conn {
     bool client;
     char err[256];
     char *cn;
-    bool client;
 };
 
 /* Go's cipher suite names (crypto/tls, as etcd's --cipher-suites takes
@@ -469,13 +468,11 @@ tls_conn *tls_conn_new_client(tls_ctx *ctx, const char *host)
     if (!t) return NULL;
     t->client = true;
     SSL_set_connect_state(t->ssl);
+    if (given(host) && !is_ip(host)) SSL_set_tlsext_host_name(t->ssl, host);
     if (ctx->verify && given(host)) {
         X509_VERIFY_PARAM *vp = SSL_get0_param(t->ssl);
         if (is_ip(host)) X509_VERIFY_PARAM_set1_ip_asc(vp, host);
-        else {
-            X509_VERIFY_PARAM_set1_host(vp, host, 0);
-            SSL_set_tlsext_host_name(t->ssl, host);
-        }
+        else X509_VERIFY_PARAM_set1_host(vp, host, 0);
     }
     return t;
 }
@@ -644,6 +641,8 @@ int tls_client_ctx_new(tls_ctx **out, const struct tls_client_options *o, char *
         goto fail;
     }
     c->ssl = ssl;
+    c->client = true;
+    c->verify = !o->skip_verify;
     *out = c;
     return 0;
 fail:
@@ -651,19 +650,3 @@ fail:
     return -1;
 }
 
-tls_conn *tls_conn_new_client(tls_ctx *ctx, const char *host)
-{
-    tls_conn *t = tls_conn_new(ctx);
-    if (!t) return NULL;
-    t->client = true;
-    SSL_set_connect_state(t->ssl);
-    if (given(host)) {
-        if (is_ip(host)) {
-            X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(t->ssl), host);
-        } else {
-            SSL_set_tlsext_host_name(t->ssl, host);
-            SSL_set1_host(t->ssl, host);
-        }
-    }
-    return t;
-}

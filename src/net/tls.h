@@ -69,7 +69,7 @@ int tls_self_cert(const char *dir, const char *const *hosts, size_t n_hosts, cha
 
 /* NULL when out of memory. The context must outlive the connection. */
 tls_conn *tls_conn_new(tls_ctx *ctx);
-/* A client connection (ctx from tls_ctx_new_client) to `host` (an IP
+/* A client connection (ctx from tls_ctx_new_client or tls_client_ctx_new) to `host` (an IP
  * literal or a DNS name, borrowed): the server's certificate must name it
  * (unless the context skips verification). The first tls_conn_read
  * starts the handshake (ClientHello in tls_conn_take). NULL when out of
@@ -119,10 +119,6 @@ struct tls_client_options {
 int tls_client_ctx_new(tls_ctx **out, const struct tls_client_options *o, char *err,
                        size_t errlen);
 
-/* A client connection to host (a DNS name or an IP literal, used for SNI
- * and checked against the server certificate unless skip_verify). The
- * ClientHello is produced by the first tls_conn_read. NULL when out of
- * memory. */
-tls_conn *tls_conn_new_client(tls_ctx *ctx, const char *host);
+/* tls_conn_new_client (above) makes its connections. */
 
 #endif
