@@ -42,7 +42,8 @@ CTL_BIN := $(if $(CTL_SRC),$(BUILD)/ketchctl)
 # test`); in build-fuzz/ with libFuzzer (FUZZ_MAIN empty, FUZZ_LINK set).
 .DEFAULT_GOAL := all
 FUZZ_TARGETS := fuzz_h2:fuzz_conn:1 fuzz_http1:fuzz_conn:2 fuzz_tls:fuzz_conn:3 \
-                fuzz_proto:fuzz_msg:1 fuzz_json:fuzz_msg:2 fuzz_bbolt:fuzz_snapshot:1
+                fuzz_proto:fuzz_msg:1 fuzz_json:fuzz_msg:2 fuzz_bbolt:fuzz_snapshot:1 \
+                fuzz_peer:fuzz_peer:1 fuzz_peer_tls:fuzz_peer:2
 FUZZ_MAIN ?= fuzz/replay.c
 FUZZ_LINK ?=
 FUZZ_BIN := $(foreach t,$(FUZZ_TARGETS),$(BUILD)/fuzz/$(word 1,$(subst :, ,$(t))))

@@ -128,7 +128,7 @@ static int parse_address(const char *address, struct sockaddr_storage *sa, char 
     if (colon == NULL || colon == address) return -1;
     char *end;
     long port = strtol(colon + 1, &end, 10);
-    if (*end != '\0' || port <= 0 || port > 65535) return -1;
+    if (*end != '\0' || port < 0 || port > 65535) return -1; /* 0: any (listen only) */
     size_t hl = (size_t)(colon - address);
     const char *h = address;
     if (h[0] == '[' && hl >= 2 && h[hl - 1] == ']') h++, hl -= 2;
@@ -655,17 +655,16 @@ static void describe(struct link *l, const struct sockaddr *sa)
     snprintf(l->who, sizeof l->who, "%s:%d", ip, port);
 }
 
-static void on_accept(uv_stream_t *server, int status)
+/* A new incoming link on l->tcp (accepted or adopted). */
+static void start_incoming(struct link *l)
 {
-    peer_net *pn = server->data;
-    if (status < 0 || pn->closing) return;
-    struct link *l = link_new(pn, LINK_IN);
-    if (l == NULL) return;
-    if (uv_accept(server, (uv_stream_t *)&l->tcp) != 0) return link_close(l, UV_EIO);
+    peer_net *pn = l->pn;
     struct sockaddr_storage sa;
     int len = sizeof sa;
     if (uv_tcp_getpeername(&l->tcp, (struct sockaddr *)&sa, &len) == 0)
         describe(l, (struct sockaddr *)&sa);
+    else
+        snprintf(l->who, sizeof l->who, "(local)");
     uv_tcp_nodelay(&l->tcp, 1);
     l->sniff = malloc(24 + MAX_ADDRESS_LEN);
     if (l->sniff == NULL) return link_close(l, UV_ENOMEM);
@@ -675,6 +674,16 @@ static void on_accept(uv_stream_t *server, int status)
     }
     if (uv_read_start((uv_stream_t *)&l->tcp, alloc_cb, tcp_read_cb) != 0)
         link_close(l, UV_EIO);
+}
+
+static void on_accept(uv_stream_t *server, int status)
+{
+    peer_net *pn = server->data;
+    if (status < 0 || pn->closing) return;
+    struct link *l = link_new(pn, LINK_IN);
+    if (l == NULL) return;
+    if (uv_accept(server, (uv_stream_t *)&l->tcp) != 0) return link_close(l, UV_EIO);
+    start_incoming(l);
 }
 
 static void on_connect(uv_connect_t *req, int status)
@@ -876,6 +885,27 @@ int peer_net_set_allowed_cn(peer_net *pn, const char *cn)
     if (cn == NULL || cn[0] == '\0') return 0;
     pn->allowed_cn = strdup(cn);
     return pn->allowed_cn != NULL ? 0 : -1;
+}
+
+int peer_net_adopt(peer_net *pn, uv_os_sock_t fd)
+{
+    if (pn->closing) return UV_ECANCELED;
+    struct link *l = link_new(pn, LINK_IN);
+    if (l == NULL) return UV_ENOMEM;
+    int rv = uv_tcp_open(&l->tcp, fd);
+    if (rv != 0) {
+        link_close(l, rv); /* fd stays the caller's */
+        return rv;
+    }
+    start_incoming(l);
+    return 0;
+}
+
+size_t peer_net_conn_count(const peer_net *pn)
+{
+    size_t n = 0;
+    for (const struct link *l = pn->links; l != NULL; l = l->next) n++;
+    return n;
 }
 
 void peer_dial_cancel(peer_dial *d)

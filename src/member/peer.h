@@ -87,6 +87,15 @@ int peer_net_dial(peer_net *pn, const char *address, peer_dial_fn cb, void *arg,
  * the caller closes its end). Only before the callback ran. */
 void peer_dial_cancel(peer_dial *d);
 
+/* Serves an already connected stream socket `fd` (one end of a
+ * socketpair: the fuzz target) as if accepted on the peer port. On
+ * success pn owns fd; on failure (a negative libuv code) it is the
+ * caller's. */
+int peer_net_adopt(peer_net *pn, uv_os_sock_t fd);
+
+/* Connections not yet closed (relayed or still in their handshake). */
+size_t peer_net_conn_count(const peer_net *pn);
+
 /* Frees `pn` once the transport was closed and the loop has run the
  * close callbacks (or it was never used by libraft). */
 void peer_net_free(peer_net *pn);

@@ -302,3 +302,20 @@ def test_silent_peer_connection_closed(request):
         assert s.recv(1) == b""  # the server hung up
     assert "no handshake within" in log_text(leader)
     assert leader.etcdctl("put", "x", "1").returncode == 0
+
+
+def test_tls_member_restart_catches_up(request, certs):
+    ms = start_members(request, [tls_args(certs, "m%d" % (i + 1)) for i in range(3)])
+    leader = leader_of(ms)
+    victim = [m for m in ms if m is not leader][0]
+    victim.kill()
+    for i in range(20):
+        r = leader.etcdctl("put", "r%02d" % i, "x")
+        assert r.returncode == 0, r.stderr
+    victim.restart(wait=False)
+    victim.wait_ready(timeout=60)
+    wait_for(lambda: victim.etcdctl("get", "r", "--prefix", "--keys-only",
+                                    "--consistency=s").stdout.split() ==
+             ["r%02d" % i for i in range(20)], what="the restarted member caught up over TLS")
+    r = victim.etcdctl("put", "from-victim", "1")  # forwarded again
+    assert r.returncode == 0, r.stderr
