@@ -629,3 +629,18 @@ def test_corruption_check_quiet_under_writes_and_compaction(request):
     assert errors == []
     time.sleep(0.5)
     assert all(m.etcdctl("alarm", "list").stdout == "" for m in ms)
+
+
+def test_health_exclude_and_serializable(request):
+    sut = start(request)
+    c = client(sut)
+    alarm_rpc(sut, etcdrpc.AlarmRequest.ACTIVATE, etcdrpc.NOSPACE, 1)
+    assert http(sut, "/health")[0] == 503
+    code, body = http(sut, "/health?exclude=NOSPACE")
+    assert code == 200 and json.loads(body) == {"health": "true", "reason": ""}
+    alarm_rpc(sut, etcdrpc.AlarmRequest.ACTIVATE, etcdrpc.CORRUPT, 1)
+    code, body = http(sut, "/health?exclude=NOSPACE")
+    assert code == 503 and json.loads(body)["reason"] == "ALARM CORRUPT"
+    code, body = http(sut, "/health?exclude=NOSPACE&exclude=CORRUPT&serializable=true")
+    assert code == 200
+    c.close()
