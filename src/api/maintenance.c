@@ -214,37 +214,12 @@ int64_t maint_cost_lease(void) { return LEASE_OVERHEAD; }
 
 /* ---- Hash, HashKV ---- */
 
-void maintenance_hash(grpc_call *call, const uint8_t *msg, size_t len, void *ctx)
-{
-    api_server *s = ctx;
-    Etcdserverpb__HashRequest *req = etcdserverpb__hash_request__unpack(NULL, len, msg);
-    if (req == NULL) {
-        grpc_call_finish(call, GRPC_INTERNAL, "grpc: error unmarshalling request: unexpected EOF");
-        return;
-    }
-    etcdserverpb__hash_request__free_unpacked(req, NULL);
-    int rv = check_admin(s, call);
-    if (rv != 0) {
-        grpc_call_fail(call, rv);
-        return;
-    }
-    Etcdserverpb__HashResponse r = ETCDSERVERPB__HASH_RESPONSE__INIT;
-    Etcdserverpb__ResponseHeader h = ETCDSERVERPB__RESPONSE_HEADER__INIT;
-    rv = mvcc_hash(s->store, &r.hash);
-    if (rv != 0) {
-        grpc_call_fail(call, rv);
-        return;
-    }
-    api_fill_header(s, &h, mvcc_revision(s->store));
-    r.header = &h;
-    grpc_call_reply(call, &r.base);
-}
-
 struct hash_kv_job {
     uv_work_t work;
     api_server *s;
     grpc_call *call;
     struct mvcc_hash_job *job;
+    bool whole; /* Maintenance.Hash */
     int64_t rev, cur, crev;
     uint32_t hash;
     int rv;
@@ -263,6 +238,13 @@ static void hash_kv_done(uv_work_t *w, int status)
     int rv = status != 0 ? KERR_STOPPED : j->rv;
     if (rv != 0) {
         grpc_call_fail(j->call, rv);
+    } else if (j->whole) {
+        Etcdserverpb__HashResponse r = ETCDSERVERPB__HASH_RESPONSE__INIT;
+        Etcdserverpb__ResponseHeader h = ETCDSERVERPB__RESPONSE_HEADER__INIT;
+        r.hash = j->hash;
+        api_fill_header(j->s, &h, j->cur);
+        r.header = &h;
+        grpc_call_reply(j->call, &r.base);
     } else {
         Etcdserverpb__HashKVResponse r = ETCDSERVERPB__HASH_KVRESPONSE__INIT;
         Etcdserverpb__ResponseHeader h = ETCDSERVERPB__RESPONSE_HEADER__INIT;
@@ -276,6 +258,39 @@ static void hash_kv_done(uv_work_t *w, int status)
     }
     grpc_call_unref(j->call);
     free(j);
+}
+
+/* Maintenance.Hash, on libuv's pool as HashKV below. */
+void maintenance_hash(grpc_call *call, const uint8_t *msg, size_t len, void *ctx)
+{
+    api_server *s = ctx;
+    Etcdserverpb__HashRequest *req = etcdserverpb__hash_request__unpack(NULL, len, msg);
+    if (req == NULL) {
+        grpc_call_finish(call, GRPC_INTERNAL, "grpc: error unmarshalling request: unexpected EOF");
+        return;
+    }
+    etcdserverpb__hash_request__free_unpacked(req, NULL);
+    struct hash_kv_job *j = NULL;
+    int rv = check_admin(s, call);
+    if (rv == 0) j = calloc(1, sizeof *j);
+    if (rv == 0) rv = j == NULL ? KERR_NOMEM : mvcc_hash_start(s->store, &j->job);
+    if (rv == 0) {
+        j->s = s;
+        j->call = call;
+        j->whole = true;
+        j->cur = mvcc_revision(s->store);
+        j->work.data = j;
+        grpc_call_ref(call);
+        if (uv_queue_work(s->loop, &j->work, hash_kv_run, hash_kv_done) != 0) {
+            grpc_call_unref(call);
+            mvcc_hash_kv_end(j->job);
+            rv = KERR_INTERNAL;
+        }
+    }
+    if (rv != 0) {
+        grpc_call_fail(call, rv);
+        free(j);
+    }
 }
 
 /* Computed on libuv's pool from a read snapshot, so a big store does not

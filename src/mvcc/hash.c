@@ -148,6 +148,8 @@ static int hash_txn(MDB_txn *txn, mvcc_store *s, int64_t rev, int64_t crev, uint
     return ret;
 }
 
+static int hash_all_txn(MDB_txn *txn, mvcc_store *s, uint32_t *hash);
+
 /* etcd's checks, and the revision to hash at. */
 static int hash_args(mvcc_store *s, int64_t *rev, int64_t *current, int64_t *compact)
 {
@@ -175,6 +177,7 @@ struct mvcc_hash_job {
     mvcc_store *s;
     MDB_txn *txn;
     int64_t rev, crev;
+    bool whole; /* Maintenance.Hash (mvcc_hash_start), else HashKV */
 };
 
 int mvcc_hash_kv_start(mvcc_store *s, int64_t rev, struct mvcc_hash_job **job, int64_t *current,
@@ -200,6 +203,7 @@ int mvcc_hash_kv_start(mvcc_store *s, int64_t rev, struct mvcc_hash_job **job, i
 
 int mvcc_hash_kv_run(struct mvcc_hash_job *job, uint32_t *hash)
 {
+    if (job->whole) return hash_all_txn(job->txn, job->s, hash);
     return hash_txn(job->txn, job->s, job->rev, job->crev, hash);
 }
 
@@ -211,17 +215,14 @@ void mvcc_hash_kv_end(struct mvcc_hash_job *job)
     free(job);
 }
 
-int mvcc_hash(mvcc_store *s, uint32_t *hash)
+/* Every table's records, in order (the applied index left out). */
+static int hash_all_txn(MDB_txn *txn, mvcc_store *s, uint32_t *hash)
 {
-    crc_init();
-    MDB_txn *txn;
-    int rc = store_rtxn_begin(s, &txn);
-    if (rc != 0) return rc;
     MDB_dbi dbis[] = {s->keys, s->idx, s->hist, s->meta, s->lease, s->lkeys, s->auth, s->alarm};
     static const char *const names[] = {"keys", "idx", "hist", "meta", "lease", "lkeys", "auth",
                                         "alarm"};
     uint32_t h = 0;
-    int ret = 0;
+    int rc, ret = 0;
     for (size_t i = 0; i < sizeof dbis / sizeof dbis[0] && ret == 0; i++) {
         MDB_cursor *cur;
         if ((rc = mdb_cursor_open(txn, dbis[i], &cur)) != 0) {
@@ -240,7 +241,35 @@ int mvcc_hash(mvcc_store *s, uint32_t *hash)
         if (rc != MDB_NOTFOUND) ret = mdb_to_kerr(rc);
         mdb_cursor_close(cur);
     }
-    store_rtxn_end(s);
     if (ret == 0) *hash = h;
     return ret;
+}
+
+int mvcc_hash(mvcc_store *s, uint32_t *hash)
+{
+    crc_init();
+    MDB_txn *txn;
+    int rc = store_rtxn_begin(s, &txn);
+    if (rc != 0) return rc;
+    rc = hash_all_txn(txn, s, hash);
+    store_rtxn_end(s);
+    return rc;
+}
+
+int mvcc_hash_start(mvcc_store *s, struct mvcc_hash_job **job)
+{
+    crc_init();
+    int rc = mvcc_flush(s);
+    if (rc != 0) return rc;
+    struct mvcc_hash_job *j = calloc(1, sizeof *j);
+    if (j == NULL) return KERR_NOMEM;
+    if ((rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &j->txn)) != 0) {
+        free(j);
+        return mdb_to_kerr(rc);
+    }
+    j->s = s;
+    j->whole = true;
+    s->offloop_readers++;
+    *job = j;
+    return 0;
 }

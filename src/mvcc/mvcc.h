@@ -240,6 +240,9 @@ struct mvcc_hash_job;
 int mvcc_hash_kv_start(mvcc_store *s, int64_t rev, struct mvcc_hash_job **job, int64_t *current,
                        int64_t *compact);
 int mvcc_hash_kv_run(struct mvcc_hash_job *job, uint32_t *hash);
+/* The same for Maintenance.Hash (mvcc_hash): run with mvcc_hash_kv_run,
+ * end with mvcc_hash_kv_end. Returns 0, KERR_NOMEM or KERR_IO. */
+int mvcc_hash_start(mvcc_store *s, struct mvcc_hash_job **job);
 void mvcc_hash_kv_end(struct mvcc_hash_job *job);
 /* Maintenance.Hash: crc32c of every table's records (the meta table's
  * applied index and member records excluded, which differ between

@@ -280,6 +280,16 @@ static void test_hash_kv_job(void **state)
     assert_int_equal(mvcc_hash_kv(f->s, 3, &h2, &cur, &crev), 0);
     assert_int_equal(h0, h2);
     assert_int_equal(mvcc_hash_kv_start(f->s, 9, &job, &cur, &crev), KERR_FUTURE_REV);
+    /* Maintenance.Hash the same way */
+    uint32_t w0, w1;
+    assert_int_equal(mvcc_hash(f->s, &w0), 0);
+    assert_int_equal(mvcc_hash_start(f->s, &job), 0);
+    assert_int_equal(put(f, "d", "4"), 0);
+    assert_int_equal(mvcc_hash_kv_run(job, &w1), 0);
+    mvcc_hash_kv_end(job);
+    assert_int_equal(w0, w1);
+    assert_int_equal(mvcc_hash(f->s, &w1), 0);
+    assert_int_not_equal(w0, w1);
 }
 
 static void test_defrag_abort(void **state)
