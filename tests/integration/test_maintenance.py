@@ -616,10 +616,13 @@ def test_corruption_check_quiet_under_writes_and_compaction(request):
     for t in threads:
         t.start()
     try:
+        last = 1
         for round_ in range(4):
             time.sleep(0.5)
             rev = status(ms[0])["header"]["revision"]
-            assert ms[round_ % 3].etcdctl("compaction", str(rev - 50)).returncode == 0
+            if rev - 5 > last:  # slow builds may have written little
+                last = rev - 5
+                assert ms[round_ % 3].etcdctl("compaction", str(last)).returncode == 0
         assert ms[1].etcdctl("defrag").returncode == 0
         time.sleep(0.5)
     finally:
