@@ -20,12 +20,16 @@ import grpc
 import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from harness import ETCD, Server, start_cluster, start_pair, _test_deadline  # noqa: E402,F401
+from harness import (ETCD, Server, is_etcd, server_under_test_binary, start_cluster,  # noqa: E402,F401
+                     start_pair, _test_deadline)
 
 import etcd3  # noqa: E402
 from etcd3 import etcdrpc  # noqa: E402
 
 NOSPACE = "etcdserver: mvcc: database space exceeded"
+# what only ketch has (its log, its data dir layout, test knobs and tools)
+ketch_only = pytest.mark.skipif(is_etcd(server_under_test_binary()),
+                                reason="ketch specific (log lines, data dir, test tools)")
 QUOTA = 1000 * 1000
 
 
@@ -322,6 +326,7 @@ def test_hash_stable(request):
 # ---------------------------------------------------------------------------
 # Defragment under load
 
+@ketch_only
 def test_defrag_under_write_load(request):
     sut = start(request)
     c = client(sut)
@@ -416,6 +421,7 @@ def test_auto_compaction_periodic(request):
     c.close()
 
 
+@ketch_only
 def test_auto_compaction_revision(request):
     sut = start(request, args=["--auto-compaction-mode", "revision",
                                "--auto-compaction-retention", "5",
@@ -432,6 +438,7 @@ def test_auto_compaction_revision(request):
     c.close()
 
 
+@ketch_only
 def test_bad_compaction_flags(request):
     s = Server(extra_args=["--auto-compaction-mode", "sometimes"])
     request.addfinalizer(s.cleanup)
@@ -512,6 +519,7 @@ def test_maintenance_auth_as_etcd(request):
     assert any("permission denied" in r[2] for r in outs[0])
 
 
+@ketch_only
 def test_kill9_during_defrag_loses_nothing(request):
     """kill -9 at several points of a defrag under writes: after a restart
     every acknowledged write is there, and the next defrag works."""
@@ -567,6 +575,7 @@ def test_kill9_during_defrag_loses_nothing(request):
                                                             "defrag")))
 
 
+@ketch_only
 def test_corruption_check_raises_corrupt(request):
     """--experimental-corrupt-check-time: the leader compares HashKV with
     the other members; a follower whose store was damaged behind Raft's
