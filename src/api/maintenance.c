@@ -171,13 +171,29 @@ static void alarm_proposed(api_server *s, void *data, int err, const uint8_t *re
     if (err != 0) log_warn("raising the NOSPACE alarm failed: %s", kerr_text(err));
 }
 
+/* Whether this member's NOSPACE alarm is raised (etcd raises one per
+ * member whose own file is over the quota). */
+static bool own_nospace(api_server *s)
+{
+    if (mvcc_alarm_count(s->store, ETCDSERVERPB__ALARM_TYPE__NOSPACE) == 0) return false;
+    Etcdserverpb__AlarmMember *as = NULL;
+    size_t n = 0;
+    bool found = false;
+    if (mvcc_alarm_list(s->store, &as, &n) != 0) return true; /* do not flood the log */
+    for (size_t i = 0; i < n; i++)
+        if (as[i].memberid == s->member_id && as[i].alarm == ETCDSERVERPB__ALARM_TYPE__NOSPACE)
+            found = true;
+    free(as);
+    return found;
+}
+
 int maint_quota_check(api_server *s, int64_t cost)
 {
     if (cost == 0 || s->quota_bytes <= 0) return 0;
     if (mvcc_db_file_size(s->store) + cost < s->quota_bytes) return 0;
     /* etcd's quotaAlarmer.check: raise NOSPACE for this member, refuse */
     struct maint_api *m = s->maint;
-    if (m != NULL && !m->nospace_proposed && mvcc_alarm_count(s->store, ETCDSERVERPB__ALARM_TYPE__NOSPACE) == 0) {
+    if (m != NULL && !m->nospace_proposed && !own_nospace(s)) {
         Etcdserverpb__AlarmRequest ar = ETCDSERVERPB__ALARM_REQUEST__INIT;
         ar.action = ETCDSERVERPB__ALARM_REQUEST__ALARM_ACTION__ACTIVATE;
         ar.memberid = s->member_id;

@@ -27,9 +27,11 @@ import etcd3  # noqa: E402
 from etcd3 import etcdrpc  # noqa: E402
 
 NOSPACE = "etcdserver: mvcc: database space exceeded"
-# what only ketch has (its log, its data dir layout, test knobs and tools)
+# what only ketch has (its log, its data dir layout, test knobs and tools),
+# or etcd 3.5 behaviour that Debian's etcd 3.4 lacks (/health reasons and
+# query), or ketch's prompt dbSizeInUse after a compaction
 ketch_only = pytest.mark.skipif(is_etcd(server_under_test_binary()),
-                                reason="ketch specific (log lines, data dir, test tools)")
+                                reason="ketch specific, or etcd 3.5 behaviour etcd 3.4 lacks")
 QUOTA = 1000 * 1000
 
 
@@ -122,10 +124,11 @@ def test_quota_nospace_then_recover(request):
         assert srv.etcdctl("alarm", "list").stdout == ""
         assert srv.etcdctl("put", "after", "v").returncode == 0
         assert srv.etcdctl("get", "after", "--print-value-only").stdout == "v\n"
-    code, body = http(sut, "/health")
-    assert code == 200 and json.loads(body) == {"health": "true", "reason": ""}
+        code, body = http(srv, "/health")
+        assert code == 200 and json.loads(body)["health"] == "true"
 
 
+@ketch_only
 def test_health_reason_nospace(request):
     sut = start(request)
     c = client(sut)
@@ -208,6 +211,7 @@ def test_corrupt_alarm_as_etcd(request):
 # ---------------------------------------------------------------------------
 # Status and metrics
 
+@ketch_only
 def test_status_sizes_and_metrics(request):
     sut = start(request)
     c = client(sut)
@@ -451,6 +455,7 @@ def test_bad_compaction_flags(request):
 # ---------------------------------------------------------------------------
 # three members
 
+@ketch_only
 def test_cluster_nospace_everywhere_and_same_hashkv(request):
     """The alarm goes through Raft: once one member refuses a write over
     the quota, every member lists the alarm and refuses writes; HashKV is
@@ -461,7 +466,8 @@ def test_cluster_nospace_everywhere_and_same_hashkv(request):
     assert err == "Error: " + NOSPACE
     for m in ms:
         out = wait_for(lambda m=m: m.etcdctl("alarm", "list").stdout)
-        assert re.fullmatch(r"memberID:\d+ alarm:NOSPACE \n", out), out
+        # one per member whose own file is over the quota, as etcd
+        assert re.fullmatch(r"(memberID:\d+ alarm:NOSPACE \n)+", out), out
         out = m.etcdctl("put", "small", "v")
         assert last_error(out.stderr) == "Error: " + NOSPACE
         assert m.etcdctl("get", "k", "--prefix", "--keys-only").stdout.split() == keys
@@ -643,6 +649,7 @@ def test_corruption_check_quiet_under_writes_and_compaction(request):
     assert all(m.etcdctl("alarm", "list").stdout == "" for m in ms)
 
 
+@ketch_only
 def test_health_exclude_and_serializable(request):
     sut = start(request)
     c = client(sut)
