@@ -245,6 +245,7 @@ static void hash_kv_run(uv_work_t *w)
 {
     struct hash_kv_job *j = w->data;
     j->rv = mvcc_hash_kv_run(j->job, &j->hash);
+    if (!j->whole) j->crev = mvcc_hash_kv_compact(j->job);
 }
 
 static void hash_kv_done(uv_work_t *w, int status)

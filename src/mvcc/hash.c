@@ -175,7 +175,6 @@ int mvcc_hash_kv(mvcc_store *s, int64_t rev, uint32_t *hash, int64_t *current, i
 
 struct mvcc_hash_job {
     mvcc_store *s;
-    MDB_txn *txn;
     int64_t rev, crev;
     bool whole; /* Maintenance.Hash (mvcc_hash_start), else HashKV */
 };
@@ -185,35 +184,49 @@ int mvcc_hash_kv_start(mvcc_store *s, int64_t rev, struct mvcc_hash_job **job, i
 {
     int rc = hash_args(s, &rev, current, compact);
     if (rc != 0) return rc;
-    /* the snapshot must hold everything applied: commit the batch */
+    /* the snapshot taken by run must hold everything applied: commit */
     if ((rc = mvcc_flush(s)) != 0) return rc;
     struct mvcc_hash_job *j = calloc(1, sizeof *j);
     if (j == NULL) return KERR_NOMEM;
-    if ((rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &j->txn)) != 0) {
-        free(j);
-        return mdb_to_kerr(rc);
-    }
     j->s = s;
     j->rev = rev;
     j->crev = *compact;
-    s->offloop_readers++;
     *job = j;
     return 0;
 }
 
 int mvcc_hash_kv_run(struct mvcc_hash_job *job, uint32_t *hash)
 {
-    if (job->whole) return hash_all_txn(job->txn, job->s, hash);
-    return hash_txn(job->txn, job->s, job->rev, job->crev, hash);
+    mvcc_store *s = job->s;
+    MDB_txn *txn;
+    mvcc_reader_enter(s);
+    int rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn);
+    if (rc != 0) {
+        mvcc_reader_exit(s);
+        return mdb_to_kerr(rc);
+    }
+    if (job->whole) {
+        rc = hash_all_txn(txn, s, hash);
+    } else {
+        /* a compaction committed since start counts, as if the request
+         * had come after it */
+        uint64_t crev;
+        MDB_val k = {sizeof "compact_rev" - 1, "compact_rev"}, d;
+        if (mdb_get(txn, s->meta, &k, &d) == 0 && d.mv_size == 8) {
+            crev = get_be64(d.mv_data);
+            if ((int64_t)crev > job->crev) job->crev = (int64_t)crev;
+        }
+        rc = job->rev <= job->crev ? KERR_COMPACTED
+                                   : hash_txn(txn, s, job->rev, job->crev, hash);
+    }
+    mdb_txn_abort(txn);
+    mvcc_reader_exit(s);
+    return rc;
 }
 
-void mvcc_hash_kv_end(struct mvcc_hash_job *job)
-{
-    if (job == NULL) return;
-    mdb_txn_abort(job->txn);
-    job->s->offloop_readers--;
-    free(job);
-}
+int64_t mvcc_hash_kv_compact(const struct mvcc_hash_job *job) { return job->crev; }
+
+void mvcc_hash_kv_end(struct mvcc_hash_job *job) { free(job); }
 
 /* Every table's records, in order (the applied index left out). */
 static int hash_all_txn(MDB_txn *txn, mvcc_store *s, uint32_t *hash)
@@ -263,13 +276,8 @@ int mvcc_hash_start(mvcc_store *s, struct mvcc_hash_job **job)
     if (rc != 0) return rc;
     struct mvcc_hash_job *j = calloc(1, sizeof *j);
     if (j == NULL) return KERR_NOMEM;
-    if ((rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &j->txn)) != 0) {
-        free(j);
-        return mdb_to_kerr(rc);
-    }
     j->s = s;
     j->whole = true;
-    s->offloop_readers++;
     *job = j;
     return 0;
 }
