@@ -171,13 +171,29 @@ static void alarm_proposed(api_server *s, void *data, int err, const uint8_t *re
     if (err != 0) log_warn("raising the NOSPACE alarm failed: %s", kerr_text(err));
 }
 
+/* Whether this member's NOSPACE alarm is raised (etcd raises one per
+ * member whose own file is over the quota). */
+static bool own_nospace(api_server *s)
+{
+    if (mvcc_alarm_count(s->store, ETCDSERVERPB__ALARM_TYPE__NOSPACE) == 0) return false;
+    Etcdserverpb__AlarmMember *as = NULL;
+    size_t n = 0;
+    bool found = false;
+    if (mvcc_alarm_list(s->store, &as, &n) != 0) return true; /* do not flood the log */
+    for (size_t i = 0; i < n; i++)
+        if (as[i].memberid == s->member_id && as[i].alarm == ETCDSERVERPB__ALARM_TYPE__NOSPACE)
+            found = true;
+    free(as);
+    return found;
+}
+
 int maint_quota_check(api_server *s, int64_t cost)
 {
     if (cost == 0 || s->quota_bytes <= 0) return 0;
     if (mvcc_db_file_size(s->store) + cost < s->quota_bytes) return 0;
     /* etcd's quotaAlarmer.check: raise NOSPACE for this member, refuse */
     struct maint_api *m = s->maint;
-    if (m != NULL && !m->nospace_proposed && mvcc_alarm_count(s->store, ETCDSERVERPB__ALARM_TYPE__NOSPACE) == 0) {
+    if (m != NULL && !m->nospace_proposed && !own_nospace(s)) {
         Etcdserverpb__AlarmRequest ar = ETCDSERVERPB__ALARM_REQUEST__INIT;
         ar.action = ETCDSERVERPB__ALARM_REQUEST__ALARM_ACTION__ACTIVATE;
         ar.memberid = s->member_id;
@@ -214,37 +230,12 @@ int64_t maint_cost_lease(void) { return LEASE_OVERHEAD; }
 
 /* ---- Hash, HashKV ---- */
 
-void maintenance_hash(grpc_call *call, const uint8_t *msg, size_t len, void *ctx)
-{
-    api_server *s = ctx;
-    Etcdserverpb__HashRequest *req = etcdserverpb__hash_request__unpack(NULL, len, msg);
-    if (req == NULL) {
-        grpc_call_finish(call, GRPC_INTERNAL, "grpc: error unmarshalling request: unexpected EOF");
-        return;
-    }
-    etcdserverpb__hash_request__free_unpacked(req, NULL);
-    int rv = check_admin(s, call);
-    if (rv != 0) {
-        grpc_call_fail(call, rv);
-        return;
-    }
-    Etcdserverpb__HashResponse r = ETCDSERVERPB__HASH_RESPONSE__INIT;
-    Etcdserverpb__ResponseHeader h = ETCDSERVERPB__RESPONSE_HEADER__INIT;
-    rv = mvcc_hash(s->store, &r.hash);
-    if (rv != 0) {
-        grpc_call_fail(call, rv);
-        return;
-    }
-    api_fill_header(s, &h, mvcc_revision(s->store));
-    r.header = &h;
-    grpc_call_reply(call, &r.base);
-}
-
 struct hash_kv_job {
     uv_work_t work;
     api_server *s;
     grpc_call *call;
     struct mvcc_hash_job *job;
+    bool whole; /* Maintenance.Hash */
     int64_t rev, cur, crev;
     uint32_t hash;
     int rv;
@@ -254,6 +245,7 @@ static void hash_kv_run(uv_work_t *w)
 {
     struct hash_kv_job *j = w->data;
     j->rv = mvcc_hash_kv_run(j->job, &j->hash);
+    if (!j->whole) j->crev = mvcc_hash_kv_compact(j->job);
 }
 
 static void hash_kv_done(uv_work_t *w, int status)
@@ -263,6 +255,13 @@ static void hash_kv_done(uv_work_t *w, int status)
     int rv = status != 0 ? KERR_STOPPED : j->rv;
     if (rv != 0) {
         grpc_call_fail(j->call, rv);
+    } else if (j->whole) {
+        Etcdserverpb__HashResponse r = ETCDSERVERPB__HASH_RESPONSE__INIT;
+        Etcdserverpb__ResponseHeader h = ETCDSERVERPB__RESPONSE_HEADER__INIT;
+        r.hash = j->hash;
+        api_fill_header(j->s, &h, j->cur);
+        r.header = &h;
+        grpc_call_reply(j->call, &r.base);
     } else {
         Etcdserverpb__HashKVResponse r = ETCDSERVERPB__HASH_KVRESPONSE__INIT;
         Etcdserverpb__ResponseHeader h = ETCDSERVERPB__RESPONSE_HEADER__INIT;
@@ -276,6 +275,39 @@ static void hash_kv_done(uv_work_t *w, int status)
     }
     grpc_call_unref(j->call);
     free(j);
+}
+
+/* Maintenance.Hash, on libuv's pool as HashKV below. */
+void maintenance_hash(grpc_call *call, const uint8_t *msg, size_t len, void *ctx)
+{
+    api_server *s = ctx;
+    Etcdserverpb__HashRequest *req = etcdserverpb__hash_request__unpack(NULL, len, msg);
+    if (req == NULL) {
+        grpc_call_finish(call, GRPC_INTERNAL, "grpc: error unmarshalling request: unexpected EOF");
+        return;
+    }
+    etcdserverpb__hash_request__free_unpacked(req, NULL);
+    struct hash_kv_job *j = NULL;
+    int rv = check_admin(s, call);
+    if (rv == 0) j = calloc(1, sizeof *j);
+    if (rv == 0) rv = j == NULL ? KERR_NOMEM : mvcc_hash_start(s->store, &j->job);
+    if (rv == 0) {
+        j->s = s;
+        j->call = call;
+        j->whole = true;
+        j->cur = mvcc_revision(s->store);
+        j->work.data = j;
+        grpc_call_ref(call);
+        if (uv_queue_work(s->loop, &j->work, hash_kv_run, hash_kv_done) != 0) {
+            grpc_call_unref(call);
+            mvcc_hash_kv_end(j->job);
+            rv = KERR_INTERNAL;
+        }
+    }
+    if (rv != 0) {
+        grpc_call_fail(call, rv);
+        free(j);
+    }
 }
 
 /* Computed on libuv's pool from a read snapshot, so a big store does not

@@ -455,17 +455,39 @@ static void gateway_stream(struct gateway *gw, grpc_http_req *req, const struct 
 
 /* ---- /health, /version, /metrics ---- */
 
+/* Whether the query has `name=value` (etcd's health handler reads
+ * `exclude` (repeatable) and `serializable`). */
+static bool query_has(const char *q, const char *name, const char *value)
+{
+    size_t nl = strlen(name), vl = strlen(value);
+    while (*q) {
+        const char *amp = strchr(q, '&');
+        size_t len = amp ? (size_t)(amp - q) : strlen(q);
+        if (len == nl + 1 + vl && !strncmp(q, name, nl) && q[nl] == '=' &&
+            !strncmp(q + nl + 1, value, vl))
+            return true;
+        q += len + (amp ? 1 : 0);
+    }
+    return false;
+}
+
 static void health(struct gateway *gw, grpc_http_req *req)
 {
     member *m = gw->api->member;
     const char *reason = NULL;
-    /* as etcd's checkHealth: alarms first, then the leader */
+    /* as etcd 3.5's checkHealth: raised alarms first (but those named by
+     * ?exclude=NOSPACE / CORRUPT), then the leader (unless
+     * ?serializable=true) */
+    const char *q = grpc_http_query(req);
     mvcc_store *st = gw->api->store;
-    if (st && mvcc_alarm_count(st, ETCDSERVERPB__ALARM_TYPE__NOSPACE) > 0)
+    if (st && !query_has(q, "exclude", "NOSPACE") &&
+        mvcc_alarm_count(st, ETCDSERVERPB__ALARM_TYPE__NOSPACE) > 0)
         reason = "ALARM NOSPACE";
-    else if (st && mvcc_alarm_count(st, ETCDSERVERPB__ALARM_TYPE__CORRUPT) > 0)
+    else if (st && !query_has(q, "exclude", "CORRUPT") &&
+             mvcc_alarm_count(st, ETCDSERVERPB__ALARM_TYPE__CORRUPT) > 0)
         reason = "ALARM CORRUPT";
-    else if (!m || member_leader_id(m) == 0) reason = "RAFT NO LEADER";
+    else if (!query_has(q, "serializable", "true") && (!m || member_leader_id(m) == 0))
+        reason = "RAFT NO LEADER";
     else if (gw->api->fatal) reason = "STORAGE FAILED";
     if (reason) {
         /* Go's http.Error: the text, a newline, text/plain, 503. */

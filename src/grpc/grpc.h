@@ -106,6 +106,8 @@ void grpc_server_set_http_handler(grpc_server *s, grpc_http_fn fn, void *ctx);
  * Borrowed until grpc_http_respond. */
 const char *grpc_http_method(const grpc_http_req *req);
 const char *grpc_http_path(const grpc_http_req *req);
+/* The query string, without the '?' ("" if none), raw (not decoded). */
+const char *grpc_http_query(const grpc_http_req *req);
 const uint8_t *grpc_http_body(const grpc_http_req *req, size_t *len);
 /* A request header by lower-case name, or NULL. */
 const char *grpc_http_header(const grpc_http_req *req, const char *name);

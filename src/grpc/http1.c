@@ -150,7 +150,15 @@ static bool parse_one(struct grpc_conn *c)
     if (!req) goto nomem;
     req->method = strndup(p, (size_t)(sp1 - p));
     const char *target = sp1 + 1, *q = memchr(target, '?', (size_t)(sp2 - target));
-    req->path = strndup(target, (size_t)((q ? q : sp2) - target));
+    /* the path, then (after its NUL) the query without '?' (grpc_http_query) */
+    size_t plen = (size_t)((q ? q : sp2) - target), qlen = q ? (size_t)(sp2 - q - 1) : 0;
+    req->path = malloc(plen + qlen + 2);
+    if (req->path) {
+        memcpy(req->path, target, plen);
+        req->path[plen] = 0;
+        if (q) memcpy(req->path + plen + 1, q + 1, qlen);
+        req->path[plen + 1 + qlen] = 0;
+    }
     req->hdrs = malloc(head_len);
     if (!req->method || !req->path || !req->hdrs) goto nomem_req;
 
@@ -325,6 +333,11 @@ void grpc_server_set_http_handler(grpc_server *s, grpc_http_fn fn, void *ctx)
 
 const char *grpc_http_method(const grpc_http_req *req) { return req->method; }
 const char *grpc_http_path(const grpc_http_req *req) { return req->path; }
+
+const char *grpc_http_query(const grpc_http_req *req)
+{
+    return req->path + strlen(req->path) + 1;
+}
 
 const uint8_t *grpc_http_body(const grpc_http_req *req, size_t *len)
 {

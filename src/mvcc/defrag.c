@@ -182,7 +182,9 @@ int mvcc_defrag_copy(mvcc_store *s)
     }
     struct copier c = {s->env, p[1], 0};
     pthread_t th;
+    mvcc_reader_enter(s);
     if (pthread_create(&th, NULL, copy_thread, &c) != 0) {
+        mvcc_reader_exit(s);
         close(p[0]);
         close(p[1]);
         close(out);
@@ -217,6 +219,7 @@ int mvcc_defrag_copy(mvcc_store *s)
     }
     close(p[0]);
     pthread_join(th, NULL);
+    mvcc_reader_exit(s);
     free(buf);
     if (c.rc != 0) {
         log_error("defrag: copy: %s", mdb_strerror(c.rc));
@@ -290,11 +293,22 @@ void mvcc_defrag_abort(mvcc_store *s)
     free_defrag(d);
 }
 
+static int swap_locked(mvcc_store *s);
+
 int mvcc_defrag_swap(mvcc_store *s)
+{
+    if (s->offloop_readers > 0) return KERR_BUSY;
+    /* no other thread may be in the environment while it is swapped */
+    if (pthread_rwlock_trywrlock(s->env_lock) != 0) return KERR_BUSY;
+    int rc = swap_locked(s);
+    pthread_rwlock_unlock(s->env_lock);
+    return rc;
+}
+
+static int swap_locked(mvcc_store *s)
 {
     struct defrag *d = s->defrag;
     size_t left;
-    if (s->offloop_readers > 0) return KERR_BUSY;
     int rc = mvcc_defrag_step(s, SIZE_MAX, &left);
     if (rc != 0) goto fail;
     mvcc_store *c = d->copy;
@@ -354,3 +368,6 @@ void mvcc_defrag_cleanup(mvcc_store *s)
 
 void mvcc_pin(mvcc_store *s) { s->offloop_readers++; }
 void mvcc_unpin(mvcc_store *s) { s->offloop_readers--; }
+
+void mvcc_reader_enter(mvcc_store *s) { pthread_rwlock_rdlock(s->env_lock); }
+void mvcc_reader_exit(mvcc_store *s) { pthread_rwlock_unlock(s->env_lock); }

@@ -148,6 +148,8 @@ static int hash_txn(MDB_txn *txn, mvcc_store *s, int64_t rev, int64_t crev, uint
     return ret;
 }
 
+static int hash_all_txn(MDB_txn *txn, mvcc_store *s, uint32_t *hash);
+
 /* etcd's checks, and the revision to hash at. */
 static int hash_args(mvcc_store *s, int64_t *rev, int64_t *current, int64_t *compact)
 {
@@ -173,8 +175,8 @@ int mvcc_hash_kv(mvcc_store *s, int64_t rev, uint32_t *hash, int64_t *current, i
 
 struct mvcc_hash_job {
     mvcc_store *s;
-    MDB_txn *txn;
     int64_t rev, crev;
+    bool whole; /* Maintenance.Hash (mvcc_hash_start), else HashKV */
 };
 
 int mvcc_hash_kv_start(mvcc_store *s, int64_t rev, struct mvcc_hash_job **job, int64_t *current,
@@ -182,46 +184,58 @@ int mvcc_hash_kv_start(mvcc_store *s, int64_t rev, struct mvcc_hash_job **job, i
 {
     int rc = hash_args(s, &rev, current, compact);
     if (rc != 0) return rc;
-    /* the snapshot must hold everything applied: commit the batch */
+    /* the snapshot taken by run must hold everything applied: commit */
     if ((rc = mvcc_flush(s)) != 0) return rc;
     struct mvcc_hash_job *j = calloc(1, sizeof *j);
     if (j == NULL) return KERR_NOMEM;
-    if ((rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &j->txn)) != 0) {
-        free(j);
-        return mdb_to_kerr(rc);
-    }
     j->s = s;
     j->rev = rev;
     j->crev = *compact;
-    s->offloop_readers++;
     *job = j;
     return 0;
 }
 
 int mvcc_hash_kv_run(struct mvcc_hash_job *job, uint32_t *hash)
 {
-    return hash_txn(job->txn, job->s, job->rev, job->crev, hash);
-}
-
-void mvcc_hash_kv_end(struct mvcc_hash_job *job)
-{
-    if (job == NULL) return;
-    mdb_txn_abort(job->txn);
-    job->s->offloop_readers--;
-    free(job);
-}
-
-int mvcc_hash(mvcc_store *s, uint32_t *hash)
-{
-    crc_init();
+    mvcc_store *s = job->s;
     MDB_txn *txn;
-    int rc = store_rtxn_begin(s, &txn);
-    if (rc != 0) return rc;
+    mvcc_reader_enter(s);
+    int rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn);
+    if (rc != 0) {
+        mvcc_reader_exit(s);
+        return mdb_to_kerr(rc);
+    }
+    if (job->whole) {
+        rc = hash_all_txn(txn, s, hash);
+    } else {
+        /* a compaction committed since start counts, as if the request
+         * had come after it */
+        uint64_t crev;
+        MDB_val k = {sizeof "compact_rev" - 1, "compact_rev"}, d;
+        if (mdb_get(txn, s->meta, &k, &d) == 0 && d.mv_size == 8) {
+            crev = get_be64(d.mv_data);
+            if ((int64_t)crev > job->crev) job->crev = (int64_t)crev;
+        }
+        rc = job->rev <= job->crev ? KERR_COMPACTED
+                                   : hash_txn(txn, s, job->rev, job->crev, hash);
+    }
+    mdb_txn_abort(txn);
+    mvcc_reader_exit(s);
+    return rc;
+}
+
+int64_t mvcc_hash_kv_compact(const struct mvcc_hash_job *job) { return job->crev; }
+
+void mvcc_hash_kv_end(struct mvcc_hash_job *job) { free(job); }
+
+/* Every table's records, in order (the applied index left out). */
+static int hash_all_txn(MDB_txn *txn, mvcc_store *s, uint32_t *hash)
+{
     MDB_dbi dbis[] = {s->keys, s->idx, s->hist, s->meta, s->lease, s->lkeys, s->auth, s->alarm};
     static const char *const names[] = {"keys", "idx", "hist", "meta", "lease", "lkeys", "auth",
                                         "alarm"};
     uint32_t h = 0;
-    int ret = 0;
+    int rc, ret = 0;
     for (size_t i = 0; i < sizeof dbis / sizeof dbis[0] && ret == 0; i++) {
         MDB_cursor *cur;
         if ((rc = mdb_cursor_open(txn, dbis[i], &cur)) != 0) {
@@ -240,7 +254,30 @@ int mvcc_hash(mvcc_store *s, uint32_t *hash)
         if (rc != MDB_NOTFOUND) ret = mdb_to_kerr(rc);
         mdb_cursor_close(cur);
     }
-    store_rtxn_end(s);
     if (ret == 0) *hash = h;
     return ret;
+}
+
+int mvcc_hash(mvcc_store *s, uint32_t *hash)
+{
+    crc_init();
+    MDB_txn *txn;
+    int rc = store_rtxn_begin(s, &txn);
+    if (rc != 0) return rc;
+    rc = hash_all_txn(txn, s, hash);
+    store_rtxn_end(s);
+    return rc;
+}
+
+int mvcc_hash_start(mvcc_store *s, struct mvcc_hash_job **job)
+{
+    crc_init();
+    int rc = mvcc_flush(s);
+    if (rc != 0) return rc;
+    struct mvcc_hash_job *j = calloc(1, sizeof *j);
+    if (j == NULL) return KERR_NOMEM;
+    j->s = s;
+    j->whole = true;
+    *job = j;
+    return 0;
 }

@@ -246,15 +246,20 @@ int mvcc_alarm_list(mvcc_store *s, Etcdserverpb__AlarmMember **out, size_t *n);
  * KERR_CORRUPT, KERR_IO. Runs on the loop (reads every change kept). */
 int mvcc_hash_kv(mvcc_store *s, int64_t rev, uint32_t *hash, int64_t *current,
                  int64_t *compact);
-/* The same off the loop: mvcc_hash_kv_start (loop) checks rev and takes a
- * read snapshot of everything applied (the batch is committed first);
- * mvcc_hash_kv_run computes on any thread; mvcc_hash_kv_end (loop) drops
- * the snapshot. A defrag does not swap while a job is open (the swap
- * answers KERR_BUSY). start: the errors of mvcc_hash_kv, KERR_NOMEM. */
+/* The same off the loop: mvcc_hash_kv_start (loop) checks rev and commits
+ * the batch; mvcc_hash_kv_run computes on any thread, from a read snapshot
+ * taken there (under mvcc_reader_enter; a compaction applied meanwhile is
+ * taken into account as if the request came then: *compact of start may
+ * change, see mvcc_hash_kv_compact); mvcc_hash_kv_end (loop) frees the
+ * job. start: the errors of mvcc_hash_kv, KERR_NOMEM; run: the same. */
 struct mvcc_hash_job;
 int mvcc_hash_kv_start(mvcc_store *s, int64_t rev, struct mvcc_hash_job **job, int64_t *current,
                        int64_t *compact);
 int mvcc_hash_kv_run(struct mvcc_hash_job *job, uint32_t *hash);
+int64_t mvcc_hash_kv_compact(const struct mvcc_hash_job *job);
+/* The same for Maintenance.Hash (mvcc_hash): run with mvcc_hash_kv_run,
+ * end with mvcc_hash_kv_end. Returns 0, KERR_NOMEM or KERR_IO. */
+int mvcc_hash_start(mvcc_store *s, struct mvcc_hash_job **job);
 void mvcc_hash_kv_end(struct mvcc_hash_job *job);
 /* Maintenance.Hash: crc32c of every table's records (the meta table's
  * applied index and member records excluded, which differ between
@@ -295,10 +300,15 @@ void mvcc_defrag_abort(mvcc_store *s);
  * a big file: call it from another thread, before the next begin). */
 void mvcc_defrag_cleanup(mvcc_store *s);
 bool mvcc_defrag_running(const mvcc_store *s);
-/* For anything that reads the environment from another thread (its own
- * read txn, e.g. a snapshot stream): while pinned, a defrag does not swap
- * the file (mvcc_defrag_swap answers KERR_BUSY and the server retries).
- * Loop thread only; every pin needs its unpin. */
+/* Anything that uses the environment from another thread (its own read
+ * txn, mdb_env_copy*: snapshot streams, Raft snapshot copies) brackets
+ * that use with mvcc_reader_enter / mvcc_reader_exit (a read lock, any
+ * thread, never held across a wait for the loop): a defrag swap (or
+ * anything else that closes the environment, which takes the lock for
+ * writing) then waits for it. mvcc_pin / mvcc_unpin (loop thread only) do
+ * the same for readers the loop holds between callbacks. */
+void mvcc_reader_enter(mvcc_store *s);
+void mvcc_reader_exit(mvcc_store *s);
 void mvcc_pin(mvcc_store *s);
 void mvcc_unpin(mvcc_store *s);
 

@@ -4,6 +4,7 @@
 #define KETCH_MVCC_MVCC_INT_H
 
 #include <lmdb.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
@@ -49,7 +50,11 @@ struct mvcc_store {
      * still to be swept, from hist key phys_pos on */
     int64_t phys_target;
     uint8_t phys_pos[16];
-    /* read snapshots used on other threads (hash.c): no defrag swap then */
+    /* Readers of the environment on other threads hold env_lock for
+     * reading (mvcc_reader_enter); whatever closes or swaps the environment
+     * (the defrag swap) takes it for writing. offloop_readers counts the
+     * loop-held pins (mvcc_pin). */
+    pthread_rwlock_t *env_lock;
     int offloop_readers;
     /* defragmentation in progress (defrag.c); NULL if none */
     struct defrag *defrag;

@@ -245,12 +245,17 @@ int mvcc_open(mvcc_store **out, const char *dir, size_t map_size)
     s->dir = strdup(dir);
     s->map_size = map_size;
     s->bcrypt_cost = 10;
-    if (s->dir == NULL) {
+    s->env_lock = malloc(sizeof *s->env_lock);
+    if (s->dir == NULL || s->env_lock == NULL || pthread_rwlock_init(s->env_lock, NULL) != 0) {
+        free(s->env_lock);
+        free(s->dir);
         free(s);
         return KERR_NOMEM;
     }
     int rc = store_env_open(s);
     if (rc != 0) {
+        pthread_rwlock_destroy(s->env_lock);
+        free(s->env_lock);
         free(s->dir);
         free(s);
         return rc;
@@ -265,6 +270,8 @@ void mvcc_close(mvcc_store *s)
     mvcc_defrag_abort(s);
     mvcc_flush(s);
     store_env_close(s, true);
+    pthread_rwlock_destroy(s->env_lock);
+    free(s->env_lock);
     free(s->dir);
     free(s);
 }

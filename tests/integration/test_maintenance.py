@@ -20,12 +20,18 @@ import grpc
 import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from harness import ETCD, Server, start_cluster, start_pair, _test_deadline  # noqa: E402,F401
+from harness import (ETCD, Server, is_etcd, server_under_test_binary, start_cluster,  # noqa: E402,F401
+                     start_pair, _test_deadline)
 
 import etcd3  # noqa: E402
 from etcd3 import etcdrpc  # noqa: E402
 
 NOSPACE = "etcdserver: mvcc: database space exceeded"
+# what only ketch has (its log, its data dir layout, test knobs and tools),
+# or etcd 3.5 behaviour that Debian's etcd 3.4 lacks (/health reasons and
+# query), or ketch's prompt dbSizeInUse after a compaction
+ketch_only = pytest.mark.skipif(is_etcd(server_under_test_binary()),
+                                reason="ketch specific, or etcd 3.5 behaviour etcd 3.4 lacks")
 QUOTA = 1000 * 1000
 
 
@@ -118,10 +124,11 @@ def test_quota_nospace_then_recover(request):
         assert srv.etcdctl("alarm", "list").stdout == ""
         assert srv.etcdctl("put", "after", "v").returncode == 0
         assert srv.etcdctl("get", "after", "--print-value-only").stdout == "v\n"
-    code, body = http(sut, "/health")
-    assert code == 200 and json.loads(body) == {"health": "true", "reason": ""}
+        code, body = http(srv, "/health")
+        assert code == 200 and json.loads(body)["health"] == "true"
 
 
+@ketch_only
 def test_health_reason_nospace(request):
     sut = start(request)
     c = client(sut)
@@ -204,6 +211,7 @@ def test_corrupt_alarm_as_etcd(request):
 # ---------------------------------------------------------------------------
 # Status and metrics
 
+@ketch_only
 def test_status_sizes_and_metrics(request):
     sut = start(request)
     c = client(sut)
@@ -322,6 +330,7 @@ def test_hash_stable(request):
 # ---------------------------------------------------------------------------
 # Defragment under load
 
+@ketch_only
 def test_defrag_under_write_load(request):
     sut = start(request)
     c = client(sut)
@@ -416,6 +425,7 @@ def test_auto_compaction_periodic(request):
     c.close()
 
 
+@ketch_only
 def test_auto_compaction_revision(request):
     sut = start(request, args=["--auto-compaction-mode", "revision",
                                "--auto-compaction-retention", "5",
@@ -432,6 +442,7 @@ def test_auto_compaction_revision(request):
     c.close()
 
 
+@ketch_only
 def test_bad_compaction_flags(request):
     s = Server(extra_args=["--auto-compaction-mode", "sometimes"])
     request.addfinalizer(s.cleanup)
@@ -444,6 +455,7 @@ def test_bad_compaction_flags(request):
 # ---------------------------------------------------------------------------
 # three members
 
+@ketch_only
 def test_cluster_nospace_everywhere_and_same_hashkv(request):
     """The alarm goes through Raft: once one member refuses a write over
     the quota, every member lists the alarm and refuses writes; HashKV is
@@ -454,7 +466,8 @@ def test_cluster_nospace_everywhere_and_same_hashkv(request):
     assert err == "Error: " + NOSPACE
     for m in ms:
         out = wait_for(lambda m=m: m.etcdctl("alarm", "list").stdout)
-        assert re.fullmatch(r"memberID:\d+ alarm:NOSPACE \n", out), out
+        # one per member whose own file is over the quota, as etcd
+        assert re.fullmatch(r"(memberID:\d+ alarm:NOSPACE \n)+", out), out
         out = m.etcdctl("put", "small", "v")
         assert last_error(out.stderr) == "Error: " + NOSPACE
         assert m.etcdctl("get", "k", "--prefix", "--keys-only").stdout.split() == keys
@@ -512,6 +525,7 @@ def test_maintenance_auth_as_etcd(request):
     assert any("permission denied" in r[2] for r in outs[0])
 
 
+@ketch_only
 def test_kill9_during_defrag_loses_nothing(request):
     """kill -9 at several points of a defrag under writes: after a restart
     every acknowledged write is there, and the next defrag works."""
@@ -567,6 +581,7 @@ def test_kill9_during_defrag_loses_nothing(request):
                                                             "defrag")))
 
 
+@ketch_only
 def test_corruption_check_raises_corrupt(request):
     """--experimental-corrupt-check-time: the leader compares HashKV with
     the other members; a follower whose store was damaged behind Raft's
@@ -616,10 +631,13 @@ def test_corruption_check_quiet_under_writes_and_compaction(request):
     for t in threads:
         t.start()
     try:
+        last = 1
         for round_ in range(4):
             time.sleep(0.5)
             rev = status(ms[0])["header"]["revision"]
-            assert ms[round_ % 3].etcdctl("compaction", str(rev - 50)).returncode == 0
+            if rev - 5 > last:  # slow builds may have written little
+                last = rev - 5
+                assert ms[round_ % 3].etcdctl("compaction", str(last)).returncode == 0
         assert ms[1].etcdctl("defrag").returncode == 0
         time.sleep(0.5)
     finally:
@@ -629,3 +647,19 @@ def test_corruption_check_quiet_under_writes_and_compaction(request):
     assert errors == []
     time.sleep(0.5)
     assert all(m.etcdctl("alarm", "list").stdout == "" for m in ms)
+
+
+@ketch_only
+def test_health_exclude_and_serializable(request):
+    sut = start(request)
+    c = client(sut)
+    alarm_rpc(sut, etcdrpc.AlarmRequest.ACTIVATE, etcdrpc.NOSPACE, 1)
+    assert http(sut, "/health")[0] == 503
+    code, body = http(sut, "/health?exclude=NOSPACE")
+    assert code == 200 and json.loads(body) == {"health": "true", "reason": ""}
+    alarm_rpc(sut, etcdrpc.AlarmRequest.ACTIVATE, etcdrpc.CORRUPT, 1)
+    code, body = http(sut, "/health?exclude=NOSPACE")
+    assert code == 503 and json.loads(body)["reason"] == "ALARM CORRUPT"
+    code, body = http(sut, "/health?exclude=NOSPACE&exclude=CORRUPT&serializable=true")
+    assert code == 200
+    c.close()

@@ -261,25 +261,44 @@ static void test_hash_kv_job(void **state)
     struct fx *f = *state;
     assert_int_equal(put(f, "a", "1"), 0);
     assert_int_equal(put(f, "b", "2"), 0);
-    uint32_t h0, h1, h2;
+    uint32_t h0, h1;
     int64_t cur, crev;
     assert_int_equal(mvcc_hash_kv(f->s, 0, &h0, &cur, &crev), 0);
     struct mvcc_hash_job *job;
     assert_int_equal(mvcc_hash_kv_start(f->s, 0, &job, &cur, &crev), 0);
     assert_int_equal(cur, 3);
-    /* applies after the snapshot are not in it */
+    /* applies after start are above its revision: not in the hash */
     assert_int_equal(put(f, "c", "3"), 0);
-    /* a defrag cannot swap under it */
+    /* a defrag cannot swap under a reader on another thread, nor a pin */
     assert_int_equal(mvcc_defrag_begin(f->s), 0);
     assert_int_equal(mvcc_defrag_copy(f->s), 0);
+    mvcc_reader_enter(f->s);
     assert_int_equal(mvcc_defrag_swap(f->s), KERR_BUSY);
+    mvcc_reader_exit(f->s);
+    mvcc_pin(f->s);
+    assert_int_equal(mvcc_defrag_swap(f->s), KERR_BUSY);
+    mvcc_unpin(f->s);
     assert_int_equal(mvcc_hash_kv_run(job, &h1), 0);
     assert_int_equal(h0, h1);
     mvcc_hash_kv_end(job);
     assert_int_equal(mvcc_defrag_swap(f->s), 0);
-    assert_int_equal(mvcc_hash_kv(f->s, 3, &h2, &cur, &crev), 0);
-    assert_int_equal(h0, h2);
+    /* a compaction between start and run counts */
+    assert_int_equal(mvcc_hash_kv_start(f->s, 2, &job, &cur, &crev), 0);
+    assert_int_equal(compact(f, 3), 0);
+    assert_int_equal(mvcc_flush(f->s), 0);
+    assert_int_equal(mvcc_hash_kv_run(job, &h1), KERR_COMPACTED);
+    mvcc_hash_kv_end(job);
     assert_int_equal(mvcc_hash_kv_start(f->s, 9, &job, &cur, &crev), KERR_FUTURE_REV);
+    /* Maintenance.Hash the same way */
+    uint32_t w0, w1;
+    assert_int_equal(mvcc_hash(f->s, &w0), 0);
+    assert_int_equal(mvcc_hash_start(f->s, &job), 0);
+    assert_int_equal(put(f, "d", "4"), 0);
+    assert_int_equal(mvcc_hash_kv_run(job, &w1), 0);
+    mvcc_hash_kv_end(job);
+    assert_int_equal(w0, w1);
+    assert_int_equal(mvcc_hash(f->s, &w1), 0);
+    assert_int_not_equal(w0, w1);
 }
 
 static void test_defrag_abort(void **state)
