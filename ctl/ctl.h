@@ -38,6 +38,7 @@ struct ctl_global {
     bool hex;
     bool value_only; /* get --print-value-only (simple printer) */
     const char *cacert, *cert, *key, *user, *password;
+    bool insecure_transport, skip_verify;
 };
 extern struct ctl_global g;
 
@@ -69,6 +70,38 @@ const char *ctl_err_text(int status, const char *message);
 /* Prints clientv3's "retrying of unary invoker failed" warn line. */
 void ctl_warn_line(const char *endpoint, int status, const char *message);
 void ctl_reply_free(struct ctl_reply *r);
+/* ctl_call, then the reply unpacked as resp; on an error prints etcdctl's
+ * "Error: <text>" and exits 1. The message is the caller's (never freed). */
+ProtobufCMessage *ctl_rpc(const char *path, const ProtobufCMessage *req,
+                          const ProtobufCMessageDescriptor *resp);
+
+/* As ctl_call with its own timeout (<= 0: none; the connection is still
+ * bounded by --command-timeout), for calls that wait (lock, campaign). */
+int ctl_call_wait(const char *path, const ProtobufCMessage *req, struct ctl_reply *out,
+                  int64_t timeout_ms);
+/* concurrency.NewSession: keeps lease alive (every ttl/3 s) for as long as
+ * the loop runs (inside ctl_call*, ctl_wait_signal, ctl_spawn_wait).
+ * Returns 0 or a gRPC status. */
+int ctl_session_start(int64_t lease, int64_t ttl_s);
+bool ctl_session_expired(void);
+/* From now on SIGINT/SIGTERM are only noted (for ctl_wait_signal). */
+void ctl_catch_signals(void);
+/* Runs until SIGINT/SIGTERM (true) or the session expires (false). */
+bool ctl_wait_signal(void);
+/* Runs argv (PATH searched) with env, stdio inherited, the session kept
+ * alive meanwhile. Returns its exit status (signal in *signal_out), or a
+ * negative libuv error when it could not start. */
+int ctl_spawn_wait(char **argv, char **env, int *signal_out);
+
+/* The loop and the (connected, authenticated) connection of rpc.c, for
+ * commands that drive src/client asynchronously (make-mirror). Exits as
+ * etcdctl when no endpoint answers. */
+struct uv_loop_s *ctl_loop(void);
+struct client_conn *ctl_connect(void);
+/* A TLS client context from files (exits on an error). */
+struct tls_ctx;
+int ctl_tls_ctx(const char *cacert, const char *cert, const char *key, bool skip_verify,
+                struct tls_ctx **out);
 
 /* Streams: msg_cb gets each response message; returns when the stream
  * ends (returns its status) or when done_cb asks (returns 0). */
@@ -137,6 +170,17 @@ void print_ep_health(const struct ep_health *h, size_t n);
  * current printer lacks a method (fields/table printers of printer.go). */
 void print_need_rpc_printer(void);
 
+/* ---- pbout.c: any message by its descriptor ---- */
+/* Go's encoding/json of the gogo struct (no newline). */
+void out_pb_json(struct buf *b, const ProtobufCMessage *m);
+/* printer_protobuf.go: the marshalled message, raw on stdout. */
+void out_pb_raw(const ProtobufCMessage *m);
+/* -w json / protobuf: prints m and returns true; -w table: exits with
+ * etcdctl's "table not supported"; simple / fields: returns false. */
+bool print_generic(const ProtobufCMessage *m);
+/* The fields printer's header lines. */
+void print_fields_header(const Etcdserverpb__ResponseHeader *h);
+
 /* ---- commands ---- */
 int cmd_get(int argc, char **argv);
 int cmd_put(int argc, char **argv);
@@ -149,6 +193,26 @@ int cmd_member(int argc, char **argv);
 int cmd_endpoint(int argc, char **argv);
 int cmd_alarm(int argc, char **argv);
 int cmd_k8s(int argc, char **argv);
+int cmd_user(int argc, char **argv);
+/* speakeasy.Ask as etcdctl: prompt on stdout, a line from stdin (malloc'd). */
+char *ctl_ask_password(const char *prompt);
+int cmd_defrag(int argc, char **argv);
+int cmd_lock(int argc, char **argv);
+int cmd_make_mirror(int argc, char **argv);
+int cmd_check(int argc, char **argv);
+/* watchi.c: watch -i with the command line's --prefix/--rev/--prev-kv. */
+int ctl_watch_interactive(bool prefix, int64_t rev, bool prev);
+int cmd_elect(int argc, char **argv);
+int cmd_move_leader(int argc, char **argv);
+/* admin.c: member add/remove/update/promote (-1: not one of them). */
+int ctl_member_admin(const char *sub, int argc, char **argv);
+int ctl_endpoint_hashkv(char **eps, size_t n, int64_t rev);
+/* other.c: the endpoints to talk to, or with cluster the members' client
+ * URLs from the member list. */
+char **ctl_endpoints(bool cluster, size_t *n);
+int cmd_role(int argc, char **argv);
+int cmd_auth(int argc, char **argv);
+int cmd_snapshot(int argc, char **argv); /* snapshot.c */
 
 /* ---- flags (main.c) ---- */
 enum flag_type { F_BOOL, F_STR, F_INT, F_DUR };

@@ -14,14 +14,15 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "ctl.h"
+#include "k8s.h"
 
-#define FEND {NULL, 0, 0, NULL, false}
+
 
 struct obj {
     char *key;
     const uint8_t *val;
     size_t len;
+    int64_t mod_revision;
     char resource[128], group[128], ns[256], name[512];
     char enc[160]; /* protobuf / json / encrypted:<provider>[:<key>] / raw */
 };
@@ -228,6 +229,7 @@ static struct obj *load(const char *resource, const char *ns, size_t *n)
         o->key = strndup((const char *)r->kvs[i]->key.data, r->kvs[i]->key.len);
         o->val = r->kvs[i]->value.data;
         o->len = r->kvs[i]->value.len;
+        o->mod_revision = r->kvs[i]->mod_revision;
         classify(o);
         if (resource && *resource && strcmp(o->resource, resource))
             continue;
@@ -554,14 +556,144 @@ static void show_value(const struct obj *o)
     }
 }
 
+/* The stored value, decrypted when it is encrypted and a key is loaded.
+ * Returns the bytes to decode (o->val or a malloc'd plaintext in *plain);
+ * NULL with the reason in why when it cannot be decrypted. */
+static const uint8_t *plain_value(const struct obj *o, size_t *n, uint8_t **plain, char *why,
+                                  size_t cap)
+{
+    *plain = NULL;
+    if (strncmp(o->enc, "encrypted", 9)) {
+        *n = o->len;
+        return o->val ? o->val : (const uint8_t *)"";
+    }
+    if (k8s_decrypt(o->key, o->val, o->len, plain, n, why, cap))
+        return NULL;
+    return *plain;
+}
+
+/* kube-apiserver stores objects without metadata.resourceVersion and fills
+ * it with the key's mod_revision when it reads them: so does this, at its
+ * place in ObjectMeta's order. */
+static void set_resource_version(json_t *j, int64_t rev)
+{
+    json_t *m = json_object_get(j, "metadata");
+    if (!json_is_object(m))
+        return;
+    static const char *const after[] = {"generation", "creationTimestamp", "deletionTimestamp",
+                                        "deletionGracePeriodSeconds", "labels", "annotations",
+                                        "ownerReferences", "finalizers", "managedFields"};
+    char rv[32];
+    snprintf(rv, sizeof rv, "%lld", (long long)rev);
+    json_t *n = json_object();
+    bool done = false;
+    const char *k;
+    json_t *v;
+    json_object_foreach(m, k, v)
+    {
+        if (!strcmp(k, "resourceVersion"))
+            continue;
+        for (size_t i = 0; i < sizeof after / sizeof after[0] && !done; i++)
+            if (!strcmp(k, after[i])) {
+                json_object_set_new(n, "resourceVersion", json_string(rv));
+                done = true;
+            }
+        json_object_set(n, k, v);
+    }
+    if (!done)
+        json_object_set_new(n, "resourceVersion", json_string(rv));
+    json_object_set_new(j, "metadata", n);
+}
+
+/* -o json|yaml: the object as kubectl prints it. */
+/* The object as kubectl shows it (decrypted, decoded, resourceVersion
+ * set); NULL with the reason in why. */
+static json_t *obj_json(const struct obj *o, char *why, size_t cap)
+{
+    char r[512];
+    size_t n;
+    uint8_t *plain;
+    const uint8_t *v = plain_value(o, &n, &plain, r, sizeof r);
+    if (!v) {
+        snprintf(why, cap, "%s: %s", o->key, r);
+        return NULL;
+    }
+    json_t *j = NULL;
+    if (n >= 4 && !memcmp(v, "k8s\0", 4)) {
+        j = k8s_pb_to_json(v, n, r, sizeof r);
+        if (!j)
+            snprintf(why, cap, "%s: %s", o->key, r);
+    } else if (n && (v[0] == '{' || v[0] == '[')) {
+        json_error_t e;
+        j = json_loadb((const char *)v, n, 0, &e);
+        if (!j)
+            snprintf(why, cap, "%s: invalid JSON value: %s", o->key, e.text);
+    } else {
+        snprintf(why, cap, "%s: neither Kubernetes protobuf nor JSON (%zu bytes)", o->key, n);
+    }
+    free(plain);
+    if (j)
+        set_resource_version(j, o->mod_revision);
+    return j;
+}
+
+json_t *k8s_value_json(const char *key, const uint8_t *v, size_t n, int64_t mod_revision, char *why,
+                       size_t cap)
+{
+    struct obj o = {.key = (char *)key, .val = v, .len = n, .mod_revision = mod_revision};
+    classify_value(&o);
+    return obj_json(&o, why, cap);
+}
+
+static void print_fmt(const json_t *j, const char *fmt)
+{
+    if (!strcmp(fmt, "json"))
+        k8s_print_json(j);
+    else
+        k8s_print_yaml(j);
+}
+
+/* k8s get <resource> -o json|yaml (no name): a List, as kubectl prints one;
+ * objects that cannot be decoded are named on stderr (exit 1). */
+static int show_list(struct obj *v, size_t cnt, const char *fmt)
+{
+    json_t *items = json_array();
+    int rc = 0;
+    for (size_t i = 0; i < cnt; i++) {
+        char why[1024];
+        json_t *j = obj_json(&v[i], why, sizeof why);
+        if (!j) {
+            fprintf(stderr, "error: %s\n", why);
+            rc = EXIT_ERR;
+            continue;
+        }
+        json_array_append_new(items, j);
+    }
+    json_t *list = json_object();
+    json_object_set_new(list, "apiVersion", json_string("v1"));
+    json_object_set_new(list, "items", items);
+    json_object_set_new(list, "kind", json_string("List"));
+    json_object_set_new(list, "metadata", json_pack("{s:s}", "resourceVersion", ""));
+    print_fmt(list, fmt);
+    json_decref(list);
+    return rc;
+}
+
 static int k8s_get(int argc, char **argv)
 {
-    const char *ns = "";
-    struct flag fl[] = {{"namespace", 'n', F_STR, &ns, false}, FEND};
+    const char *ns = "", *outf = "", *encf = "";
+    struct flag fl[] = {{"namespace", 'n', F_STR, &ns, false},
+                        {"output", 'o', F_STR, &outf, false},
+                        {"encryption-config", 0, F_STR, &encf, false}, FEND};
     int n = ctl_parse(argc, argv, fl);
-    if (n != 2)
-        ctl_die(EXIT_BAD_ARGS, "k8s get needs <resource> <name>");
+    if (n != 2 && !(n == 1 && *outf))
+        ctl_die(EXIT_BAD_ARGS, "k8s get needs <resource> <name> (or <resource> -o json|yaml for all of them)");
+    if (*outf && strcmp(outf, "json") && strcmp(outf, "yaml"))
+        ctl_die(EXIT_BAD_ARGS, "unable to match a printer suitable for the output format \"%s\", "
+                               "allowed formats are: json,yaml", outf);
     ctl_init_display();
+    if (*encf)
+        k8s_crypt_load(encf);
     size_t cnt;
     const char *res = argv[0];
     /* accept "deployments.apps" as well as "deployments" */
@@ -571,8 +703,35 @@ static int k8s_get(int argc, char **argv)
     if (dot)
         *dot = 0;
     struct obj *v = load(base, ns, &cnt);
+    if (n == 1)
+        return show_list(v, cnt, outf);
     for (size_t i = 0; i < cnt; i++)
         if (!strcmp(v[i].name, argv[1])) {
+            if (*outf) {
+                char why[1024];
+                json_t *j = obj_json(&v[i], why, sizeof why);
+                if (!j)
+                    ctl_die(EXIT_ERR, "%s", why);
+                print_fmt(j, outf);
+                json_decref(j);
+                return 0;
+            }
+            if (!strncmp(v[i].enc, "encrypted", 9) && k8s_crypt_nkeys()) {
+                char why[512];
+                size_t pn;
+                uint8_t *plain;
+                const uint8_t *pv = plain_value(&v[i], &pn, &plain, why, sizeof why);
+                if (!pv)
+                    ctl_die(EXIT_ERR, "%s: %s", v[i].key, why);
+                printf("encrypted: %s\n", v[i].enc + 10);
+                struct obj d = v[i];
+                d.val = pv;
+                d.len = pn;
+                classify_value(&d);
+                show_value(&d);
+                free(plain);
+                return 0;
+            }
             show_value(&v[i]);
             return 0;
         }
@@ -582,16 +741,21 @@ static int k8s_get(int argc, char **argv)
 static int k8s_secrets(int argc, char **argv)
 {
     bool audit = false;
-    struct flag fl[] = {{"audit", 0, F_BOOL, &audit, false}, FEND};
+    const char *encf = "";
+    struct flag fl[] = {{"audit", 0, F_BOOL, &audit, false},
+                        {"encryption-config", 0, F_STR, &encf, false}, FEND};
     ctl_parse(argc, argv, fl);
     ctl_init_display();
+    if (*encf)
+        k8s_crypt_load(encf);
     size_t cnt;
     struct obj *v = load("secrets", NULL, &cnt);
-    static const char *const hdr[] = {"NAMESPACE", "NAME", "STORED", "PROVIDER", "KEY"};
+    static const char *const hdr[] = {"NAMESPACE", "NAME", "STORED", "PROVIDER", "KEY", "DECRYPTS"};
+    size_t ncol = *encf ? 6 : 5;
     char ***rows = calloc(cnt + 1, sizeof *rows);
-    size_t plain = 0;
+    size_t plain = 0, bad = 0;
     for (size_t i = 0; i < cnt; i++) {
-        rows[i] = calloc(5, sizeof(char *));
+        rows[i] = calloc(6, sizeof(char *));
         rows[i][0] = v[i].ns;
         rows[i][1] = v[i].name;
         if (!strncmp(v[i].enc, "encrypted:", 10)) {
@@ -601,207 +765,42 @@ static int k8s_secrets(int argc, char **argv)
             rows[i][2] = "encrypted";
             rows[i][3] = prov;
             rows[i][4] = key ? key : "-";
+            if (*encf) {
+                char why[512];
+                size_t pn;
+                uint8_t *p;
+                if (plain_value(&v[i], &pn, &p, why, sizeof why)) {
+                    rows[i][5] = "yes";
+                    free(p);
+                } else {
+                    rows[i][5] = fmt_str("no: %s", why);
+                    bad++;
+                }
+            }
         } else {
             rows[i][2] = "plain";
             rows[i][3] = strdup(v[i].enc);
             rows[i][4] = "-";
+            rows[i][5] = "-";
             plain++;
         }
     }
-    plain_table(hdr, 5, rows, cnt);
-    if (audit)
+    plain_table(hdr, ncol, rows, cnt);
+    if (audit) {
         printf("\n%zu secrets: %zu plain, %zu encrypted\n", cnt, plain, cnt - plain);
-    return 0;
-}
-
-/* ---- seed ---- */
-
-static void pb_varint(struct buf *b, uint64_t v)
-{
-    do {
-        uint8_t c = (uint8_t)(v & 0x7f);
-        v >>= 7;
-        if (v)
-            c |= 0x80;
-        buf_put(b, &c, 1);
-    } while (v);
-}
-
-static void pb_bytes(struct buf *b, unsigned field, const void *p, size_t n)
-{
-    pb_varint(b, (uint64_t)field << 3 | 2);
-    pb_varint(b, n);
-    buf_put(b, p, n);
-}
-
-static void pb_str(struct buf *b, unsigned field, const char *s)
-{
-    pb_bytes(b, field, s, strlen(s));
-}
-
-static void pb_msg(struct buf *b, unsigned field, struct buf *m)
-{
-    pb_bytes(b, field, m->p ? m->p : "", m->len);
-    buf_free(m);
-}
-
-/* A core object as kube-apiserver stores it: "k8s\0" + runtime.Unknown. */
-static struct buf k8s_proto(const char *api, const char *kind, const char *ns, const char *name,
-                            int variant)
-{
-    struct buf meta = {0}, obj = {0}, tm = {0}, out = {0};
-    pb_str(&meta, 1, name);
-    if (ns && *ns)
-        pb_str(&meta, 3, ns);
-    char uid[64];
-    snprintf(uid, sizeof uid, "6b1c%04x-0a1b-4c2d-8e3f-%012x", ((unsigned)variant * 7919u) & 0xffff,
-             (unsigned)(strlen(name) * 131 + (unsigned)variant));
-    pb_str(&meta, 5, uid);
-    struct buf ts = {0};
-    pb_varint(&ts, 1 << 3 | 0);
-    pb_varint(&ts, 1700000000 + (uint64_t)variant);
-    pb_msg(&meta, 8, &ts);
-    struct buf lbl = {0};
-    pb_str(&lbl, 1, "app");
-    pb_str(&lbl, 2, name);
-    pb_msg(&meta, 11, &lbl);
-    pb_msg(&obj, 1, &meta);
-    if (!strcmp(kind, "Secret")) {
-        struct buf e = {0};
-        pb_str(&e, 1, "password");
-        pb_str(&e, 2, "s3cr3t");
-        pb_msg(&obj, 2, &e);
-        pb_str(&obj, 3, "Opaque");
-    } else if (!strcmp(kind, "ConfigMap")) {
-        struct buf e = {0};
-        pb_str(&e, 1, "config.yaml");
-        pb_str(&e, 2, "log-level: info\n");
-        pb_msg(&obj, 2, &e);
-    } else {
-        struct buf spec = {0};
-        pb_varint(&spec, 1 << 3 | 0);
-        pb_varint(&spec, 1 + (uint64_t)variant % 3);
-        pb_str(&spec, 2, "spec");
-        pb_msg(&obj, 2, &spec);
+        if (*encf)
+            printf("%zu encrypted secrets do not decrypt with the given keys\n", bad);
+        if (plain)
+            printf("WARNING: %zu secrets are stored in plain text: configure encryption at rest "
+                   "(EncryptionConfiguration) and rewrite them\n", plain);
     }
-    buf_put(&out, "k8s\0", 4);
-    pb_str(&tm, 1, api);
-    pb_str(&tm, 2, kind);
-    struct buf env = {0};
-    pb_msg(&env, 1, &tm);
-    pb_msg(&env, 2, &obj);
-    pb_str(&env, 3, "");
-    pb_str(&env, 4, "");
-    buf_put(&out, env.p, env.len);
-    buf_free(&env);
-    return out;
-}
-
-static int seed_put(const char *key, const void *v, size_t n)
-{
-    Etcdserverpb__PutRequest pr = ETCDSERVERPB__PUT_REQUEST__INIT;
-    pr.key = (ProtobufCBinaryData){strlen(key), (uint8_t *)key};
-    pr.value = (ProtobufCBinaryData){n, (uint8_t *)v};
-    struct ctl_reply r;
-    if (ctl_call("/etcdserverpb.KV/Put", &pr.base, &r))
-        ctl_die(EXIT_ERR, "%s", ctl_err_text(r.status, r.message));
-    ctl_reply_free(&r);
-    return 1;
-}
-
-static int k8s_seed(int argc, char **argv)
-{
-    ctl_parse(argc, argv, (struct flag[]){FEND});
-    ctl_init_display();
-    static const struct {
-        const char *path, *api, *kind, *ns, *name;
-    } core[] = {
-        {"namespaces", "v1", "Namespace", NULL, "default"},
-        {"namespaces", "v1", "Namespace", NULL, "kube-system"},
-        {"namespaces", "v1", "Namespace", NULL, "web"},
-        {"minions", "v1", "Node", NULL, "node-1"},
-        {"minions", "v1", "Node", NULL, "node-2"},
-        {"clusterroles", "rbac.authorization.k8s.io/v1", "ClusterRole", NULL, "admin"},
-        {"clusterroles", "rbac.authorization.k8s.io/v1", "ClusterRole", NULL, "system:node"},
-        {"clusterrolebindings", "rbac.authorization.k8s.io/v1", "ClusterRoleBinding", NULL, "cluster-admin"},
-        {"roles", "rbac.authorization.k8s.io/v1", "Role", "kube-system", "extension-apiserver-authentication-reader"},
-        {"rolebindings", "rbac.authorization.k8s.io/v1", "RoleBinding", "kube-system", "system:controller:bootstrap-signer"},
-        {"serviceaccounts", "v1", "ServiceAccount", "default", "default"},
-        {"serviceaccounts", "v1", "ServiceAccount", "kube-system", "coredns"},
-        {"configmaps", "v1", "ConfigMap", "kube-system", "coredns"},
-        {"configmaps", "v1", "ConfigMap", "web", "frontend-config"},
-        {"controllerrevisions", "apps/v1", "ControllerRevision", "kube-system", "kube-proxy-5d8c7f9b4"},
-        {"daemonsets", "apps/v1", "DaemonSet", "kube-system", "kube-proxy"},
-        {"deployments", "apps/v1", "Deployment", "kube-system", "coredns"},
-        {"deployments", "apps/v1", "Deployment", "web", "frontend"},
-        {"replicasets", "apps/v1", "ReplicaSet", "web", "frontend-7c9f8d6b5"},
-        {"statefulsets", "apps/v1", "StatefulSet", "web", "db"},
-        {"pods", "v1", "Pod", "kube-system", "coredns-5d78c9869d-abcde"},
-        {"pods", "v1", "Pod", "web", "frontend-7c9f8d6b5-x2x7q"},
-        {"pods", "v1", "Pod", "web", "db-0"},
-        {"secrets", "v1", "Secret", "default", "db-password"},
-        {"secrets", "v1", "Secret", "kube-system", "bootstrap-token-abcdef"},
-        {"services/specs", "v1", "Service", "default", "kubernetes"},
-        {"services/specs", "v1", "Service", "web", "frontend"},
-        {"services/endpoints", "v1", "Endpoints", "default", "kubernetes"},
-        {"services/endpoints", "v1", "Endpoints", "web", "frontend"},
-        {"events", "v1", "Event", "web", "frontend-7c9f8d6b5-x2x7q.17a8b2c3d4e5f607"},
-        {"leases", "coordination.k8s.io/v1", "Lease", "kube-node-lease", "node-1"},
-        {"leases", "coordination.k8s.io/v1", "Lease", "kube-system", "kube-scheduler"},
-    };
-    int n = 0;
-    for (size_t i = 0; i < sizeof core / sizeof core[0]; i++) {
-        char key[512];
-        if (core[i].ns)
-            snprintf(key, sizeof key, "/registry/%s/%s/%s", core[i].path, core[i].ns, core[i].name);
-        else
-            snprintf(key, sizeof key, "/registry/%s/%s", core[i].path, core[i].name);
-        struct buf v = k8s_proto(core[i].api, core[i].kind, core[i].ns, core[i].name, (int)i);
-        n += seed_put(key, v.p, v.len);
-        buf_free(&v);
-    }
-    /* ranges: RangeAllocation */
-    struct buf v = k8s_proto("v1", "RangeAllocation", NULL, "", 100);
-    n += seed_put("/registry/ranges/serviceips", v.p, v.len);
-    buf_free(&v);
-    v = k8s_proto("v1", "RangeAllocation", NULL, "", 101);
-    n += seed_put("/registry/ranges/servicenodeports", v.p, v.len);
-    buf_free(&v);
-    /* JSON: apiservices and custom resources */
-    static const char apisvc[] =
-        "{\"kind\":\"APIService\",\"apiVersion\":\"apiregistration.k8s.io/v1\",\"metadata\":{\"name\":"
-        "\"v1.apps\",\"uid\":\"0f3a6a52-7d0e-4a33-9d4b-4a1a3c2d9e01\",\"creationTimestamp\":"
-        "\"2024-01-01T00:00:00Z\",\"labels\":{\"kube-aggregator.kubernetes.io/automanaged\":"
-        "\"onstart\"}},\"spec\":{\"group\":\"apps\",\"version\":\"v1\",\"groupPriorityMinimum\":"
-        "17800,\"versionPriority\":15},\"status\":{\"conditions\":[{\"type\":\"Available\","
-        "\"status\":\"True\",\"reason\":\"Local\"}]}}\n";
-    n += seed_put("/registry/apiregistration.k8s.io/apiservices/v1.apps", apisvc, strlen(apisvc));
-    static const char crd[] =
-        "{\"apiVersion\":\"stable.example.com/v1\",\"kind\":\"CronTab\",\"metadata\":{\"name\":"
-        "\"my-crontab\",\"namespace\":\"web\",\"uid\":\"a1b2c3d4-0000-4000-8000-000000000001\"},"
-        "\"spec\":{\"cronSpec\":\"* * * * */5\",\"image\":\"my-cron-image\"}}\n";
-    n += seed_put("/registry/stable.example.com/crontabs/web/my-crontab", crd, strlen(crd));
-    static const char ccrd[] =
-        "{\"apiVersion\":\"cert-manager.io/v1\",\"kind\":\"ClusterIssuer\",\"metadata\":{\"name\":"
-        "\"letsencrypt\",\"uid\":\"a1b2c3d4-0000-4000-8000-000000000002\"},\"spec\":{\"acme\":{}}}\n";
-    n += seed_put("/registry/cert-manager.io/clusterissuers/letsencrypt", ccrd, strlen(ccrd));
-    /* an encrypted-at-rest secret (aescbc, key "key1": IV + ciphertext) */
-    struct buf enc = {0};
-    buf_puts(&enc, "k8s:enc:aescbc:v1:key1:");
-    for (int i = 0; i < 64; i++) {
-        uint8_t c = (uint8_t)(i * 37 + 11);
-        buf_put(&enc, &c, 1);
-    }
-    n += seed_put("/registry/secrets/web/tls-cert", enc.p, enc.len);
-    buf_free(&enc);
-    printf("seeded %d keys under /registry/\n", n);
     return 0;
 }
 
 int cmd_k8s(int argc, char **argv)
 {
     if (argc < 1)
-        ctl_die(EXIT_BAD_ARGS, "k8s <subcommand>: ls [resource] [-n ns], summary, get <resource> <name> [-n ns], secrets [--audit], seed");
+        ctl_die(EXIT_BAD_ARGS, "k8s <subcommand>: ls [resource] [-n ns], summary, get <resource> <name> [-n ns] [-o json|yaml] [--encryption-config FILE], secrets [--audit], watch [resource] [-n ns], seed");
     const char *sub = argv[0];
     if (!strcmp(sub, "ls"))
         return k8s_ls(argc - 1, argv + 1);
@@ -811,7 +810,21 @@ int cmd_k8s(int argc, char **argv)
         return k8s_get(argc - 1, argv + 1);
     if (!strcmp(sub, "secrets"))
         return k8s_secrets(argc - 1, argv + 1);
+    if (!strcmp(sub, "watch"))
+        return k8s_watch(argc - 1, argv + 1);
     if (!strcmp(sub, "seed"))
         return k8s_seed(argc - 1, argv + 1);
     ctl_die(EXIT_BAD_ARGS, "unknown k8s subcommand \"%s\"", sub);
+}
+
+/* For watch: the parts of one key. */
+void k8s_key_parts(const char *key, char *res, size_t rcap, char *ns, size_t ncap, char *name,
+                   size_t mcap)
+{
+    struct obj o = {.key = (char *)key, .val = (const uint8_t *)"", .len = 0};
+    classify(&o);
+    char rb[300];
+    snprintf(res, rcap, "%s", res_display(&o, rb, sizeof rb));
+    snprintf(ns, ncap, "%s", o.ns);
+    snprintf(name, mcap, "%s", o.name);
 }

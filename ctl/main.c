@@ -11,7 +11,7 @@
 struct ctl_global g;
 static const char *out_str = "simple";
 static const char *endpoints_str = "127.0.0.1:2379";
-static bool g_debug, g_insecure_transport = true, g_insecure_discovery = true, g_skip_verify;
+static bool g_debug, g_insecure_discovery = true;
 static int64_t g_keepalive_time = 2000, g_keepalive_timeout = 6000;
 static const char *g_discovery_srv = "", *g_discovery_srv_name = "";
 bool flags_no_global;  /* txn ops: only the command's own flags */
@@ -26,9 +26,9 @@ static struct flag global_flags[] = {
     {"command-timeout", 0, F_DUR, &g.command_timeout_ms, false},
     {"keepalive-time", 0, F_DUR, &g_keepalive_time, false},
     {"keepalive-timeout", 0, F_DUR, &g_keepalive_timeout, false},
-    {"insecure-transport", 0, F_BOOL, &g_insecure_transport, false},
+    {"insecure-transport", 0, F_BOOL, &g.insecure_transport, false},
     {"insecure-discovery", 0, F_BOOL, &g_insecure_discovery, false},
-    {"insecure-skip-tls-verify", 0, F_BOOL, &g_skip_verify, false},
+    {"insecure-skip-tls-verify", 0, F_BOOL, &g.skip_verify, false},
     {"cert", 0, F_STR, &g.cert, false},
     {"key", 0, F_STR, &g.key, false},
     {"cacert", 0, F_STR, &g.cacert, false},
@@ -275,10 +275,6 @@ void ctl_init_display(void)
         if ((f->ptr == &g.cert || f->ptr == &g.key || f->ptr == &g.cacert) && f->set &&
             !**(const char **)f->ptr)
             ctl_die(EXIT_BAD_ARGS, "empty string is passed to --%s option", f->name);
-    if ((g.cert && *g.cert) || (g.key && *g.key) || (g.cacert && *g.cacert))
-        ctl_die(EXIT_BAD_ARGS, "TLS (--cacert/--cert/--key) is not supported by ketchctl yet");
-    if (g.user && *g.user)
-        ctl_die(EXIT_BAD_ARGS, "authentication (--user/--password) is not supported by ketchctl yet");
 }
 
 static int cmd_version(int argc, char **argv)
@@ -289,39 +285,42 @@ static int cmd_version(int argc, char **argv)
     return 0;
 }
 
-static int not_implemented(int argc, char **argv)
-{
-    ctl_die(EXIT_BAD_FEATURE, "%s is not implemented in ketchctl yet", argv[-1]);
-}
+int cmd_migrate(int argc, char **argv); /* migrate.c */
 
 static const struct {
     const char *name;
     int (*fn)(int, char **);
 } commands[] = {
+    {"migrate", cmd_migrate},
     {"get", cmd_get},           {"put", cmd_put},
     {"del", cmd_del},           {"txn", cmd_txn},
     {"compaction", cmd_compaction}, {"watch", cmd_watch},
     {"lease", cmd_lease},       {"member", cmd_member},
     {"endpoint", cmd_endpoint}, {"alarm", cmd_alarm},
     {"version", cmd_version},   {"k8s", cmd_k8s},
-    {"snapshot", not_implemented}, {"defrag", not_implemented},
-    {"move-leader", not_implemented}, {"make-mirror", not_implemented},
-    {"migrate", not_implemented}, {"lock", not_implemented},
-    {"elect", not_implemented}, {"auth", not_implemented},
-    {"user", not_implemented},  {"role", not_implemented},
-    {"check", not_implemented},
+    {"snapshot", cmd_snapshot}, {"defrag", cmd_defrag},
+    {"move-leader", cmd_move_leader}, {"make-mirror", cmd_make_mirror},
+    {"lock", cmd_lock},
+    {"elect", cmd_elect}, {"auth", cmd_auth},
+    {"user", cmd_user},         {"role", cmd_role},
+    {"check", cmd_check},
 };
 
 static void usage(void)
 {
     printf("NAME:\n\tketchctl - etcdctl v3 compatible client for ketch (and etcd)\n\n"
            "USAGE:\n\tketchctl [global options] command [command options] [arguments...]\n\n"
-           "COMMANDS:\n\tget put del txn compaction watch version\n"
+           "COMMANDS:\n\tget put del txn compaction watch [-i] version\n"
            "\tlease grant|revoke|timetolive|list|keep-alive\n"
-           "\tmember list   endpoint status|health   alarm list\n"
+           "\tmember list|add|remove|update|promote   endpoint status|health|hashkv\n"
+           "\talarm list|disarm   defrag   move-leader   check perf|datascale\n"
+           "\tuser add|delete|get|list|passwd|grant-role|revoke-role\n"
+           "\trole add|delete|get|list|grant-permission|revoke-permission\n"
+           "\tauth enable|disable|status   lock   elect   make-mirror\n"
            "\tk8s ls|summary|get|secrets|seed\n\n"
            "GLOBAL OPTIONS:\n\t--endpoints --dial-timeout --command-timeout -w/--write-out\n"
-           "\t--hex --cacert --cert --key --user --password (ETCDCTL_* variables too)\n");
+           "\t--hex --cacert --cert --key --insecure-transport --insecure-skip-tls-verify\n"
+           "\t--user --password (ETCDCTL_* variables too)\n");
 }
 
 /* The values of the global flags are known only after the command's own
@@ -340,6 +339,7 @@ int __lsan_is_turned_off(void) { return 1; }
 int main(int argc, char **argv)
 {
     g.dial_timeout_ms = 2000;
+    g.insecure_transport = true;
     g.command_timeout_ms = 5000;
     setvbuf(stdout, NULL, _IOFBF, 1 << 16);
     /* find the command word: skip global flags and their values */
@@ -375,9 +375,16 @@ int main(int argc, char **argv)
         int n = argc - 1;
         char **args = calloc((size_t)argc + 1, sizeof *args);
         int k = 0;
-        for (int j = i + 1; j < argc; j++)
+        /* the global flags go after the command's words (subcommands look
+         * at argv[0]) but before a "--" (lock's command line) */
+        int dd = i + 1;
+        while (dd < argc && strcmp(argv[dd], "--"))
+            dd++;
+        for (int j = i + 1; j < dd; j++)
             args[k++] = argv[j];
         for (int j = 1; j < i; j++)
+            args[k++] = argv[j];
+        for (int j = dd; j < argc; j++)
             args[k++] = argv[j];
         (void)n;
         char **with_name = calloc((size_t)argc + 2, sizeof *args);

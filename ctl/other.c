@@ -58,8 +58,10 @@ int cmd_watch(int argc, char **argv)
     const char *env_key = getenv("ETCDCTL_WATCH_KEY"), *env_end = getenv("ETCDCTL_WATCH_RANGE_END");
     if ((!env_key || !*env_key) && env_end && *env_end)
         ctl_die(EXIT_BAD_ARGS, "ETCDCTL_WATCH_KEY is empty but got ETCDCTL_WATCH_RANGE_END=\"%s\"", env_end);
-    if (interactive)
-        ctl_die(EXIT_BAD_FEATURE, "watch --interactive is not implemented in ketchctl yet");
+    if (interactive) {
+        ctl_init_display();
+        return ctl_watch_interactive(prefix, rev, prev);
+    }
     const char *key, *end = NULL;
     if (env_key && *env_key) {
         if (n > 0)
@@ -289,10 +291,10 @@ static Etcdserverpb__MemberListResponse *member_list_call(void)
 int cmd_member(int argc, char **argv)
 {
     if (argc < 1 || strcmp(argv[0], "list")) {
-        if (argc >= 1 && (!strcmp(argv[0], "add") || !strcmp(argv[0], "remove") ||
-                          !strcmp(argv[0], "update") || !strcmp(argv[0], "promote")))
-            ctl_die(EXIT_BAD_FEATURE, "member %s is not implemented in ketchctl yet", argv[0]);
-        ctl_die(EXIT_ERR, "member <subcommand>: list");
+        int rc = argc >= 1 ? ctl_member_admin(argv[0], argc - 1, argv + 1) : -1;
+        if (rc >= 0)
+            return rc;
+        ctl_die(EXIT_ERR, "member <subcommand>: list, add, remove, update, promote");
     }
     ctl_parse(argc - 1, argv + 1, (struct flag[]){FEND});
     ctl_init_display();
@@ -303,7 +305,7 @@ int cmd_member(int argc, char **argv)
 /* ---- endpoint ---- */
 
 /* endpointsFromCluster: --cluster asks the member list for client URLs. */
-static char **endpoints(bool cluster, size_t *n)
+char **ctl_endpoints(bool cluster, size_t *n)
 {
     if (!cluster) {
         *n = g.n_endpoints;
@@ -338,7 +340,7 @@ int cmd_endpoint(int argc, char **argv)
     ctl_parse(argc - 1, argv + 1, fl);
     ctl_init_display();
     size_t n;
-    char **eps = endpoints(cluster, &n);
+    char **eps = ctl_endpoints(cluster, &n);
     if (!strcmp(sub, "status")) {
         struct ep_status *st = calloc(n + 1, sizeof *st);
         size_t ok = 0;
@@ -389,7 +391,7 @@ int cmd_endpoint(int argc, char **argv)
         return 0;
     }
     if (!strcmp(sub, "hashkv"))
-        ctl_die(EXIT_BAD_FEATURE, "endpoint hashkv is not implemented in ketchctl yet");
+        return ctl_endpoint_hashkv(eps, n, rev);
     ctl_die(EXIT_ERR, "unknown command \"%s\" for \"ketchctl endpoint\"", sub);
 }
 
@@ -409,7 +411,35 @@ int cmd_alarm(int argc, char **argv)
     } else if (!strcmp(sub, "disarm")) {
         if (n)
             ctl_die(EXIT_BAD_ARGS, "alarm disarm command accepts no arguments");
-        req.action = ETCDSERVERPB__ALARM_REQUEST__ALARM_ACTION__DEACTIVATE;
+        /* clientv3's AlarmDisarm of every alarm: list them, disarm each,
+         * and answer with the disarmed ones (no header) */
+        ctl_init_display();
+        req.action = ETCDSERVERPB__ALARM_REQUEST__ALARM_ACTION__GET;
+        struct ctl_reply r;
+        if (ctl_call("/etcdserverpb.Maintenance/Alarm", &req.base, &r))
+            die_reply(&r, EXIT_ERR, NULL);
+        Etcdserverpb__AlarmResponse *list = etcdserverpb__alarm_response__unpack(NULL, r.len, r.data);
+        if (!list)
+            ctl_die(EXIT_ERR, "cannot decode the reply");
+        Etcdserverpb__AlarmResponse ret = ETCDSERVERPB__ALARM_RESPONSE__INIT;
+        ret.alarms = calloc(list->n_alarms + 1, sizeof *ret.alarms);
+        for (size_t i = 0; i < list->n_alarms; i++) {
+            Etcdserverpb__AlarmRequest d = ETCDSERVERPB__ALARM_REQUEST__INIT;
+            d.action = ETCDSERVERPB__ALARM_REQUEST__ALARM_ACTION__DEACTIVATE;
+            d.memberid = list->alarms[i]->memberid;
+            d.alarm = list->alarms[i]->alarm;
+            struct ctl_reply dr;
+            if (ctl_call("/etcdserverpb.Maintenance/Alarm", &d.base, &dr))
+                die_reply(&dr, EXIT_ERR, NULL);
+            Etcdserverpb__AlarmResponse *dresp =
+                etcdserverpb__alarm_response__unpack(NULL, dr.len, dr.data);
+            for (size_t j = 0; dresp && j < dresp->n_alarms; j++) {
+                ret.alarms = realloc(ret.alarms, (ret.n_alarms + 1) * sizeof *ret.alarms);
+                ret.alarms[ret.n_alarms++] = dresp->alarms[j];
+            }
+        }
+        print_alarm(&ret);
+        return 0;
     } else {
         ctl_die(EXIT_ERR, "unknown command \"%s\" for \"ketchctl alarm\"", sub);
     }

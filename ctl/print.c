@@ -323,6 +323,10 @@ static void del_into(struct buf *b, const Etcdserverpb__DeleteRangeResponse *r)
 
 void print_get(const Etcdserverpb__RangeResponse *r)
 {
+    if (g.out == OUT_PROTOBUF) { /* printer_protobuf.go */
+        out_pb_raw(&r->base);
+        return;
+    }
     struct buf b = {0};
     get_into(&b, r);
     flush_buf(&b);
@@ -330,6 +334,10 @@ void print_get(const Etcdserverpb__RangeResponse *r)
 
 void print_put(const Etcdserverpb__PutResponse *r)
 {
+    if (g.out == OUT_PROTOBUF) { /* printer_protobuf.go */
+        out_pb_raw(&r->base);
+        return;
+    }
     struct buf b = {0};
     put_into(&b, r);
     flush_buf(&b);
@@ -337,6 +345,10 @@ void print_put(const Etcdserverpb__PutResponse *r)
 
 void print_del(const Etcdserverpb__DeleteRangeResponse *r)
 {
+    if (g.out == OUT_PROTOBUF) { /* printer_protobuf.go */
+        out_pb_raw(&r->base);
+        return;
+    }
     struct buf b = {0};
     del_into(&b, r);
     flush_buf(&b);
@@ -344,6 +356,10 @@ void print_del(const Etcdserverpb__DeleteRangeResponse *r)
 
 void print_txn(const Etcdserverpb__TxnResponse *r)
 {
+    if (g.out == OUT_PROTOBUF) { /* printer_protobuf.go */
+        out_pb_raw(&r->base);
+        return;
+    }
     struct buf b = {0};
     if (g.out == OUT_JSON) {
         jtxn(&b, r);
@@ -382,6 +398,14 @@ void print_txn(const Etcdserverpb__TxnResponse *r)
 
 void print_watch(const Etcdserverpb__WatchResponse *r)
 {
+    if (g.out == OUT_PROTOBUF) { /* a pb.WatchResponse made from clientv3's: no watch ID */
+        Etcdserverpb__WatchResponse c = *r;
+        c.watch_id = 0;
+        c.fragment = 0;
+        c.cancel_reason = (char *)"";
+        out_pb_raw(&c.base);
+        return;
+    }
     struct buf b = {0};
     static const char *const types[] = {"PUT", "DELETE"};
     if (g.out == OUT_SIMPLE) {
@@ -453,6 +477,11 @@ static void jemb(struct buf *b, const Etcdserverpb__ResponseHeader *h, bool *f)
 
 void print_grant(const Etcdserverpb__LeaseGrantResponse *r)
 {
+    if (g.out == OUT_PROTOBUF) { /* clientv3's type embeds *ResponseHeader: its Marshal */
+        if (r->header)
+            out_pb_raw(&r->header->base);
+        return;
+    }
     struct buf b = {0};
     if (g.out == OUT_SIMPLE) {
         buf_printf(&b, "lease %016" PRIx64 " granted with TTL(%" PRId64 "s)\n", (uint64_t)r->id,
@@ -476,6 +505,20 @@ void print_grant(const Etcdserverpb__LeaseGrantResponse *r)
 
 void print_revoke(int64_t id, const Etcdserverpb__LeaseRevokeResponse *r)
 {
+    if (g.out == OUT_PROTOBUF) { /* clientv3.LeaseRevokeResponse has no Marshal */
+        const Etcdserverpb__ResponseHeader *h = r->header;
+        struct buf t = {0};
+        if (!h) {
+            buf_puts(&t, "<nil>");
+        } else {
+            if (h->cluster_id) buf_printf(&t, "cluster_id:%" PRIu64 " ", h->cluster_id);
+            if (h->member_id) buf_printf(&t, "member_id:%" PRIu64 " ", h->member_id);
+            if (h->revision) buf_printf(&t, "revision:%" PRId64 " ", h->revision);
+            if (h->raft_term) buf_printf(&t, "raft_term:%" PRIu64 " ", h->raft_term);
+        }
+        ctl_die(EXIT_BAD_FEATURE, "marshal unsupported for type clientv3.LeaseRevokeResponse ({%s})",
+                t.p ? t.p : "");
+    }
     struct buf b = {0};
     if (g.out == OUT_SIMPLE) {
         buf_printf(&b, "lease %016" PRIx64 " revoked\n", (uint64_t)id);
@@ -494,6 +537,11 @@ void print_revoke(int64_t id, const Etcdserverpb__LeaseRevokeResponse *r)
 
 void print_keepalive(const Etcdserverpb__LeaseKeepAliveResponse *r)
 {
+    if (g.out == OUT_PROTOBUF) { /* clientv3's type embeds *ResponseHeader: its Marshal */
+        if (r->header)
+            out_pb_raw(&r->header->base);
+        return;
+    }
     struct buf b = {0};
     if (g.out == OUT_SIMPLE) {
         buf_printf(&b, "lease %016" PRIx64 " keepalived with TTL(%" PRId64 ")\n", (uint64_t)r->id,
@@ -515,6 +563,11 @@ void print_keepalive(const Etcdserverpb__LeaseKeepAliveResponse *r)
 
 void print_ttl(const Etcdserverpb__LeaseTimeToLiveResponse *r, bool keys)
 {
+    if (g.out == OUT_PROTOBUF) { /* clientv3's type embeds *ResponseHeader: its Marshal */
+        if (r->header)
+            out_pb_raw(&r->header->base);
+        return;
+    }
     struct buf b = {0};
     if (g.out == OUT_SIMPLE) {
         if (r->grantedttl == 0 && r->ttl == -1) {
@@ -570,6 +623,11 @@ void print_ttl(const Etcdserverpb__LeaseTimeToLiveResponse *r, bool keys)
 
 void print_leases(const Etcdserverpb__LeaseLeasesResponse *r)
 {
+    if (g.out == OUT_PROTOBUF) { /* clientv3's type embeds *ResponseHeader: its Marshal */
+        if (r->header)
+            out_pb_raw(&r->header->base);
+        return;
+    }
     struct buf b = {0};
     if (g.out == OUT_SIMPLE) {
         buf_printf(&b, "found %zu leases\n", r->n_leases);
@@ -622,6 +680,10 @@ static void jstrs(struct buf *b, bool *f, const char *k, char **v, size_t n)
 
 void print_members(const Etcdserverpb__MemberListResponse *r)
 {
+    if (g.out == OUT_PROTOBUF) { /* printer_protobuf.go */
+        out_pb_raw(&r->base);
+        return;
+    }
     static const char *const hdr[] = {"ID", "Status", "Name", "Peer Addrs", "Client Addrs",
                                       "Is Learner"};
     struct buf b = {0};
@@ -706,6 +768,10 @@ static const char *alarm_name(int a)
 
 void print_alarm(const Etcdserverpb__AlarmResponse *r)
 {
+    if (g.out == OUT_PROTOBUF) { /* printer_protobuf.go */
+        out_pb_raw(&r->base);
+        return;
+    }
     struct buf b = {0};
     if (g.out == OUT_SIMPLE) {
         /* "%+v" of *pb.AlarmMember: its proto compact text form */

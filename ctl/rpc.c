@@ -3,14 +3,18 @@
  * the next endpoint when one cannot be connected to. ketchctl is a one-shot
  * process: on a timeout it exits, so nothing that was left running on the
  * loop needs unwinding. */
+#include <ctype.h>
+#include <errno.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include "client/client.h"
 #include "ctl.h"
+#include "net/tls.h"
 
 static uv_loop_t loop;
 static bool loop_ready;
@@ -81,6 +85,115 @@ static void drop_conn(void)
     }
 }
 
+static bool given(const char *s) { return s && *s; }
+
+/* clientv3's credentials: TLS when a certificate, key or CA is given, when
+ * --insecure-transport=false, or for an https:// endpoint (the system's
+ * roots then); an http:// endpoint is always cleartext. */
+static const struct client_opts *conn_opts(void)
+{
+    static struct client_opts o;
+    static bool done;
+    if (done)
+        return &o;
+    done = true;
+    bool want = given(g.cacert) || given(g.cert) || given(g.key) || !g.insecure_transport;
+    for (size_t i = 0; i < g.n_endpoints; i++)
+        if (!strncmp(g.endpoints[i], "https://", 8))
+            want = true;
+    if (!want)
+        return &o;
+    /* transport.TLSInfo.ClientConfig's checks, in its order */
+    if (given(g.cert) != given(g.key))
+        ctl_die(EXIT_BAD_ARGS, "KeyFile and CertFile must both be present[key: %s, cert: %s]",
+                g.key ? g.key : "", g.cert ? g.cert : "");
+    const char *files[] = {g.cert, g.key, g.cacert};
+    for (int i = 0; i < 3; i++) {
+        if (!given(files[i]))
+            continue;
+        FILE *f = fopen(files[i], "r");
+        if (!f) {
+            char e[256];
+            snprintf(e, sizeof e, "%s", strerror(errno));
+            e[0] = (char)tolower((unsigned char)e[0]);
+            ctl_die(EXIT_BAD_ARGS, "open %s: %s", files[i], e);
+        }
+        fclose(f);
+    }
+    struct tls_client_options to = {.ca_file = g.cacert, .cert_file = g.cert,
+                                    .key_file = g.key, .skip_verify = g.skip_verify};
+    char err[512];
+    tls_ctx *ctx;
+    if (tls_client_ctx_new(&ctx, &to, err, sizeof err))
+        ctl_die(EXIT_BAD_ARGS, "%s", err);
+    o.tls = (struct tls_ctx *)ctx;
+    return &o;
+}
+
+/* --user name[:password] and --password (etcdctl's authCfgFromCmd). */
+static char *auth_name, *auth_pass;
+static bool auth_parsed;
+static void auth_parse(void)
+{
+    if (auth_parsed)
+        return;
+    auth_parsed = true;
+    if (!given(g.user))
+        return;
+    if (given(g.password)) {
+        auth_name = strdup(g.user);
+        auth_pass = strdup(g.password);
+        return;
+    }
+    const char *colon = strchr(g.user, ':');
+    if (colon) {
+        auth_name = strndup(g.user, (size_t)(colon - g.user));
+        auth_pass = strdup(colon + 1);
+        return;
+    }
+    auth_name = strdup(g.user);
+    auth_pass = ctl_ask_password("Password: ");
+}
+
+struct call {
+    bool done;
+    struct ctl_reply *out;
+};
+static void on_reply(void *arg, const struct client_reply *r);
+
+/* Authenticate on the current connection and send its token with every
+ * later call. Returns 0, or the gRPC status (reply in *out). */
+static int authenticate(int64_t deadline, struct ctl_reply *out)
+{
+    memset(out, 0, sizeof *out);
+    /* log in without the stale token (etcd refuses a call carrying one) */
+    client_conn_set_header(conn, "token", NULL);
+    Etcdserverpb__AuthenticateRequest req = ETCDSERVERPB__AUTHENTICATE_REQUEST__INIT;
+    req.name = auth_name;
+    req.password = auth_pass;
+    struct call c = {.out = out};
+    if (client_unary(conn, "/etcdserverpb.Auth/Authenticate", &req.base, on_reply, &c) != 0) {
+        out->status = 14;
+        out->message = strdup("connection closed");
+        return 14;
+    }
+    if (!run_until(&c.done, deadline - now_ms())) {
+        out->status = 4;
+        out->message = strdup("context deadline exceeded");
+        return 4;
+    }
+    if (out->status)
+        return out->status;
+    Etcdserverpb__AuthenticateResponse *resp =
+        etcdserverpb__authenticate_response__unpack(NULL, out->len, out->data);
+    if (resp && resp->token)
+        client_conn_set_header(conn, "token", resp->token);
+    if (resp)
+        etcdserverpb__authenticate_response__free_unpacked(resp, NULL);
+    ctl_reply_free(out);
+    return 0;
+}
+
 /* Tries endpoints in order (then again) until one connects or deadline. */
 static bool connect_any(char **eps, size_t n, int64_t deadline)
 {
@@ -93,15 +206,32 @@ static bool connect_any(char **eps, size_t n, int64_t deadline)
         const char *ep = eps[i % n];
         conn_settled = false;
         conn_err = 1;
-        if (client_conn_open(&loop, ep, on_conn, NULL, &conn) != 0) {
+        if (client_conn_open_opts(&loop, ep, conn_opts(), on_conn, NULL, &conn) != 0) {
             conn = NULL;
         } else {
             conn_ep = ep;
             int64_t left = deadline - now_ms();
             int64_t wait = g.dial_timeout_ms < left ? g.dial_timeout_ms : left;
             run_until(&conn_settled, wait);
-            if (conn_settled && conn_err == 0)
-                return true;
+            if (conn_settled && conn_err == 0) {
+                auth_parse();
+                if (!auth_name)
+                    return true;
+                struct ctl_reply ar;
+                int st = authenticate(deadline, &ar);
+                /* clientv3 goes on without a token when auth is off */
+                if (st == 0 || !strcmp(ar.message, "etcdserver: authentication is not enabled")) {
+                    ctl_reply_free(&ar);
+                    return true;
+                }
+                if (st != 14) {
+                    /* a refusal (wrong password, auth not enabled): as
+                     * clientv3.New, which fails with the error */
+                    ctl_warn_line(eps[0], ar.status, ar.message);
+                    ctl_die(EXIT_BAD_CONN, "%s", ctl_err_text(ar.status, ar.message));
+                }
+                ctl_reply_free(&ar);
+            }
         }
         i++;
         if (i % n == 0 && now_ms() + 100 < deadline)
@@ -110,11 +240,6 @@ static bool connect_any(char **eps, size_t n, int64_t deadline)
     drop_conn();
     return false;
 }
-
-struct call {
-    bool done;
-    struct ctl_reply *out;
-};
 
 static void on_reply(void *arg, const struct client_reply *r)
 {
@@ -246,23 +371,54 @@ static int deadline_reply(struct ctl_reply *out)
     return 4;
 }
 
+static int call_on_t(char **eps, size_t n, const char *path, const ProtobufCMessage *req,
+                     struct ctl_reply *out, int64_t timeout_ms);
+
 static int call_on(char **eps, size_t n, const char *path, const ProtobufCMessage *req,
                    struct ctl_reply *out)
 {
+    return call_on_t(eps, n, path, req, out, g.command_timeout_ms);
+}
+
+int ctl_call_wait(const char *path, const ProtobufCMessage *req, struct ctl_reply *out,
+                  int64_t timeout_ms)
+{
+    return call_on_t(g.endpoints, g.n_endpoints, path, req, out,
+                     timeout_ms > 0 ? timeout_ms : INT64_MAX / 4);
+}
+
+static int call_on_t(char **eps, size_t n, const char *path, const ProtobufCMessage *req,
+                     struct ctl_reply *out, int64_t timeout_ms)
+{
     memset(out, 0, sizeof *out);
-    int64_t deadline = now_ms() + g.command_timeout_ms;
-    if (!connect_any(eps, n, deadline)) {
+    int64_t deadline = now_ms() + timeout_ms;
+    int64_t dial_deadline = now_ms() + g.command_timeout_ms;
+    if (!connect_any(eps, n, dial_deadline < deadline ? dial_deadline : deadline)) {
         loop_init();
         ctl_warn_line(eps[0], 4, "latest balancer error: all SubConns are in TransientFailure");
         return deadline_reply(out);
     }
-    struct call c = {.out = out};
-    if (client_unary(conn, path, req, on_reply, &c) != 0) {
-        out->status = 14;
-        out->message = strdup("connection closed");
-    } else if (!run_until(&c.done, deadline - now_ms())) {
-        ctl_warn_line(eps[0], 4, "context deadline exceeded");
-        return deadline_reply(out);
+    for (int attempt = 0;; attempt++) {
+        struct call c = {.out = out};
+        if (client_unary(conn, path, req, on_reply, &c) != 0) {
+            out->status = 14;
+            out->message = strdup("connection closed");
+        } else if (!run_until(&c.done, deadline - now_ms())) {
+            ctl_warn_line(eps[0], 4, "context deadline exceeded");
+            return deadline_reply(out);
+        }
+        /* clientv3 re-authenticates once when the token expired (e.g. the
+         * server restarted, or simple tokens timed out) */
+        if (attempt == 0 && auth_name && out->status &&
+            !strcmp(out->message, "etcdserver: invalid auth token")) {
+            struct ctl_reply ar;
+            if (authenticate(deadline, &ar) == 0) {
+                ctl_reply_free(out);
+                continue;
+            }
+            ctl_reply_free(&ar);
+        }
+        break;
     }
     if (out->status != 0)
         ctl_warn_line(eps[0], out->status, out->message);
@@ -395,4 +551,162 @@ char *ctl_read_stdin(size_t *len)
     buf_put(&b, "", 1);
     *len = b.len - 1;
     return b.p;
+}
+
+/* ---- sessions (concurrency.NewSession): a lease kept alive in the
+ * background while the loop runs, for lock and elect ---- */
+
+static struct client_stream *sess_stream;
+static uv_timer_t sess_timer;
+static bool sess_expired, got_signal;
+static Etcdserverpb__LeaseKeepAliveRequest sess_req = ETCDSERVERPB__LEASE_KEEP_ALIVE_REQUEST__INIT;
+
+static void sess_msg(void *arg, const uint8_t *data, size_t len)
+{
+    Etcdserverpb__LeaseKeepAliveResponse *r =
+        etcdserverpb__lease_keep_alive_response__unpack(NULL, len, data);
+    if (r && r->ttl <= 0) {
+        sess_expired = true;
+        uv_stop(&loop);
+    }
+    if (r)
+        etcdserverpb__lease_keep_alive_response__free_unpacked(r, NULL);
+}
+
+static void sess_close(void *arg, const struct client_reply *r)
+{
+    sess_stream = NULL;
+    sess_expired = true;
+    uv_stop(&loop);
+}
+
+static void sess_tick(uv_timer_t *t)
+{
+    if (sess_stream)
+        client_stream_send(sess_stream, &sess_req.base);
+}
+
+int ctl_session_start(int64_t lease, int64_t ttl_s)
+{
+    int64_t deadline = now_ms() + g.command_timeout_ms;
+    if (!connect_any(g.endpoints, g.n_endpoints, deadline))
+        return 4;
+    sess_req.id = lease;
+    if (client_stream_open(conn, "/etcdserverpb.Lease/LeaseKeepAlive", sess_msg, sess_close, NULL,
+                           &sess_stream) != 0)
+        return 14;
+    client_stream_send(sess_stream, &sess_req.base);
+    uint64_t every = ttl_s > 0 ? (uint64_t)ttl_s * 1000 / 3 : 1000;
+    if (every < 500)
+        every = 500;
+    uv_timer_init(&loop, &sess_timer);
+    uv_timer_start(&sess_timer, sess_tick, every, every);
+    ctl_catch_signals();
+    return 0;
+}
+
+bool ctl_session_expired(void)
+{
+    return sess_expired;
+}
+
+static bool waiting_signal; /* in ctl_wait_signal or ctl_spawn_wait */
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+    got_signal = true;
+    uv_stop(&loop);
+    if (!waiting_signal) /* e.g. while Lock waits: the context is canceled */
+        ctl_die(EXIT_ERR, "context canceled");
+}
+
+static uv_signal_t sig_int, sig_term;
+static bool catching;
+
+void ctl_catch_signals(void)
+{
+    loop_init();
+    if (catching)
+        return;
+    catching = true;
+    uv_signal_init(&loop, &sig_int);
+    uv_signal_init(&loop, &sig_term);
+    uv_signal_start(&sig_int, on_signal, SIGINT);
+    uv_signal_start(&sig_term, on_signal, SIGTERM);
+}
+
+bool ctl_wait_signal(void)
+{
+    ctl_catch_signals();
+    waiting_signal = true;
+    while (!got_signal && !sess_expired)
+        uv_run(&loop, UV_RUN_ONCE);
+    waiting_signal = false;
+    return got_signal;
+}
+
+static bool child_done;
+static int64_t child_status;
+static int child_signal;
+
+static void on_exit_cb(uv_process_t *p, int64_t status, int sig)
+{
+    child_done = true;
+    child_status = status;
+    child_signal = sig;
+    uv_close((uv_handle_t *)p, NULL);
+}
+
+int ctl_spawn_wait(char **argv, char **env, int *signal_out)
+{
+    loop_init();
+    static uv_process_t proc;
+    uv_stdio_container_t stdio[3] = {
+        {.flags = UV_INHERIT_FD, .data.fd = 0},
+        {.flags = UV_INHERIT_FD, .data.fd = 1},
+        {.flags = UV_INHERIT_FD, .data.fd = 2},
+    };
+    uv_process_options_t o = {.exit_cb = on_exit_cb, .file = argv[0], .args = argv, .env = env,
+                              .stdio_count = 3, .stdio = stdio};
+    fflush(stdout);
+    int r = uv_spawn(&loop, &proc, &o);
+    if (r < 0)
+        return r;
+    waiting_signal = true;
+    while (!child_done)
+        uv_run(&loop, UV_RUN_ONCE);
+    waiting_signal = false;
+    *signal_out = child_signal;
+    return (int)child_status;
+}
+
+/* ---- raw access for commands that drive the client asynchronously ---- */
+
+uv_loop_t *ctl_loop(void)
+{
+    loop_init();
+    return &loop;
+}
+
+struct client_conn *ctl_connect(void)
+{
+    int64_t deadline = now_ms() + g.command_timeout_ms;
+    if (!connect_any(g.endpoints, g.n_endpoints, deadline)) {
+        ctl_warn_line(g.endpoints[0], 4, "latest balancer error: all SubConns are in TransientFailure");
+        ctl_die(EXIT_ERR, "context deadline exceeded");
+    }
+    return conn;
+}
+
+int ctl_tls_ctx(const char *cacert, const char *cert, const char *key, bool skip_verify,
+                struct tls_ctx **out)
+{
+    struct tls_client_options to = {.ca_file = cacert, .cert_file = cert, .key_file = key,
+                                    .skip_verify = skip_verify};
+    char err[512];
+    tls_ctx *ctx;
+    if (tls_client_ctx_new(&ctx, &to, err, sizeof err))
+        ctl_die(EXIT_BAD_ARGS, "%s", err);
+    *out = (struct tls_ctx *)ctx;
+    return 0;
 }

@@ -11,6 +11,7 @@
 #include "api/lease.h"
 #include "api/lock.h"
 #include "api/maintenance.h"
+#include "api/snapshot.h"
 #include "api/watch.h"
 
 static const grpc_method methods[] = {
@@ -21,6 +22,11 @@ static const grpc_method methods[] = {
     {"/etcdserverpb.KV/Compact", GRPC_UNARY, kv_compact, NULL},
     {"/etcdserverpb.Maintenance/Status", GRPC_UNARY, maintenance_status, NULL},
     {"/etcdserverpb.Maintenance/Alarm", GRPC_UNARY, maintenance_alarm, NULL},
+    {"/etcdserverpb.Maintenance/Hash", GRPC_UNARY, maintenance_hash, NULL},
+    {"/etcdserverpb.Maintenance/HashKV", GRPC_UNARY, maintenance_hash_kv, NULL},
+    {"/etcdserverpb.Maintenance/Defragment", GRPC_UNARY, maintenance_defragment, NULL},
+    {"/etcdserverpb.Maintenance/Snapshot", GRPC_STREAM, maintenance_snapshot,
+     maintenance_snapshot_close},
     {"/etcdserverpb.Cluster/MemberList", GRPC_UNARY, cluster_member_list, NULL},
     {"/etcdserverpb.Cluster/MemberAdd", GRPC_UNARY, cluster_member_add, NULL},
     {"/etcdserverpb.Cluster/MemberRemove", GRPC_UNARY, cluster_member_remove, NULL},
@@ -57,16 +63,33 @@ static const grpc_method methods[] = {
     {"/etcdserverpb.Auth/RoleDelete", GRPC_UNARY, auth_role_delete, NULL},
     {"/etcdserverpb.Auth/RoleGrantPermission", GRPC_UNARY, auth_role_grant_permission, NULL},
     {"/etcdserverpb.Auth/RoleRevokePermission", GRPC_UNARY, auth_role_revoke_permission, NULL},
-    /* followers to the leader (api/forward.c) */
+};
+
+/* Followers to the leader (api/forward.c), on the peer port only: these
+ * trust the user named in the request, so a client must never reach them
+ * (on the client port they are unknown, as grpc-go answers). */
+static const grpc_method peer_methods[] = {
     {"/ketchpb.Internal/Propose", GRPC_UNARY, internal_propose, NULL},
     {"/ketchpb.Internal/ReadIndex", GRPC_UNARY, internal_read_index, NULL},
     {"/ketchpb.Internal/LeaseKeepAlive", GRPC_UNARY, internal_lease_keep_alive, NULL},
+    /* client calls a follower hands to the leader as they are */
+    {"/etcdserverpb.Cluster/MemberAdd", GRPC_UNARY, cluster_member_add, NULL},
+    {"/etcdserverpb.Cluster/MemberRemove", GRPC_UNARY, cluster_member_remove, NULL},
+    {"/etcdserverpb.Cluster/MemberUpdate", GRPC_UNARY, cluster_member_update, NULL},
+    {"/etcdserverpb.Cluster/MemberPromote", GRPC_UNARY, cluster_member_promote, NULL},
+    {"/etcdserverpb.Lease/LeaseTimeToLive", GRPC_UNARY, lease_time_to_live, NULL},
 };
 
 const grpc_method *api_methods(size_t *n)
 {
     *n = sizeof methods / sizeof methods[0];
     return methods;
+}
+
+const grpc_method *api_peer_methods(size_t *n)
+{
+    *n = sizeof peer_methods / sizeof peer_methods[0];
+    return peer_methods;
 }
 
 void api_init(api_server *s)

@@ -47,6 +47,7 @@ typedef struct api_server {
     unsigned election_ms;        /* --election-timeout */
     struct cluster_api *clus;    /* publish timer; NULL until api_cluster_start */
     struct fwd_api *fwd;         /* forwarding to the leader (api/forward.c) */
+    struct peer_net *peer;       /* the peer port (member/peer.h), to dial the leader */
     size_t max_request_bytes; /* --max-request-bytes */
     unsigned max_txn_ops;     /* --max-txn-ops */
     int64_t quota_bytes;      /* --quota-backend-bytes */
@@ -60,6 +61,7 @@ typedef struct api_server {
     struct conc_api *conc;   /* lock/election waiters (api/concurrency.c); NULL when none */
     struct watch_api *watch; /* watch streams and hub (api/watch.c); NULL until watch_api_init */
     struct auth_api *auth;   /* tokens and auth options (api/auth.c); NULL until first used */
+    struct maint_api *maint; /* quota, compaction sweep, auto-compaction, defrag (api/maintenance.c) */
 } api_server;
 
 /* Prepares `s` (fields above the line must be filled by the caller). */
@@ -68,6 +70,8 @@ void api_fini(api_server *s);
 
 /* The method table to give grpc_server_new, with `s` as server_ctx. */
 const grpc_method *api_methods(size_t *n);
+/* The methods served on the peer port only (ketchpb.Internal). */
+const grpc_method *api_peer_methods(size_t *n);
 
 /* member_apply_fn: applies one committed entry (ctx is the api_server). */
 void api_apply(void *ctx, uint64_t index, const uint8_t *buf, size_t len);
@@ -89,6 +93,9 @@ bool api_cluster_is_learner(const api_server *s, uint64_t id);
 /* The first client URL that member `id` published, or NULL (borrowed until
  * the table next changes). */
 const char *api_cluster_client_url(const api_server *s, uint64_t id);
+/* Member `id`'s first peer URL as host:port (localhost → 127.0.0.1),
+ * malloc'd (free()), or NULL. */
+char *api_cluster_peer_address(const api_server *s, uint64_t id);
 
 /* ---- forwarding to the leader (api/forward.c) ----
  * api_forward_init prepares it (0 or KERR_NOMEM); api_forward_stop fails
@@ -98,6 +105,31 @@ const char *api_cluster_client_url(const api_server *s, uint64_t id);
 int api_forward_init(api_server *s);
 void api_forward_stop(api_server *s);
 void api_forward_fini(api_server *s);
+
+/* ---- maintenance (api/maintenance.c) ----
+ * periodic: retention in ms, else a revision count (0: no auto-compaction);
+ * sleep_ms / batch_limit: the compaction sweep's pace;
+ * revision_interval_ms: how often revision mode compacts (0: etcd's 5 min);
+ * corrupt_check_ms: how often the leader compares HashKV with the others.
+ * maint_api_init: 0 or KERR_NOMEM; maint_api_start begins the timers (after
+ * the member started); maint_api_stop closes them (a defrag still copying
+ * ends on its own); maint_api_kick starts the compaction sweep if there is
+ * history to sweep (after a compaction applied). */
+struct maint_config {
+    bool periodic;
+    uint64_t retention;
+    uint64_t sleep_ms;
+    size_t batch_limit;
+    uint64_t revision_interval_ms;
+    uint64_t corrupt_check_ms; /* --experimental-corrupt-check-time; 0: none */
+};
+int maint_api_init(api_server *s, const struct maint_config *c);
+void maint_api_start(api_server *s);
+void maint_api_stop(api_server *s);
+void maint_api_fini(api_server *s);
+void maint_api_kick(api_server *s);
+/* The pause of the last defrag's swap, in ns (0: none yet). */
+uint64_t maint_last_defrag_pause_ns(const api_server *s);
 
 /* Fills a response header as etcd does (cluster_id, member_id, revision,
  * raft_term). `h` must be initialised. */

@@ -644,6 +644,12 @@ static char *raft_address_of(const char *url)
     return out;
 }
 
+char *api_cluster_peer_address(const api_server *s, uint64_t id)
+{
+    Ketchpb__ClusterMember *m = find(s, id);
+    return m != NULL && m->n_peer_urls > 0 ? raft_address_of(m->peer_urls[0]) : NULL;
+}
+
 /* Whether any of `urls` is a peer URL of a member other than `except`. */
 static bool peer_url_taken(const api_server *s, char **urls, size_t n, uint64_t except)
 {

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "api/auth.h"
 #include "api/lease.h"
 #include "util/errors.h"
 #include "util/log.h"
@@ -245,7 +246,21 @@ Etcdserverpb__RequestOp *conc_op_delete(arena *a, conc_bytes key)
     return op;
 }
 
-int conc_propose_txn(api_server *s, conc_bytes key, int64_t create_rev,
+/* Proposes `ir` as `caller`'s (checked at apply against its permissions,
+ * as etcd's lock and election servers act through a client carrying the
+ * caller's token), or as the server's own when caller is NULL. */
+static int propose_for(api_server *s, grpc_call *caller, Ketchpb__InternalRequest *ir,
+                       api_propose_fn cb, void *data)
+{
+    if (caller == NULL) return api_propose_internal(s, ir, cb, data);
+    char *user;
+    int rv = auth_api_stamp(s, caller, ir, &user);
+    if (rv == 0) rv = api_propose_as(s, ir, cb, data);
+    free(user);
+    return rv;
+}
+
+int conc_propose_txn(api_server *s, grpc_call *caller, conc_bytes key, int64_t create_rev,
                      Etcdserverpb__RequestOp **ops_then, size_t n_then,
                      Etcdserverpb__RequestOp **ops_else, size_t n_else, api_propose_fn cb,
                      void *data)
@@ -266,16 +281,17 @@ int conc_propose_txn(api_server *s, conc_bytes key, int64_t create_rev,
     txn.failure = ops_else;
     Ketchpb__InternalRequest ir = KETCHPB__INTERNAL_REQUEST__INIT;
     ir.txn = &txn;
-    return api_propose_internal(s, &ir, cb, data);
+    return propose_for(s, caller, &ir, cb, data);
 }
 
-int conc_propose_delete(api_server *s, conc_bytes key, api_propose_fn cb, void *data)
+int conc_propose_delete(api_server *s, grpc_call *caller, conc_bytes key, api_propose_fn cb,
+                        void *data)
 {
     Etcdserverpb__DeleteRangeRequest d = ETCDSERVERPB__DELETE_RANGE_REQUEST__INIT;
     d.key = key;
     Ketchpb__InternalRequest ir = KETCHPB__INTERNAL_REQUEST__INIT;
     ir.delete_range = &d;
-    return api_propose_internal(s, &ir, cb, data);
+    return propose_for(s, caller, &ir, cb, data);
 }
 
 static void forget_done(api_server *s, void *data, int err, const uint8_t *resp, size_t len)
@@ -287,7 +303,7 @@ static void forget_done(api_server *s, void *data, int err, const uint8_t *resp,
 void conc_propose_forget(api_server *s, conc_bytes key, int64_t create_rev,
                          Etcdserverpb__RequestOp *op)
 {
-    int rv = conc_propose_txn(s, key, create_rev, &op, 1, NULL, 0, forget_done, NULL);
+    int rv = conc_propose_txn(s, NULL, key, create_rev, &op, 1, NULL, 0, forget_done, NULL);
     if (rv != 0) log_debug("lock/election: cannot propose a clean-up: %s", kerr_text(rv));
 }
 

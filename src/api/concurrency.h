@@ -80,13 +80,17 @@ Etcdserverpb__RequestOp *conc_op_delete(arena *a, conc_bytes key);
 
 /* Proposes "if create_revision(key) == create_rev then ops_then else
  * ops_else" (arrays borrowed for the call). As api_propose_internal: cb gets
- * the packed TxnResponse; if this returns non-zero, cb never runs. */
-int conc_propose_txn(api_server *s, conc_bytes key, int64_t create_rev,
+ * the packed TxnResponse; if this returns non-zero, cb never runs.
+ * `caller` (may be NULL: the server's own clean-up, run as root): the
+ * client call it is made for; the entry carries its user and is checked
+ * at apply against that user's permissions. */
+int conc_propose_txn(api_server *s, grpc_call *caller, conc_bytes key, int64_t create_rev,
                      Etcdserverpb__RequestOp **ops_then, size_t n_then,
                      Etcdserverpb__RequestOp **ops_else, size_t n_else, api_propose_fn cb,
                      void *data);
 /* Proposes a DeleteRange of one key; cb gets a DeleteRangeResponse. */
-int conc_propose_delete(api_server *s, conc_bytes key, api_propose_fn cb, void *data);
+int conc_propose_delete(api_server *s, grpc_call *caller, conc_bytes key, api_propose_fn cb,
+                        void *data);
 /* Best effort, nobody waits: the txn above with only ops_then. Used where
  * etcd cleans up after a cancelled wait (Unlock, Resign). */
 void conc_propose_forget(api_server *s, conc_bytes key, int64_t create_rev,

@@ -162,7 +162,7 @@ static void campaign_txn_done(api_server *s, void *data, int err, const uint8_t 
     if (!grpc_call_alive(op->w.call)) return campaign_resign(s, op);
     if (!reproclaim) return campaign_wait(s, op);
     Etcdserverpb__RequestOp *put = conc_op_put(&op->a, op->key, op->value, op->lease);
-    int rv = conc_propose_txn(s, op->key, op->leader_rev, &put, 1, NULL, 0, proclaim_done, op);
+    int rv = conc_propose_txn(s, op->w.call, op->key, op->leader_rev, &put, 1, NULL, 0, proclaim_done, op);
     if (rv != 0) {
         conc_fail(op->w.call, rv);
         campaign_resign(s, op);
@@ -174,7 +174,7 @@ static void campaign_txn(api_server *s, struct campaign_op *op)
     arena *a = &op->a;
     Etcdserverpb__RequestOp *then = conc_op_put(a, op->key, op->value, op->lease);
     Etcdserverpb__RequestOp *els = conc_op_get(a, op->key);
-    int rv = conc_propose_txn(s, op->key, 0, &then, 1, &els, 1, campaign_txn_done, op);
+    int rv = conc_propose_txn(s, op->w.call, op->key, 0, &then, 1, &els, 1, campaign_txn_done, op);
     if (rv != 0) {
         conc_fail(op->w.call, rv);
         campaign_free(op);
@@ -278,7 +278,7 @@ static void guarded_txn(api_server *s, struct guarded_op *op)
 {
     Etcdserverpb__RequestOp *then = op->resign ? conc_op_delete(&op->a, op->key)
                                                : conc_op_put(&op->a, op->key, op->value, op->lease);
-    int rv = conc_propose_txn(s, op->key, op->rev, &then, 1, NULL, 0, guarded_done, op);
+    int rv = conc_propose_txn(s, op->call, op->key, op->rev, &then, 1, NULL, 0, guarded_done, op);
     if (rv != 0) {
         conc_fail(op->call, rv);
         guarded_free(op);

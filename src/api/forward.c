@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "api/propose.h"
+#include "member/peer.h"
 #include "util/errors.h"
 #include "util/log.h"
 
@@ -40,6 +41,7 @@ struct fwd_api {
     char *conn_url;
     bool conn_connected; /* the TCP connection was made */
     bool conn_failed;
+    peer_dial *dial;     /* until the peer connection is up */
     bool stopped;
     uv_timer_t timer; /* retries, while `retry` or `rd_pending` wait */
     struct fcall *retry;
@@ -78,9 +80,24 @@ static void conn_event(struct client_conn *conn, int err, void *arg)
     }
 }
 
+static void dial_done(void *arg, int status)
+{
+    api_server *s = arg;
+    struct fwd_api *f = s->fwd;
+    f->dial = NULL;
+    if (status == 0) {
+        f->conn_connected = true;
+    } else {
+        f->conn_failed = true;
+        log_debug("forward: connection to the leader at %s: %s", f->conn_url, uv_strerror(status));
+    }
+}
+
 static void drop_conn(struct fwd_api *f)
 {
     struct client_conn *c = f->conn;
+    if (f->dial != NULL) peer_dial_cancel(f->dial);
+    f->dial = NULL;
     if (c == NULL) return;
     f->conn = NULL;
     free(f->conn_url);
@@ -89,30 +106,40 @@ static void drop_conn(struct fwd_api *f)
 }
 
 /* The connection to the current leader, opened if needed; NULL when no
- * leader is known, or it has not published a client URL yet. */
+ * leader is known. It goes to the leader's peer URL (where
+ * ketchpb.Internal is served), through the peer port's relay, so with
+ * TLS when the --peer-* flags ask for it. */
 static struct client_conn *leader_conn(api_server *s)
 {
     struct fwd_api *f = s->fwd;
-    if (s->member == NULL || f->stopped) return NULL;
+    if (s->member == NULL || s->peer == NULL || f->stopped) return NULL;
     uint64_t leader = member_leader_id(s->member);
-    const char *url = leader ? api_cluster_client_url(s, leader) : NULL;
-    if (url == NULL) return NULL;
+    char *addr = leader ? api_cluster_peer_address(s, leader) : NULL;
+    if (addr == NULL) return NULL;
     if (f->conn != NULL &&
-        (f->conn_leader != leader || f->conn_failed || strcmp(url, f->conn_url) != 0))
+        (f->conn_leader != leader || f->conn_failed || strcmp(addr, f->conn_url) != 0))
         drop_conn(f);
-    if (f->conn == NULL) {
-        char *u = strdup(url);
-        if (u == NULL) return NULL;
-        f->conn_leader = leader;
-        f->conn_connected = false;
-        f->conn_failed = false;
-        if (client_conn_open(s->loop, u, conn_event, s, &f->conn) != 0) {
-            f->conn = NULL;
-            free(u);
-            return NULL;
-        }
-        f->conn_url = u;
+    if (f->conn != NULL) {
+        free(addr);
+        return f->conn;
     }
+    f->conn_leader = leader;
+    f->conn_connected = false;
+    f->conn_failed = false;
+    uv_os_sock_t fd;
+    peer_dial *d;
+    if (peer_net_dial(s->peer, addr, dial_done, s, &fd, &d) != 0) {
+        free(addr);
+        return NULL;
+    }
+    if (client_conn_adopt(s->loop, fd, addr, conn_event, s, &f->conn) != 0) {
+        peer_dial_cancel(d);
+        f->conn = NULL;
+        free(addr);
+        return NULL;
+    }
+    f->dial = d;
+    f->conn_url = addr;
     return f->conn;
 }
 
@@ -300,6 +327,23 @@ int api_forward_read_index(api_server *s, uint64_t deadline, member_done_fn cb, 
     w->next = f->rd_pending;
     f->rd_pending = w;
     rd_send(s);
+    return 0;
+}
+
+int api_forward_wait_applied(api_server *s, uint64_t index, uint64_t deadline, member_done_fn cb,
+                             void *data)
+{
+    struct fwd_api *f = s->fwd;
+    if (f == NULL || f->stopped) return KERR_STOPPED;
+    struct rwait *w = calloc(1, sizeof *w);
+    if (w == NULL) return KERR_NOMEM;
+    w->cb = cb;
+    w->data = data;
+    w->deadline = deadline;
+    w->index = index;
+    w->next = f->applied;
+    f->applied = w;
+    if (!uv_is_active((uv_handle_t *)&f->check)) uv_check_start(&f->check, on_check);
     return 0;
 }
 

@@ -43,6 +43,13 @@ int api_forward_unary(api_server *s, const char *path, const uint8_t *msg, size_
  * Never inside this call. Returns 0 or KERR_NOMEM / KERR_STOPPED. */
 int api_forward_read_index(api_server *s, uint64_t deadline, member_done_fn cb, void *data);
 
+/* `cb` runs with 0 once this member has applied Raft index `index` (the
+ * store's applied index), or with KERR_TIMEOUT at `deadline` (uv_now()
+ * ms) / KERR_STOPPED. Never inside this call. Returns 0 or KERR_NOMEM /
+ * KERR_STOPPED. */
+int api_forward_wait_applied(api_server *s, uint64_t index, uint64_t deadline, member_done_fn cb,
+                             void *data);
+
 /* etcd's request timeout from now (uv_now() ms), or `call`'s deadline if
  * sooner (call may be NULL). */
 uint64_t api_forward_deadline(api_server *s, grpc_call *call);

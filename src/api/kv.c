@@ -6,6 +6,7 @@
 
 #include "api/auth.h"
 #include "api/kv.h"
+#include "api/maintenance.h"
 #include "api/propose.h"
 #include "util/arena.h"
 #include "util/errors.h"
@@ -260,6 +261,7 @@ void kv_put(grpc_call *call, const uint8_t *msg, size_t len, void *ctx)
     Etcdserverpb__PutRequest *req = etcdserverpb__put_request__unpack(NULL, len, msg);
     if (req == NULL) return fail_unmarshal(call);
     int rv = check_put(req);
+    if (rv == 0) rv = maint_quota_check(ctx, maint_cost_put(req));
     if (rv != 0) {
         grpc_call_fail(call, rv);
     } else {
@@ -313,6 +315,8 @@ void kv_txn(grpc_call *call, const uint8_t *msg, size_t len, void *ctx)
         if (rv == 0) rv = check_intervals(&a, req->failure, req->n_failure, &sets);
         arena_free(&a);
     }
+    /* as etcd's quotaKVServer.Txn (a txn without puts costs nothing) */
+    if (rv == 0) rv = maint_quota_check(s, maint_cost_txn(req));
     if (rv != 0) {
         grpc_call_fail(call, rv);
         etcdserverpb__txn_request__free_unpacked(req, NULL);

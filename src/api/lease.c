@@ -10,6 +10,7 @@
 #include <stdlib.h>
 
 #include "api/forward.h"
+#include "api/maintenance.h"
 #include "api/propose.h"
 #include "lease/lessor.h"
 #include "util/errors.h"
@@ -260,6 +261,9 @@ void lease_api_applied(api_server *s, const Ketchpb__InternalRequest *req,
 {
     struct lease_api *la = s->lease;
     if (la == NULL || req == NULL) return;
+    /* a leader elected since the last tick starts its deadlines now, so a
+     * lease granted right after the election gets one at once */
+    track_leadership(s);
     if (req->lease_grant != NULL && res->err == 0) {
         if (lessor_add(la->lessor, req->lease_grant->id, req->lease_grant->ttl, 0, now_ms()) != 0) {
             log_error("lease: out of memory mirroring a grant; stopping");
@@ -296,8 +300,12 @@ void lease_grant(grpc_call *call, const uint8_t *msg, size_t len, void *ctx)
     Etcdserverpb__LeaseGrantRequest *req =
         etcdserverpb__lease_grant_request__unpack(NULL, len, msg);
     if (req == NULL) return fail_unmarshal(call);
+    int rv;
     if (s->lease == NULL) {
         grpc_call_fail(call, KERR_STOPPED);
+    } else if ((rv = maint_quota_check(s, maint_cost_lease())) != 0) {
+        /* as etcd's quotaLeaseServer, around the lease server */
+        grpc_call_fail(call, rv);
     } else if (req->ttl > MVCC_MAX_LEASE_TTL) {
         grpc_call_fail(call, KERR_LEASE_TTL_TOO_LARGE);
     } else {
@@ -464,6 +472,7 @@ void lease_time_to_live(grpc_call *call, const uint8_t *msg, size_t len, void *c
         }
         return;
     }
+    track_leadership(s);
     /* as etcd: the leader answers once it has applied what it committed */
     api_read(s, call, &req->base, false, ttl_exec);
 }

@@ -66,7 +66,7 @@ static void ignore_done(api_server *s, void *data, int err, const uint8_t *resp,
 /* etcd's Mutex.Lock on a failed wait: m.Unlock (a plain delete). */
 static void abandon(api_server *s, struct lock_op *op)
 {
-    int rv = conc_propose_delete(s, op->key, ignore_done, NULL);
+    int rv = conc_propose_delete(s, NULL, op->key, ignore_done, NULL);
     if (rv != 0) log_debug("lock: cannot release an abandoned key: %s", kerr_text(rv));
     op_free(op);
 }
@@ -148,7 +148,7 @@ static void propose_txn(api_server *s, struct lock_op *op)
     Etcdserverpb__RequestOp *then[2] = {conc_op_put(a, op->key, (conc_bytes){0, NULL}, op->lease),
                                         conc_op_get_first(a, op->pfx)};
     Etcdserverpb__RequestOp *els[2] = {conc_op_get(a, op->key), conc_op_get_first(a, op->pfx)};
-    int rv = conc_propose_txn(s, op->key, 0, then, 2, els, 2, txn_done, op);
+    int rv = conc_propose_txn(s, op->w.call, op->key, 0, then, 2, els, 2, txn_done, op);
     if (rv != 0) {
         conc_fail(op->w.call, rv);
         op_free(op);
@@ -245,7 +245,7 @@ void lock_unlock(grpc_call *call, const uint8_t *msg, size_t len, void *ctx)
         conc_fail(call, arv);
     } else {
         grpc_call_ref(call);
-        int rv = conc_propose_delete(s, req->key, unlock_done, call);
+        int rv = conc_propose_delete(s, call, req->key, unlock_done, call);
         if (rv != 0) {
             conc_fail(call, rv);
             grpc_call_unref(call);

@@ -1,7 +1,111 @@
-/* etcdserverpb.Maintenance: Status and Alarm (list only, no alarms yet). */
+/* etcdserverpb.Maintenance (Status, Alarm, Hash, HashKV, Defragment), the
+ * backend quota, the compaction sweep and auto-compaction.
+ *
+ * Quota, as etcd's quotaKVServer / quotaLeaseServer: a Put, a Txn (its
+ * bigger branch's puts) or a LeaseGrant whose cost would take the file to
+ * the quota or past it is refused with "etcdserver: mvcc: database space
+ * exceeded", and the NOSPACE alarm of this member is proposed through
+ * Raft, so every member then refuses writes at apply (mvcc's capped
+ * apply) until it is disarmed. Reads, deletes and compaction still work.
+ *
+ * Auto-compaction, as etcd's compactor package, runs on the leader only
+ * and proposes an ordinary Compaction entry:
+ *   periodic  every min(retention, 1h)/10 the current revision is noted;
+ *             once `retention` has passed (then every min(retention, 1h))
+ *             the store is compacted to the revision noted `retention` ago;
+ *   revision  every 5 minutes, compacted to current - retention.
+ * The history a compaction frees is swept in batches of
+ * --experimental-compaction-batch-limit changes, one batch per
+ * --experimental-compaction-sleep-interval, by a timer on the loop.
+ *
+ * Defragment: see mvcc.h (copy on libuv's thread pool, catch-up on the
+ * loop, a short swap). Concurrent Defragment calls share one run. */
 #include "api/maintenance.h"
 
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/auth.h"
+#include "api/propose.h"
 #include "util/errors.h"
+#include "util/log.h"
+
+/* etcd's quota.go */
+#define KV_OVERHEAD 256
+#define LEASE_OVERHEAD 64
+/* etcd's compactor: revInterval, retryDivisor */
+#define REVISION_INTERVAL_MS (5 * 60 * 1000)
+#define RETRY_DIVISOR 10
+#define HOUR_MS (3600ULL * 1000)
+/* defrag catch-up: entries replayed per tick, and how few may be left for
+ * the swap */
+#define DEFRAG_STEP 512
+#define DEFRAG_SWAP_AT 128
+
+struct maint_api {
+    api_server *s;
+    bool stopping;
+    /* compaction sweep */
+    uv_timer_t sweep;
+    uint64_t sleep_ms;
+    size_t batch_limit;
+    /* auto-compaction */
+    uv_timer_t autoc;
+    bool periodic;
+    uint64_t retention; /* ms (periodic) or revisions */
+    uint64_t tick_ms;
+    int64_t *revs; /* periodic: revisions noted every tick, oldest first */
+    size_t n_revs, max_revs;
+    uint64_t last_success, base_interval;
+    int64_t prev_rev; /* revision mode: last compacted to */
+    bool proposing;
+    /* defrag */
+    uv_work_t work;
+    uv_timer_t catchup;
+    int copy_rc;
+    bool defragging, copying;
+    grpc_call **waiters;
+    size_t n_waiters;
+    unsigned catchup_ticks;
+    uint64_t last_pause_ns;
+    /* --experimental-corrupt-check-time */
+    uv_timer_t corrupt;
+    uint64_t corrupt_ms;
+    /* quota: NOSPACE proposed and not yet seen applied */
+    bool nospace_proposed;
+};
+
+static uint64_t now_ms(void) { return uv_hrtime() / 1000000; }
+
+/* etcd's authMaintenanceServer.isAuthenticated (Defragment, Hash, HashKV
+ * and Snapshot): with auth enabled, the caller must be an admin. etcd
+ * (3.4 and 3.5) returns the auth package's error as it is, so clients see
+ * gRPC Unknown with "auth: ..." texts. */
+static int check_admin(api_server *s, grpc_call *call)
+{
+    if (!mvcc_auth_enabled(s->store)) return 0;
+    char *user = NULL;
+    uint64_t rev;
+    int rv = auth_api_info(s, call, &user, &rev);
+    if (rv == 0) rv = mvcc_auth_is_admin(s->store, user);
+    free(user);
+    switch (rv) {
+    case KERR_USER_EMPTY:
+        return KERR_MAINT_USER_EMPTY;
+    case KERR_USER_NOT_FOUND:
+        return KERR_MAINT_USER_NOT_FOUND;
+    case KERR_PERMISSION_DENIED:
+        return KERR_MAINT_PERMISSION_DENIED;
+    case KERR_INVALID_AUTH_TOKEN:
+        return KERR_MAINT_INVALID_AUTH_TOKEN;
+    default:
+        return rv;
+    }
+}
+
+/* ---- Status ---- */
 
 void maintenance_status(grpc_call *call, const uint8_t *msg, size_t len, void *ctx)
 {
@@ -19,8 +123,31 @@ void maintenance_status(grpc_call *call, const uint8_t *msg, size_t len, void *c
         r.raftappliedindex = member_applied_index(s->member);
         r.islearner = api_cluster_is_learner(s, s->member_id);
     }
+    /* as etcd: "etcdserver: no leader", then each alarm in the text form
+     * of gogoproto's String() */
+    Etcdserverpb__AlarmMember *as = NULL;
+    size_t n = 0;
+    mvcc_alarm_list(s->store, &as, &n);
+    char **errs = calloc(n + 1, sizeof *errs);
+    size_t ne = 0;
+    if (errs != NULL) {
+        if (r.leader == 0) errs[ne++] = strdup(kerr_text(KERR_NO_LEADER));
+        for (size_t i = 0; i < n; i++) {
+            char buf[96];
+            snprintf(buf, sizeof buf, "memberID:%" PRIu64 " alarm:%s ", as[i].memberid,
+                     as[i].alarm == ETCDSERVERPB__ALARM_TYPE__NOSPACE ? "NOSPACE" : "CORRUPT");
+            errs[ne++] = strdup(buf);
+        }
+        r.errors = errs;
+        r.n_errors = ne;
+    }
     grpc_call_reply(call, &r.base);
+    for (size_t i = 0; i < ne; i++) free(errs[i]);
+    free(errs);
+    free(as);
 }
+
+/* ---- Alarm ---- */
 
 void maintenance_alarm(grpc_call *call, const uint8_t *msg, size_t len, void *ctx)
 {
@@ -30,12 +157,500 @@ void maintenance_alarm(grpc_call *call, const uint8_t *msg, size_t len, void *ct
         grpc_call_finish(call, GRPC_INTERNAL, "grpc: error unmarshalling request: unexpected EOF");
         return;
     }
-    /* No alarm can be raised yet (quota and corruption checks come with
-     * later work): GET lists none, ACTIVATE/DEACTIVATE change nothing. */
-    Etcdserverpb__AlarmResponse r = ETCDSERVERPB__ALARM_RESPONSE__INIT;
+    /* as etcd: every action (GET too) is a Raft entry */
+    Ketchpb__InternalRequest ir = KETCHPB__INTERNAL_REQUEST__INIT;
+    ir.alarm = req;
+    api_propose(s, call, &ir);
+    etcdserverpb__alarm_request__free_unpacked(req, NULL);
+}
+
+static void alarm_proposed(api_server *s, void *data, int err, const uint8_t *resp, size_t len)
+{
+    (void)data, (void)resp, (void)len;
+    if (s->maint != NULL) s->maint->nospace_proposed = false;
+    if (err != 0) log_warn("raising the NOSPACE alarm failed: %s", kerr_text(err));
+}
+
+int maint_quota_check(api_server *s, int64_t cost)
+{
+    if (cost == 0 || s->quota_bytes <= 0) return 0;
+    if (mvcc_db_file_size(s->store) + cost < s->quota_bytes) return 0;
+    /* etcd's quotaAlarmer.check: raise NOSPACE for this member, refuse */
+    struct maint_api *m = s->maint;
+    if (m != NULL && !m->nospace_proposed && mvcc_alarm_count(s->store, ETCDSERVERPB__ALARM_TYPE__NOSPACE) == 0) {
+        Etcdserverpb__AlarmRequest ar = ETCDSERVERPB__ALARM_REQUEST__INIT;
+        ar.action = ETCDSERVERPB__ALARM_REQUEST__ALARM_ACTION__ACTIVATE;
+        ar.memberid = s->member_id;
+        ar.alarm = ETCDSERVERPB__ALARM_TYPE__NOSPACE;
+        Ketchpb__InternalRequest ir = KETCHPB__INTERNAL_REQUEST__INIT;
+        ir.alarm = &ar;
+        log_warn("database size %" PRId64 " + %" PRId64 " reaches the quota %" PRId64
+                 ": raising NOSPACE", mvcc_db_file_size(s->store), cost, s->quota_bytes);
+        if (api_propose_internal(s, &ir, alarm_proposed, NULL) == 0) m->nospace_proposed = true;
+    }
+    return KERR_NO_SPACE;
+}
+
+static int64_t cost_put(const Etcdserverpb__PutRequest *p)
+{
+    return KV_OVERHEAD + (int64_t)p->key.len + (int64_t)p->value.len;
+}
+
+int64_t maint_cost_put(const Etcdserverpb__PutRequest *p) { return cost_put(p); }
+
+int64_t maint_cost_txn(const Etcdserverpb__TxnRequest *t)
+{
+    int64_t ok = 0, fail = 0;
+    for (size_t i = 0; i < t->n_success; i++)
+        if (t->success[i]->request_case == ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_PUT)
+            ok += cost_put(t->success[i]->request_put);
+    for (size_t i = 0; i < t->n_failure; i++)
+        if (t->failure[i]->request_case == ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_PUT)
+            fail += cost_put(t->failure[i]->request_put);
+    return fail > ok ? fail : ok;
+}
+
+int64_t maint_cost_lease(void) { return LEASE_OVERHEAD; }
+
+/* ---- Hash, HashKV ---- */
+
+void maintenance_hash(grpc_call *call, const uint8_t *msg, size_t len, void *ctx)
+{
+    api_server *s = ctx;
+    Etcdserverpb__HashRequest *req = etcdserverpb__hash_request__unpack(NULL, len, msg);
+    if (req == NULL) {
+        grpc_call_finish(call, GRPC_INTERNAL, "grpc: error unmarshalling request: unexpected EOF");
+        return;
+    }
+    etcdserverpb__hash_request__free_unpacked(req, NULL);
+    int rv = check_admin(s, call);
+    if (rv != 0) {
+        grpc_call_fail(call, rv);
+        return;
+    }
+    Etcdserverpb__HashResponse r = ETCDSERVERPB__HASH_RESPONSE__INIT;
     Etcdserverpb__ResponseHeader h = ETCDSERVERPB__RESPONSE_HEADER__INIT;
+    rv = mvcc_hash(s->store, &r.hash);
+    if (rv != 0) {
+        grpc_call_fail(call, rv);
+        return;
+    }
     api_fill_header(s, &h, mvcc_revision(s->store));
     r.header = &h;
     grpc_call_reply(call, &r.base);
-    etcdserverpb__alarm_request__free_unpacked(req, NULL);
+}
+
+struct hash_kv_job {
+    uv_work_t work;
+    api_server *s;
+    grpc_call *call;
+    struct mvcc_hash_job *job;
+    int64_t rev, cur, crev;
+    uint32_t hash;
+    int rv;
+};
+
+static void hash_kv_run(uv_work_t *w)
+{
+    struct hash_kv_job *j = w->data;
+    j->rv = mvcc_hash_kv_run(j->job, &j->hash);
+}
+
+static void hash_kv_done(uv_work_t *w, int status)
+{
+    struct hash_kv_job *j = w->data;
+    mvcc_hash_kv_end(j->job);
+    int rv = status != 0 ? KERR_STOPPED : j->rv;
+    if (rv != 0) {
+        grpc_call_fail(j->call, rv);
+    } else {
+        Etcdserverpb__HashKVResponse r = ETCDSERVERPB__HASH_KVRESPONSE__INIT;
+        Etcdserverpb__ResponseHeader h = ETCDSERVERPB__RESPONSE_HEADER__INIT;
+        r.hash = j->hash;
+        r.compact_revision = j->crev;
+        r.hash_revision = j->rev > 0 ? j->rev : j->cur;
+        /* as etcd: the header carries the revision when the hash began */
+        api_fill_header(j->s, &h, j->cur);
+        r.header = &h;
+        grpc_call_reply(j->call, &r.base);
+    }
+    grpc_call_unref(j->call);
+    free(j);
+}
+
+/* Computed on libuv's pool from a read snapshot, so a big store does not
+ * hold the loop (etcd computes it under its own read lock). */
+void maintenance_hash_kv(grpc_call *call, const uint8_t *msg, size_t len, void *ctx)
+{
+    api_server *s = ctx;
+    Etcdserverpb__HashKVRequest *req = etcdserverpb__hash_kvrequest__unpack(NULL, len, msg);
+    if (req == NULL) {
+        grpc_call_finish(call, GRPC_INTERNAL, "grpc: error unmarshalling request: unexpected EOF");
+        return;
+    }
+    struct hash_kv_job *j = NULL;
+    int rv = check_admin(s, call);
+    if (rv == 0) j = calloc(1, sizeof *j);
+    if (rv == 0)
+        rv = j == NULL ? KERR_NOMEM
+                       : mvcc_hash_kv_start(s->store, req->revision, &j->job, &j->cur, &j->crev);
+    if (rv == 0) {
+        j->s = s;
+        j->call = call;
+        j->rev = req->revision;
+        j->work.data = j;
+        grpc_call_ref(call);
+        if (uv_queue_work(s->loop, &j->work, hash_kv_run, hash_kv_done) != 0) {
+            grpc_call_unref(call);
+            mvcc_hash_kv_end(j->job);
+            rv = KERR_INTERNAL;
+        }
+    }
+    if (rv != 0) {
+        grpc_call_fail(call, rv);
+        free(j);
+    }
+    etcdserverpb__hash_kvrequest__free_unpacked(req, NULL);
+}
+
+/* ---- Defragment ---- */
+
+static void defrag_copy(uv_work_t *w);
+static void defrag_copied(uv_work_t *w, int status);
+static void defrag_finish(api_server *s, int rv);
+
+/* Begins a run for the waiting calls (failing them if it cannot). */
+static void start_defrag(api_server *s)
+{
+    struct maint_api *m = s->maint;
+    int rv = mvcc_defrag_begin(s->store);
+    if (rv == 0) {
+        log_info("defragmenting the store");
+        m->work.data = m;
+        if (uv_queue_work(s->loop, &m->work, defrag_copy, defrag_copied) == 0) {
+            m->defragging = m->copying = true;
+            return;
+        }
+        mvcc_defrag_abort(s->store);
+        rv = KERR_DEFRAG_FAILED;
+    }
+    defrag_finish(s, rv);
+}
+
+static void defrag_cleanup(uv_work_t *w)
+{
+    struct maint_api *m = w->data;
+    mvcc_defrag_cleanup(m->s->store);
+}
+
+static void defrag_cleaned(uv_work_t *w, int status)
+{
+    struct maint_api *m = w->data;
+    (void)status;
+    m->defragging = m->copying = false;
+    if (m->n_waiters > 0 && m->stopping) defrag_finish(m->s, KERR_STOPPED);
+    else if (m->n_waiters > 0) start_defrag(m->s);
+}
+
+static void defrag_finish(api_server *s, int rv)
+{
+    struct maint_api *m = s->maint;
+    /* the old file goes on the pool; a new defrag waits for that */
+    if (rv == 0 && uv_queue_work(s->loop, &m->work, defrag_cleanup, defrag_cleaned) == 0)
+        m->copying = true;
+    else
+        m->defragging = false;
+    Etcdserverpb__DefragmentResponse r = ETCDSERVERPB__DEFRAGMENT_RESPONSE__INIT;
+    Etcdserverpb__ResponseHeader h = ETCDSERVERPB__RESPONSE_HEADER__INIT;
+    api_fill_header(s, &h, mvcc_revision(s->store));
+    r.header = &h;
+    for (size_t i = 0; i < m->n_waiters; i++) {
+        if (rv == 0)
+            grpc_call_reply(m->waiters[i], &r.base);
+        else
+            grpc_call_fail(m->waiters[i], rv);
+        grpc_call_unref(m->waiters[i]);
+    }
+    free(m->waiters);
+    m->waiters = NULL;
+    m->n_waiters = 0;
+}
+
+static void on_catchup(uv_timer_t *t)
+{
+    struct maint_api *m = t->data;
+    api_server *s = m->s;
+    size_t left = 0;
+    int rv = m->stopping ? KERR_STOPPED : mvcc_defrag_step(s->store, DEFRAG_STEP, &left);
+    m->catchup_ticks++;
+    if (rv == 0 && left > DEFRAG_SWAP_AT && m->catchup_ticks < 1000) return;
+    uv_timer_stop(t);
+    if (rv != 0) {
+        log_error("defrag: catching up failed: %s", kerr_text(rv));
+        mvcc_defrag_abort(s->store);
+        defrag_finish(s, KERR_DEFRAG_FAILED);
+        return;
+    }
+    int64_t before, in_use, after;
+    mvcc_db_size(s->store, &before, &in_use);
+    uint64_t t0 = uv_hrtime();
+    rv = mvcc_defrag_swap(s->store);
+    if (rv == KERR_BUSY) {
+        /* a HashKV snapshot is in use on the pool: catch up until it ends */
+        m->catchup_ticks = 0;
+        uv_timer_start(t, on_catchup, 1, 1);
+        return;
+    }
+    m->last_pause_ns = uv_hrtime() - t0;
+    if (rv == KERR_IO) {
+        /* the store could not be reopened: nothing can be served */
+        log_error("defrag: the store is gone; stopping");
+        abort();
+    }
+    if (rv != 0) {
+        log_error("defrag failed: %s", kerr_text(rv));
+        defrag_finish(s, KERR_DEFRAG_FAILED);
+        return;
+    }
+    mvcc_db_size(s->store, &after, &in_use);
+    log_info("defragmented: %" PRId64 " -> %" PRId64 " bytes; paused %.3f ms at the swap", before,
+             after, (double)m->last_pause_ns / 1e6);
+    defrag_finish(s, 0);
+    /* the sweep position was reset by the reopen */
+    maint_api_kick(s);
+}
+
+static void defrag_copy(uv_work_t *w)
+{
+    struct maint_api *m = w->data;
+    m->copy_rc = mvcc_defrag_copy(m->s->store);
+}
+
+static void defrag_copied(uv_work_t *w, int status)
+{
+    struct maint_api *m = w->data;
+    api_server *s = m->s;
+    m->copying = false;
+    int rv = status != 0 ? KERR_DEFRAG_FAILED : m->copy_rc;
+    if (rv == 0 && m->stopping) rv = KERR_STOPPED;
+    if (rv != 0) {
+        mvcc_defrag_abort(s->store);
+        defrag_finish(s, rv == KERR_STOPPED ? rv : KERR_DEFRAG_FAILED);
+        return;
+    }
+    m->catchup_ticks = 0;
+    uv_timer_start(&m->catchup, on_catchup, 0, 1);
+}
+
+void maintenance_defragment(grpc_call *call, const uint8_t *msg, size_t len, void *ctx)
+{
+    api_server *s = ctx;
+    struct maint_api *m = s->maint;
+    Etcdserverpb__DefragmentRequest *req =
+        etcdserverpb__defragment_request__unpack(NULL, len, msg);
+    if (req == NULL) {
+        grpc_call_finish(call, GRPC_INTERNAL, "grpc: error unmarshalling request: unexpected EOF");
+        return;
+    }
+    etcdserverpb__defragment_request__free_unpacked(req, NULL);
+    if (m == NULL || m->stopping) {
+        grpc_call_fail(call, KERR_STOPPED);
+        return;
+    }
+    int rv = check_admin(s, call);
+    if (rv != 0) {
+        grpc_call_fail(call, rv);
+        return;
+    }
+    grpc_call **w = realloc(m->waiters, (m->n_waiters + 1) * sizeof *w);
+    if (w == NULL) {
+        grpc_call_fail(call, KERR_NOMEM);
+        return;
+    }
+    m->waiters = w;
+    grpc_call_ref(call);
+    m->waiters[m->n_waiters++] = call;
+    /* joins the run in progress (or, while the last one's old file is
+     * being removed, starts once that is done) */
+    if (!m->defragging) start_defrag(s);
+}
+
+uint64_t maint_last_defrag_pause_ns(const api_server *s)
+{
+    return s->maint ? s->maint->last_pause_ns : 0;
+}
+
+/* ---- the compaction sweep ---- */
+
+static void on_sweep(uv_timer_t *t)
+{
+    struct maint_api *m = t->data;
+    api_server *s = m->s;
+    if (!mvcc_compact_pending(s->store) || m->stopping) {
+        uv_timer_stop(t);
+        return;
+    }
+    int rv = mvcc_compact_step(s->store, m->batch_limit);
+    if (rv != 0) {
+        log_error("compaction sweep failed: %s", kerr_text(rv));
+        uv_timer_stop(t);
+    }
+}
+
+void maint_api_kick(api_server *s)
+{
+    struct maint_api *m = s->maint;
+    if (m == NULL || m->stopping || !mvcc_compact_pending(s->store)) return;
+    if (!uv_is_active((uv_handle_t *)&m->sweep))
+        uv_timer_start(&m->sweep, on_sweep, 0, m->sleep_ms ? m->sleep_ms : 1);
+}
+
+/* ---- auto-compaction ---- */
+
+static void compacted(api_server *s, void *data, int err, const uint8_t *resp, size_t len)
+{
+    (void)resp, (void)len;
+    struct maint_api *m = s->maint;
+    int64_t rev = (int64_t)(intptr_t)data;
+    if (m == NULL) return;
+    m->proposing = false;
+    if (err == 0 || err == KERR_COMPACTED) {
+        log_info("completed auto %s compaction to revision %" PRId64,
+                 m->periodic ? "periodic" : "revision", rev);
+        m->last_success = now_ms();
+        m->prev_rev = rev;
+    } else {
+        log_warn("auto compaction to revision %" PRId64 " failed: %s (retrying)", rev,
+                 kerr_text(err));
+    }
+}
+
+static void propose_compaction(api_server *s, int64_t rev)
+{
+    struct maint_api *m = s->maint;
+    Etcdserverpb__CompactionRequest cr = ETCDSERVERPB__COMPACTION_REQUEST__INIT;
+    cr.revision = rev;
+    Ketchpb__InternalRequest ir = KETCHPB__INTERNAL_REQUEST__INIT;
+    ir.compaction = &cr;
+    log_info("starting auto %s compaction to revision %" PRId64,
+             m->periodic ? "periodic" : "revision", rev);
+    if (api_propose_internal(s, &ir, compacted, (void *)(intptr_t)rev) == 0) m->proposing = true;
+}
+
+static void on_auto(uv_timer_t *t)
+{
+    struct maint_api *m = t->data;
+    api_server *s = m->s;
+    bool leader = s->member != NULL && member_is_leader(s->member);
+    if (m->periodic) {
+        /* etcd's Periodic.Run: the revision is noted every tick, also
+         * while paused (not leader) */
+        if (m->n_revs == m->max_revs) {
+            memmove(m->revs, m->revs + 1, (m->n_revs - 1) * sizeof *m->revs);
+            m->n_revs--;
+        }
+        m->revs[m->n_revs++] = mvcc_revision(s->store);
+        if (!leader || m->proposing) return;
+        if (now_ms() - m->last_success < m->base_interval) return;
+        uint64_t every = m->retention > HOUR_MS ? HOUR_MS : m->retention;
+        m->base_interval = every;
+        int64_t rev = m->revs[0];
+        if (rev > mvcc_compact_revision(s->store)) propose_compaction(s, rev);
+        else m->last_success = now_ms();
+    } else {
+        if (!leader || m->proposing) return;
+        int64_t rev = mvcc_revision(s->store) - (int64_t)m->retention;
+        if (rev <= 0 || rev == m->prev_rev) return;
+        propose_compaction(s, rev);
+    }
+}
+
+/* ---- corruption check (api/corrupt.c) ---- */
+
+static void on_corrupt(uv_timer_t *t)
+{
+    struct maint_api *m = t->data;
+    if (!m->stopping) maint_corrupt_check(m->s);
+}
+
+/* ---- life cycle ---- */
+
+int maint_api_init(api_server *s, const struct maint_config *c)
+{
+    struct maint_api *m = calloc(1, sizeof *m);
+    if (m == NULL) return KERR_NOMEM;
+    m->s = s;
+    m->sleep_ms = c->sleep_ms;
+    m->batch_limit = c->batch_limit ? c->batch_limit : 1000;
+    m->periodic = c->periodic;
+    m->retention = c->retention;
+    uv_timer_init(s->loop, &m->sweep);
+    uv_timer_init(s->loop, &m->autoc);
+    uv_timer_init(s->loop, &m->catchup);
+    uv_timer_init(s->loop, &m->corrupt);
+    m->sweep.data = m->autoc.data = m->catchup.data = m->corrupt.data = m;
+    m->corrupt_ms = c->corrupt_check_ms;
+    if (m->retention > 0) {
+        if (m->periodic) {
+            uint64_t every = m->retention > HOUR_MS ? HOUR_MS : m->retention;
+            m->tick_ms = every / RETRY_DIVISOR;
+            if (m->tick_ms == 0) m->tick_ms = 1;
+            m->max_revs = (size_t)(m->retention / m->tick_ms) + 1;
+            m->revs = calloc(m->max_revs, sizeof *m->revs);
+            if (m->revs == NULL) {
+                free(m);
+                return KERR_NOMEM;
+            }
+            m->base_interval = m->retention;
+        } else {
+            m->tick_ms = c->revision_interval_ms ? c->revision_interval_ms : REVISION_INTERVAL_MS;
+        }
+    }
+    s->maint = m;
+    return 0;
+}
+
+void maint_api_start(api_server *s)
+{
+    struct maint_api *m = s->maint;
+    if (m == NULL) return;
+    m->last_success = now_ms();
+    /* as etcd's Periodic.Run: the revision at the start is the first noted */
+    if (m->periodic && m->revs != NULL) m->revs[m->n_revs++] = mvcc_revision(s->store);
+    if (m->retention > 0) {
+        uv_timer_start(&m->autoc, on_auto, m->tick_ms, m->tick_ms);
+        log_info("auto compaction: %s, retention %" PRIu64 "%s", m->periodic ? "periodic" : "revision",
+                 m->retention, m->periodic ? " ms" : " revisions");
+    }
+    if (m->corrupt_ms > 0)
+        uv_timer_start(&m->corrupt, on_corrupt, m->corrupt_ms, m->corrupt_ms);
+    maint_api_kick(s);
+}
+
+void maint_api_stop(api_server *s)
+{
+    struct maint_api *m = s->maint;
+    if (m == NULL || m->stopping) return;
+    m->stopping = true;
+    uv_close((uv_handle_t *)&m->sweep, NULL);
+    uv_close((uv_handle_t *)&m->autoc, NULL);
+    uv_close((uv_handle_t *)&m->corrupt, NULL);
+    maint_corrupt_stop();
+    uv_timer_stop(&m->catchup);
+    uv_close((uv_handle_t *)&m->catchup, NULL);
+    if (m->defragging && !m->copying) {
+        mvcc_defrag_abort(s->store);
+        defrag_finish(s, KERR_STOPPED);
+    }
+    /* a copy still running finishes on the pool; defrag_copied drops it */
+}
+
+void maint_api_fini(api_server *s)
+{
+    struct maint_api *m = s->maint;
+    if (m == NULL) return;
+    free(m->revs);
+    free(m->waiters);
+    free(m);
+    s->maint = NULL;
 }

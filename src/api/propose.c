@@ -9,6 +9,7 @@
 #include "api/concurrency.h"
 #include "api/forward.h"
 #include "api/lease.h"
+#include "api/maintenance.h"
 #include "api/cluster.h"
 #include "util/arena.h"
 #include "util/errors.h"
@@ -26,7 +27,30 @@ struct proposal {
     uint8_t *buf;   /* the packed InternalRequest */
     size_t len;
     bool local_only; /* from ketchpb.Internal/Propose: never forward again */
+    uint64_t index;  /* the Raft index it was applied at (set by apply) */
+    bool wait_apply; /* forwarded: answer once applied here too */
 };
+
+/* Auth requests (Authenticate, user/role changes, enable/disable): a
+ * follower that forwarded one answers only once it has applied it, so the
+ * token it hands out, or the change, holds on this member at once (etcd's
+ * members answer after their own apply). Other writes are answered as soon
+ * as the leader has applied them: libraft tells followers of a commit only
+ * with its next message, so waiting for every write would stall a busy
+ * follower's clients for up to a heartbeat each. The server's own
+ * proposals (api_propose_as) wait too: lock and election read the local
+ * store right after. */
+static bool is_auth(const Ketchpb__InternalRequest *r)
+{
+    const ProtobufCMessageDescriptor *d = r->base.descriptor;
+    for (unsigned i = 0; i < d->n_fields; i++) {
+        const ProtobufCFieldDescriptor *f = &d->fields[i];
+        if (f->type == PROTOBUF_C_TYPE_MESSAGE && strncmp(f->name, "auth", 4) == 0 &&
+            *(void **)((char *)r + f->offset) != NULL)
+            return true;
+    }
+    return false;
+}
 
 static void proposal_free(struct proposal *p)
 {
@@ -47,6 +71,21 @@ static void proposal_done(void *data, int status)
         grpc_call_fail(p->call, status);
     } else if (p->err != 0) {
         grpc_call_fail(p->call, p->err);
+    } else if (p->resp != NULL && p->local_only) {
+        /* ketchpb.Internal/Propose's reply: the entry's index (8 bytes,
+         * little endian), then the response, so the follower answers its
+         * client only once it has applied the entry too (as etcd's member
+         * answers after its own apply) */
+        uint8_t *out = malloc(8 + p->resp_len);
+        if (out == NULL) {
+            grpc_call_fail(p->call, KERR_NOMEM);
+        } else {
+            for (int i = 0; i < 8; i++) out[i] = (uint8_t)(p->index >> (8 * i));
+            memcpy(out + 8, p->resp, p->resp_len);
+            grpc_call_send(p->call, out, 8 + p->resp_len);
+            grpc_call_finish(p->call, GRPC_OK, NULL);
+            free(out);
+        }
     } else if (p->resp != NULL) {
         grpc_call_send(p->call, p->resp, p->resp_len);
         grpc_call_finish(p->call, GRPC_OK, NULL);
@@ -83,11 +122,44 @@ void api_strip_unknown(ProtobufCMessage *m)
     m->n_unknown_fields = 0;
 }
 
-/* The leader's answer to a forwarded proposal: passed on as it is. */
+static void forwarded_applied(void *data, int status)
+{
+    struct proposal *p = data;
+    (void)status; /* committed either way: a late local apply is no error */
+    if (p->cb != NULL) {
+        p->cb(p->s, p->cb_data, 0, p->resp, p->resp_len);
+    } else {
+        grpc_call_send(p->call, p->resp, p->resp_len);
+        grpc_call_finish(p->call, GRPC_OK, NULL);
+    }
+    proposal_free(p);
+}
+
+/* The leader's answer to a forwarded proposal: passed on as it is, once
+ * this member has applied the entry too. */
 static void forwarded(api_server *s, void *data, int kerr, const struct client_reply *r)
 {
     struct proposal *p = data;
-    (void)s;
+    if (kerr == 0 && r->status == 0) {
+        uint64_t index = 0;
+        size_t n = r->data != NULL ? r->len : 0;
+        for (int i = 7; n >= 8 && i >= 0; i--) index = index << 8 | r->data[i];
+        p->resp = n >= 8 ? malloc(n - 8 + 1) : NULL;
+        if (p->resp != NULL) {
+            p->resp_len = n - 8;
+            memcpy(p->resp, r->data + 8, n - 8);
+            if (!p->wait_apply) {
+                forwarded_applied(p, 0);
+                return;
+            }
+            if (api_forward_wait_applied(s, index, api_forward_deadline(s, NULL),
+                                         forwarded_applied, p) == 0)
+                return;
+            free(p->resp);
+            p->resp = NULL;
+        }
+        kerr = KERR_INTERNAL;
+    }
     if (p->cb != NULL) {
         p->cb(p->s, p->cb_data, kerr != 0 ? kerr : r->status != 0 ? KERR_INTERNAL : 0,
               r->status == 0 ? r->data : NULL, r->status == 0 ? r->len : 0);
@@ -148,6 +220,7 @@ static struct proposal *prepare(api_server *s, Ketchpb__InternalRequest *req, in
         return NULL;
     }
     ketchpb__internal_request__pack(req, p->buf);
+    p->wait_apply = is_auth(req);
     return p;
 }
 
@@ -190,12 +263,19 @@ void api_propose_local(api_server *s, grpc_call *call, Ketchpb__InternalRequest 
 int api_propose_internal(api_server *s, Ketchpb__InternalRequest *req, api_propose_fn cb,
                          void *data)
 {
-    int rv;
     req->auth_system = true; /* the server's own request: etcd runs these as root */
+    return api_propose_as(s, req, cb, data);
+}
+
+int api_propose_as(api_server *s, Ketchpb__InternalRequest *req, api_propose_fn cb, void *data)
+{
+    int rv;
     struct proposal *p = prepare(s, req, &rv);
     if (p == NULL) return rv;
     p->cb = cb;
     p->cb_data = data;
+    /* the lock and election services read the local store next */
+    p->wait_apply = true;
     rv = submit(p);
     if (rv != 0) {
         p->cb = NULL;
@@ -236,6 +316,9 @@ static void deliver(api_server *s, struct proposal *p, struct mvcc_result *res, 
     } else if (res->lease_checkpoint) {
         res->lease_checkpoint->header = h;
         msg = &res->lease_checkpoint->base;
+    } else if (res->alarm) {
+        res->alarm->header = h;
+        msg = &res->alarm->base;
     } else if (res->auth) {
         /* every Auth*Response has its header as field 1 */
         const ProtobufCFieldDescriptor *f =
@@ -286,8 +369,10 @@ void api_apply(void *ctx, uint64_t index, const uint8_t *buf, size_t len)
     lease_api_applied(s, req, &res);
     auth_api_applied(s, index, req, &res, &a);
     conc_applied(s);
+    if (req != NULL && req->compaction != NULL) maint_api_kick(s);
     if (req != NULL && req->id != 0) {
         struct proposal *p = u64map_get(&s->proposals, req->id);
+        if (p != NULL) p->index = index;
         if (p != NULL && membership) {
             p->resp = malloc(1); /* no response message: the caller builds it */
             if (p->resp == NULL) p->err = KERR_NOMEM;

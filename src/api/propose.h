@@ -41,6 +41,12 @@ typedef void (*api_propose_fn)(api_server *s, void *data, int err, const uint8_t
 int api_propose_internal(api_server *s, Ketchpb__InternalRequest *req, api_propose_fn cb,
                          void *data);
 
+/* As api_propose_internal, but checked at apply as the user stamped in
+ * `req` (auth_user, auth_revision: auth_api_stamp), not as root: what the
+ * lock and election services propose for a client (etcd's run through a
+ * client with the caller's credentials). */
+int api_propose_as(api_server *s, Ketchpb__InternalRequest *req, api_propose_fn cb, void *data);
+
 /* A read that runs once it may observe every write committed before it
  * arrived (linearizable), or at once if serializable. Takes ownership of
  * `req` (an unpacked message, freed after `exec` returns); `exec` must

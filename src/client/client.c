@@ -17,10 +17,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <nghttp2/nghttp2.h>
 
 #include "client/client.h"
+#include "net/tls.h"
 
 #define READ_BUF_SIZE (256 * 1024)
 #define WRITE_BATCH_MAX (1024 * 1024)
@@ -52,7 +54,10 @@ struct client_stream {
 
 struct client_conn {
     uv_loop_t *loop;
-    uv_tcp_t tcp;
+    union {
+        uv_tcp_t tcp;   /* client_conn_open */
+        uv_pipe_t pipe; /* client_conn_adopt (same address: use tcp as the stream) */
+    };
     uv_prepare_t prepare;
     uv_connect_t connect_req;
     uv_write_t write_req;
@@ -73,6 +78,12 @@ struct client_conn {
     unsigned writing : 1;
     unsigned scheduled : 1;
     int open_handles;
+    tls_conn *tls;     /* NULL: cleartext */
+    uint8_t *sbuf;     /* ciphertext being written */
+    size_t scap;
+    uint8_t *pbuf;     /* plaintext read out of TLS */
+    char error[320];   /* why it failed */
+    char *hdr_name[4], *hdr_value[4];
 };
 
 /* ---- small helpers ---- */
@@ -245,6 +256,7 @@ static void conn_fail(struct client_conn *c, int err, const char *why)
         uv_read_stop((uv_stream_t *)&c->tcp);
     char msg[512];
     snprintf(msg, sizeof msg, "connection to %s failed: %s", c->endpoint, why);
+    snprintf(c->error, sizeof c->error, "%s", why);
     fail_all(c, CLIENT_STATUS_UNAVAILABLE, msg);
     if (c->on_event && !c->closing)
         c->on_event(c, err, c->arg);
@@ -397,7 +409,8 @@ static void flush(struct client_conn *c)
         return;
     for (;;) {
         c->wlen = 0;
-        while (c->wlen < WRITE_BATCH_MAX) {
+        bool h2 = !c->tls || tls_conn_established(c->tls);
+        while (h2 && c->wlen < WRITE_BATCH_MAX) {
             const uint8_t *p;
             ssize_t n = nghttp2_session_mem_send(c->session, &p);
             if (n < 0) {
@@ -413,11 +426,26 @@ static void flush(struct client_conn *c)
             memcpy(c->wbuf + c->wlen, p, (size_t)n);
             c->wlen += (size_t)n;
         }
-        if (c->wlen == 0)
+        uint8_t *out = c->wbuf;
+        size_t olen = c->wlen;
+        if (c->tls) {
+            if (c->wlen && tls_conn_write(c->tls, c->wbuf, c->wlen)) {
+                conn_fail(c, CLIENT_ESESSION, tls_conn_error(c->tls));
+                return;
+            }
+            size_t p = tls_conn_pending(c->tls);
+            if (grow(&c->sbuf, &c->scap, p ? p : 1)) {
+                conn_fail(c, CLIENT_ENOMEM, "out of memory");
+                return;
+            }
+            olen = p ? tls_conn_take(c->tls, c->sbuf, p) : 0;
+            out = c->sbuf;
+        }
+        if (olen == 0)
             return;
-        uv_buf_t b = uv_buf_init((char *)c->wbuf, (unsigned)c->wlen);
+        uv_buf_t b = uv_buf_init((char *)out, (unsigned)olen);
         int r = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
-        if (r == (int)c->wlen)
+        if (r == (int)olen)
             continue; /* all written: see if nghttp2 has more */
         if (r < 0 && r != UV_EAGAIN) {
             conn_fail(c, r, uv_strerror(r));
@@ -477,6 +505,54 @@ static void alloc_cb(uv_handle_t *h, size_t hint, uv_buf_t *buf)
     buf->len = READ_BUF_SIZE;
 }
 
+static void h2_recv(struct client_conn *c, const uint8_t *p, size_t n)
+{
+    ssize_t r = nghttp2_session_mem_recv(c->session, p, n);
+    if (c->failed)
+        return;
+    if (r < 0) {
+        conn_fail(c, CLIENT_ESESSION, nghttp2_strerror((int)r));
+        return;
+    }
+    if (nghttp2_session_want_write(c->session))
+        schedule(c);
+}
+
+/* Drives the handshake and hands the plaintext to nghttp2; the connection
+ * counts as up (on_event 0) once the handshake is done with ALPN h2. */
+static void tls_pump(struct client_conn *c)
+{
+    bool was_up = tls_conn_established(c->tls);
+    for (;;) {
+        ssize_t r = tls_conn_read(c->tls, c->pbuf, READ_BUF_SIZE);
+        if (!was_up && tls_conn_established(c->tls)) {
+            was_up = true;
+            if (c->on_event)
+                c->on_event(c, 0, c->arg);
+            if (c->failed)
+                return;
+            schedule(c);
+        }
+        if (r > 0) {
+            h2_recv(c, c->pbuf, (size_t)r);
+            if (c->failed)
+                return;
+            continue;
+        }
+        if (r == TLS_CLOSED) {
+            conn_fail(c, UV_EOF, "closed by the server");
+            return;
+        }
+        if (r == TLS_FAILED) {
+            conn_fail(c, CLIENT_ESESSION, tls_conn_error(c->tls));
+            return;
+        }
+        break;
+    }
+    if (tls_conn_pending(c->tls))
+        schedule(c);
+}
+
 static void read_cb(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
 {
     struct client_conn *c = st->data;
@@ -488,15 +564,15 @@ static void read_cb(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
     }
     if (n == 0)
         return;
-    ssize_t r = nghttp2_session_mem_recv(c->session, (const uint8_t *)buf->base, (size_t)n);
-    if (c->failed)
-        return;
-    if (r < 0) {
-        conn_fail(c, CLIENT_ESESSION, nghttp2_strerror((int)r));
+    if (!c->tls) {
+        h2_recv(c, (const uint8_t *)buf->base, (size_t)n);
         return;
     }
-    if (nghttp2_session_want_write(c->session))
-        schedule(c);
+    if (tls_conn_feed(c->tls, (const uint8_t *)buf->base, (size_t)n)) {
+        conn_fail(c, CLIENT_ENOMEM, "out of memory");
+        return;
+    }
+    tls_pump(c);
 }
 
 static void connect_cb(uv_connect_t *req, int status)
@@ -515,6 +591,10 @@ static void connect_cb(uv_connect_t *req, int status)
         conn_fail(c, r, uv_strerror(r));
         return;
     }
+    if (c->tls) {
+        tls_pump(c); /* the ClientHello */
+        return;
+    }
     if (c->on_event)
         c->on_event(c, 0, c->arg);
     if (!c->failed)
@@ -529,6 +609,8 @@ int client_parse_endpoint(const char *endpoint, struct sockaddr_storage *out)
     const char *p = endpoint;
     if (strncmp(p, "http://", 7) == 0)
         p += 7;
+    else if (strncmp(p, "https://", 8) == 0)
+        p += 8;
     else if (strstr(p, "://"))
         return CLIENT_EINVAL; /* https and others: not supported here */
     const char *port_s = NULL;
@@ -588,11 +670,36 @@ int client_parse_endpoint(const char *endpoint, struct sockaddr_storage *out)
     return 0;
 }
 
-int client_conn_open(uv_loop_t *loop, const char *endpoint, client_conn_cb on_event,
-                     void *arg, struct client_conn **out)
+/* The host part of an authority ("[::1]:2379" → "::1"), for SNI. */
+static void authority_host(const char *auth, char *host, size_t cap)
+{
+    const char *p = auth, *e;
+    if (*p == '[') {
+        p++;
+        e = strchr(p, ']');
+    } else {
+        e = strrchr(p, ':');
+    }
+    size_t n = e ? (size_t)(e - p) : strlen(p);
+    const char *slash = memchr(p, '/', n);
+    if (slash)
+        n = (size_t)(slash - p);
+    snprintf(host, cap, "%.*s", (int)n, p);
+}
+
+/* fd < 0: connect to endpoint over TCP; else serve the connected stream
+ * socket fd (endpoint only names it; cleartext). */
+static int conn_create(uv_loop_t *loop, const char *endpoint, uv_os_sock_t fd,
+                       const struct client_opts *opts, client_conn_cb on_event, void *arg,
+                       struct client_conn **out)
 {
     struct sockaddr_storage addr;
-    if (strlen(endpoint) >= 256 || client_parse_endpoint(endpoint, &addr))
+    if (strlen(endpoint) >= 256 || (fd < 0 && client_parse_endpoint(endpoint, &addr)))
+        return CLIENT_EINVAL;
+    bool https = strncmp(endpoint, "https://", 8) == 0;
+    bool http = strncmp(endpoint, "http://", 7) == 0;
+    tls_ctx *tls = opts && !http ? opts->tls : NULL;
+    if (https && !tls)
         return CLIENT_EINVAL;
     struct client_conn *c = calloc(1, sizeof *c);
     if (!c)
@@ -606,7 +713,14 @@ int client_conn_open(uv_loop_t *loop, const char *endpoint, client_conn_cb on_ev
     c->arg = arg;
     snprintf(c->endpoint, sizeof c->endpoint, "%s", endpoint);
     snprintf(c->authority, sizeof c->authority, "%s",
-             strncmp(endpoint, "http://", 7) == 0 ? endpoint + 7 : endpoint);
+             http ? endpoint + 7 : https ? endpoint + 8 : endpoint);
+    if (tls) {
+        char host[256];
+        authority_host(c->authority, host, sizeof host);
+        c->pbuf = malloc(READ_BUF_SIZE);
+        if (!c->pbuf || !(c->tls = tls_conn_new_client(tls, host)))
+            goto err_after_alloc;
+    }
 
     nghttp2_session_callbacks *cbs;
     if (nghttp2_session_callbacks_new(&cbs))
@@ -636,6 +750,31 @@ int client_conn_open(uv_loop_t *loop, const char *endpoint, client_conn_cb on_ev
         nghttp2_session_set_local_window_size(c->session, NGHTTP2_FLAG_NONE, 0, LOCAL_WINDOW))
         goto err_after_session;
 
+    if (fd >= 0) {
+        if ((rc = uv_pipe_init(loop, &c->pipe, 0)) < 0) {
+            close(fd);
+            goto err_after_session;
+        }
+        c->pipe.data = c->prepare.data = c->write_req.data = c;
+        c->open_handles++;
+        uv_prepare_init(loop, &c->prepare);
+        c->open_handles++;
+        rc = uv_pipe_open(&c->pipe, fd);
+        if (rc < 0)
+            close(fd);
+        if (rc == 0) {
+            c->connected = 1;
+            rc = uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb);
+        }
+        if (rc < 0) {
+            c->on_event = NULL;
+            client_conn_close(c);
+            return rc;
+        }
+        schedule(c);
+        *out = c;
+        return 0;
+    }
     c->tcp.data = c->prepare.data = c->connect_req.data = c->write_req.data = c;
     if ((rc = uv_tcp_init(loop, &c->tcp)) < 0)
         goto err_after_session;
@@ -655,8 +794,39 @@ int client_conn_open(uv_loop_t *loop, const char *endpoint, client_conn_cb on_ev
 err_after_session:
     nghttp2_session_del(c->session);
 err_after_alloc:
+    tls_conn_free(c->tls);
+    free(c->pbuf);
     free(c->rbuf);
     free(c);
+    return rc;
+}
+
+int client_conn_open_opts(uv_loop_t *loop, const char *endpoint, const struct client_opts *opts,
+                          client_conn_cb on_event, void *arg, struct client_conn **out)
+{
+    return conn_create(loop, endpoint, -1, opts, on_event, arg, out);
+}
+
+int client_conn_open(uv_loop_t *loop, const char *endpoint, client_conn_cb on_event,
+                     void *arg, struct client_conn **out)
+{
+    return conn_create(loop, endpoint, -1, NULL, on_event, arg, out);
+}
+
+int client_conn_adopt(uv_loop_t *loop, uv_os_sock_t fd, const char *name,
+                      client_conn_cb on_event, void *arg, struct client_conn **out)
+{
+    if (strlen(name) >= 256) {
+        close(fd);
+        return CLIENT_EINVAL;
+    }
+    /* conn_create closes fd itself once it reached the pipe */
+    struct client_conn *c = NULL;
+    int rc = conn_create(loop, name, fd, NULL, on_event, arg, &c);
+    if (rc == CLIENT_ENOMEM)
+        close(fd); /* failed before the pipe */
+    if (rc == 0)
+        *out = c;
     return rc;
 }
 
@@ -681,6 +851,13 @@ static void close_cb(uv_handle_t *h)
     free_calls(c->free);
     free(c->wbuf);
     free(c->rbuf);
+    free(c->sbuf);
+    free(c->pbuf);
+    tls_conn_free(c->tls);
+    for (int i = 0; i < 4; i++) {
+        free(c->hdr_name[i]);
+        free(c->hdr_value[i]);
+    }
     free(c);
 }
 
@@ -710,6 +887,40 @@ const char *client_conn_endpoint(const struct client_conn *c)
     return c->endpoint;
 }
 
+const char *client_conn_error(const struct client_conn *c)
+{
+    return c->error;
+}
+
+int client_conn_set_header(struct client_conn *c, const char *name, const char *value)
+{
+    int slot = -1;
+    for (int i = 0; i < 4; i++)
+        if (c->hdr_name[i] && !strcmp(c->hdr_name[i], name))
+            slot = i;
+    if (slot >= 0) {
+        free(c->hdr_name[slot]);
+        free(c->hdr_value[slot]);
+        c->hdr_name[slot] = c->hdr_value[slot] = NULL;
+    }
+    if (!value || !*value)
+        return 0;
+    for (int i = 0; slot < 0 && i < 4; i++)
+        if (!c->hdr_name[i])
+            slot = i;
+    if (slot < 0)
+        return CLIENT_EINVAL;
+    c->hdr_name[slot] = strdup(name);
+    c->hdr_value[slot] = strdup(value);
+    if (!c->hdr_name[slot] || !c->hdr_value[slot]) {
+        free(c->hdr_name[slot]);
+        free(c->hdr_value[slot]);
+        c->hdr_name[slot] = c->hdr_value[slot] = NULL;
+        return CLIENT_ENOMEM;
+    }
+    return 0;
+}
+
 size_t client_conn_pending(const struct client_conn *c)
 {
     return c->pending;
@@ -721,16 +932,22 @@ static int submit(struct client_conn *c, struct client_stream *s, const char *pa
     {(uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, strlen(v),                            \
      NGHTTP2_NV_FLAG_NO_COPY_NAME | (fl)}
 #define NVC(n, v) NV(n, v, NGHTTP2_NV_FLAG_NO_COPY_VALUE)
-    nghttp2_nv nv[] = {
-        NVC(":method", "POST"),          NVC(":scheme", "http"),
+    nghttp2_nv nv[11] = {
+        NVC(":method", "POST"),          NVC(":scheme", c->tls ? "https" : "http"),
         NV(":path", path, 0),            NV(":authority", c->authority, 0),
         NVC("content-type", "application/grpc"), NVC("te", "trailers"),
         NVC("user-agent", "ketch-client/0.1"),
     };
 #undef NVC
 #undef NV
+    size_t nnv = 7;
+    for (int i = 0; i < 4; i++)
+        if (c->hdr_name[i])
+            nv[nnv++] = (nghttp2_nv){(uint8_t *)c->hdr_name[i], (uint8_t *)c->hdr_value[i],
+                                     strlen(c->hdr_name[i]), strlen(c->hdr_value[i]),
+                                     NGHTTP2_NV_FLAG_NONE};
     nghttp2_data_provider prd = {.source.ptr = s, .read_callback = data_read};
-    int32_t id = nghttp2_submit_request(c->session, NULL, nv, sizeof nv / sizeof nv[0], &prd, s);
+    int32_t id = nghttp2_submit_request(c->session, NULL, nv, nnv, &prd, s);
     if (id < 0) {
         call_put(c, s);
         return CLIENT_ESESSION;

@@ -66,7 +66,7 @@ typedef void (*client_msg_cb)(void *arg, const uint8_t *data, size_t len);
  * connection and must client_conn_close() it. */
 typedef void (*client_conn_cb)(struct client_conn *conn, int err, void *arg);
 
-/* Parses "host:port", "http://host:port" or "[v6]:port" into a socket
+/* Parses "host:port", "http://host:port", "https://host:port" or "[v6]:port" into a socket
  * address (numeric hosts, or names resolved with getaddrinfo, blocking).
  * Returns 0 or CLIENT_EINVAL. */
 int client_parse_endpoint(const char *endpoint, struct sockaddr_storage *out);
@@ -79,6 +79,38 @@ int client_parse_endpoint(const char *endpoint, struct sockaddr_storage *out);
  * error from uv_tcp_connect. */
 int client_conn_open(uv_loop_t *loop, const char *endpoint, client_conn_cb on_event,
                      void *arg, struct client_conn **out);
+
+/* Options of client_conn_open_opts. */
+struct tls_ctx;
+struct client_opts {
+    /* TLS client context (net/tls.h, tls_client_ctx_new), borrowed: it must
+     * outlive the connection. NULL: cleartext h2c. An "http://" endpoint is
+     * always cleartext, an "https://" one needs a context (as clientv3). */
+    struct tls_ctx *tls;
+};
+
+/* As client_conn_open with options (NULL: as client_conn_open). With TLS,
+ * on_event fires with 0 once the handshake is done (ALPN h2), or with
+ * CLIENT_ESESSION when it failed (reason: client_conn_error). */
+int client_conn_open_opts(uv_loop_t *loop, const char *endpoint, const struct client_opts *opts,
+                          client_conn_cb on_event, void *arg, struct client_conn **out);
+
+/* Why the connection failed ("" while it has not). Owned by conn. */
+const char *client_conn_error(const struct client_conn *conn);
+
+/* Sends header name: value (gRPC metadata, lower-case name, e.g. etcd's
+ * "token") with every call started after this; a NULL or empty value removes
+ * it. Both strings are copied. Returns 0, CLIENT_EINVAL (more than 4 names)
+ * or CLIENT_ENOMEM. */
+int client_conn_set_header(struct client_conn *conn, const char *name, const char *value);
+/* As client_conn_open, over an already connected stream socket `fd` (one
+ * end of a socketpair, e.g. from peer_net_dial), which the connection owns
+ * from then on (closed with it, also when this fails). `name` (host:port)
+ * is used for messages and the :authority header. on_event never fires
+ * with 0 (the caller knows when its stream is up); it fires with an error
+ * when the stream ends or fails. */
+int client_conn_adopt(uv_loop_t *loop, uv_os_sock_t fd, const char *name,
+                      client_conn_cb on_event, void *arg, struct client_conn **out);
 
 /* Closes the connection: pending calls and streams fire their callbacks with
  * CANCELLED (from inside this function), then the memory is released once

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "gateway/pbjson.h"
 #include "rpc.pb-c.h"
@@ -105,6 +106,8 @@ static const struct route {
 static const struct route stream_routes[] = {
     {"/v3/watch", "/etcdserverpb.Watch/Watch", &etcdserverpb__watch_request__descriptor,
      &etcdserverpb__watch_response__descriptor},
+    {"/v3/maintenance/snapshot", "/etcdserverpb.Maintenance/Snapshot",
+     &etcdserverpb__snapshot_request__descriptor, &etcdserverpb__snapshot_response__descriptor},
     {"/v3/lease/keepalive", "/etcdserverpb.Lease/LeaseKeepAlive",
      &etcdserverpb__lease_keep_alive_request__descriptor,
      &etcdserverpb__lease_keep_alive_response__descriptor},
@@ -355,6 +358,12 @@ static void watch_gone(grpc_http_req *req, void *data)
     free(w);
 }
 
+static size_t stream_pending(void *data)
+{
+    struct gw_watch *w = data;
+    return w->done ? 0 : grpc_http_pending(w->req);
+}
+
 static void gateway_stream(struct gateway *gw, grpc_http_req *req, const struct route *route)
 {
     size_t blen;
@@ -408,6 +417,9 @@ static void gateway_stream(struct gateway *gw, grpc_http_req *req, const struct 
                 break;
             }
             grpc_http_set_on_gone(req, watch_gone, w);
+            /* Snapshot streams a whole database: it waits for the client */
+            if (strcmp(route->grpc_path, "/etcdserverpb.Maintenance/Snapshot") == 0)
+                grpc_local_stream_set_pending(w->call, stream_pending);
         }
         if (!w->done) grpc_local_stream_send(w->call, buf, len);
         free(buf);
@@ -418,6 +430,13 @@ static void gateway_stream(struct gateway *gw, grpc_http_req *req, const struct 
                                                 grpc_http_header(req, "authorization"),
                                                 watch_on_msg, watch_done, w);
         if (w->call) grpc_http_set_on_gone(req, watch_gone, w);
+        /* a server stream takes its request from an empty body as
+         * grpc-gateway does (an empty message) */
+        if (w->call && !w->done &&
+            strcmp(route->grpc_path, "/etcdserverpb.Maintenance/Snapshot") == 0) {
+            grpc_local_stream_set_pending(w->call, stream_pending);
+            grpc_local_stream_send(w->call, (const uint8_t *)"", 0);
+        }
     }
     if (w->call && !w->done) grpc_local_stream_half_close(w->call);
     w->in_setup = false;
@@ -440,7 +459,13 @@ static void health(struct gateway *gw, grpc_http_req *req)
 {
     member *m = gw->api->member;
     const char *reason = NULL;
-    if (!m || member_leader_id(m) == 0) reason = "RAFT NO LEADER";
+    /* as etcd's checkHealth: alarms first, then the leader */
+    mvcc_store *st = gw->api->store;
+    if (st && mvcc_alarm_count(st, ETCDSERVERPB__ALARM_TYPE__NOSPACE) > 0)
+        reason = "ALARM NOSPACE";
+    else if (st && mvcc_alarm_count(st, ETCDSERVERPB__ALARM_TYPE__CORRUPT) > 0)
+        reason = "ALARM CORRUPT";
+    else if (!m || member_leader_id(m) == 0) reason = "RAFT NO LEADER";
     else if (gw->api->fatal) reason = "STORAGE FAILED";
     if (reason) {
         /* Go's http.Error: the text, a newline, text/plain, 503. */
@@ -522,11 +547,28 @@ static void metrics(struct gateway *gw, grpc_http_req *req)
     metric(f, "etcd_server_proposals_committed_total", "gauge",
            "The total number of consensus proposals committed.", NULL,
            m ? (double)member_commit_index(m) : 0);
+    metric(f, "etcd_server_quota_backend_bytes", "gauge",
+           "Current backend storage quota size in bytes.", NULL, (double)a->quota_bytes);
     snprintf(labels, sizeof labels, "{server_version=\"%s\"}", gw->version);
     metric(f, "etcd_server_version", "gauge",
            "Which version is running. 1 for 'server_version' label with current version.",
            labels, 1);
     grpc_server_write_metrics(gw->grpc, f);
+    /* the Go client_golang process collector's, which etcdctl check
+     * datascale reads */
+    {
+        long pages = 0, rss = 0;
+        FILE *sf = fopen("/proc/self/statm", "r");
+        if (sf != NULL) {
+            if (fscanf(sf, "%ld %ld", &pages, &rss) != 2) pages = rss = 0;
+            fclose(sf);
+        }
+        long psz = sysconf(_SC_PAGESIZE);
+        metric(f, "process_resident_memory_bytes", "gauge", "Resident memory size in bytes.",
+               NULL, (double)rss * (double)psz);
+        metric(f, "process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes.",
+               NULL, (double)pages * (double)psz);
+    }
     fclose(f);
     grpc_http_respond(req, 200, "text/plain; version=0.0.4; charset=utf-8", text, len);
     free(text);

@@ -157,6 +157,7 @@ void *grpc_call_get_data(const grpc_call *call)
 
 size_t grpc_call_pending_bytes(const grpc_call *call)
 {
+    if (call->local && call->local->pending) return call->local->pending(call->local->data);
     return call->resp.len - call->resp_off;
 }
 
@@ -479,6 +480,11 @@ void grpc_local_stream_half_close(grpc_call *call)
     if (call->on_half_close && grpc_call_alive(call)) call->on_half_close(call, call->ctx);
     else grpc_call_deliver_close(call);
     grpc_call_unref(call);
+}
+
+void grpc_local_stream_set_pending(grpc_call *call, size_t (*fn)(void *data))
+{
+    if (call->local) call->local->pending = fn;
 }
 
 void grpc_local_stream_cancel(grpc_call *call)

@@ -169,6 +169,10 @@ grpc_call *grpc_server_open_local_stream(grpc_server *s, const char *path,
 void grpc_local_stream_send(grpc_call *call, const uint8_t *msg, size_t len);
 /* The client's half-close (END_STREAM), as on the network. */
 void grpc_local_stream_half_close(grpc_call *call);
+/* What grpc_call_pending_bytes reports for a local stream: fn(data) (the
+ * `data` given at open), e.g. the bytes its HTTP client has not read yet,
+ * so a handler that streams much (Snapshot) waits for a slow client. */
+void grpc_local_stream_set_pending(grpc_call *call, size_t (*fn)(void *data));
 /* The client went away: the call stops being alive (counted CANCELLED),
  * on_close reaches the handler, `done` never runs after this, and the
  * caller's reference is dropped. */

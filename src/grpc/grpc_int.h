@@ -133,6 +133,7 @@ struct grpc_local {
     grpc_local_done_fn done;
     void *data;
     grpc_local_msg_fn on_msg; /* streams: each response message, at once */
+    size_t (*pending)(void *data); /* streams: bytes the consumer has not sent on */
 };
 
 struct grpc_call {

@@ -124,7 +124,8 @@ struct member {
     uv_loop_t *loop;
     struct raft raft;
     struct raft_io io;
-    struct raft_uv_transport transport;
+    struct raft_uv_transport transport; /* libraft's TCP one, unless given */
+    struct raft_uv_transport *tr;       /* the one in use */
     struct raft_fsm fsm;
     uint64_t id;
     char *dir;
@@ -552,7 +553,7 @@ static void start_failed_close_cb(struct raft *r)
     member *m = r->data;
 
     raft_uv_close(&m->io);
-    raft_uv_tcp_close(&m->transport);
+    if (m->tr == &m->transport) raft_uv_tcp_close(&m->transport);
     free_member(m);
 }
 
@@ -625,13 +626,27 @@ int member_start(member **out, uv_loop_t *loop, const struct member_config *cfg)
         goto err_after_alloc;
     }
 
-    rv = raft_uv_tcp_init(&m->transport, loop);
-    if (rv != 0) {
-        log_error("member: raft transport: %s", raft_strerror(rv));
-        rv = KERR_INTERNAL;
-        goto err_after_alloc;
+    if (cfg->transport != NULL) {
+        m->tr = cfg->transport;
+    } else {
+        rv = raft_uv_tcp_init(&m->transport, loop);
+        if (rv != 0) {
+            log_error("member: raft transport: %s", raft_strerror(rv));
+            rv = KERR_INTERNAL;
+            goto err_after_alloc;
+        }
+        m->tr = &m->transport;
     }
-    rv = raft_uv_init(&m->io, loop, m->dir, &m->transport);
+    if (cfg->transport == NULL && cfg->bind != NULL && strcmp(cfg->bind, cfg->address) != 0) {
+        rv = raft_uv_tcp_set_bind_address(&m->transport, cfg->bind);
+        if (rv != 0) {
+            log_error("member: cannot listen for peers on %s: %s", cfg->bind,
+                      raft_strerror(rv));
+            rv = KERR_INTERNAL;
+            goto err_after_transport;
+        }
+    }
+    rv = raft_uv_init(&m->io, loop, m->dir, m->tr);
     if (rv != 0) {
         log_error("member: raft log in %s: %s", m->dir, m->io.errmsg);
         rv = KERR_IO;
@@ -696,7 +711,7 @@ err_after_raft:
 err_after_io:
     raft_uv_close(&m->io);
 err_after_transport:
-    raft_uv_tcp_close(&m->transport);
+    if (m->tr == &m->transport) raft_uv_tcp_close(&m->transport);
 err_after_alloc:
     free_member(m);
     return rv;
@@ -800,11 +815,17 @@ static void barrier_cb(struct raft_barrier *req, int status)
     m->inflight = NULL;
     free(b);
 
-    /* Start the next barrier before running callbacks, which may add more. */
-    if (m->wait_head != NULL && !m->stopping) {
+    /* Start the next barrier before running callbacks, which may add more.
+     * Not after a failure: libraft fails barriers while it steps down from
+     * leader (RAFT_LEADERSHIPLOST from inside its conversion to follower),
+     * and a raft_barrier issued from that callback still sees the leader
+     * state being torn down and crashes libraft (SIGSEGV found by
+     * tests/integration/test_faults.py, no-majority partition). The
+     * waiters queued behind it fail the same way. */
+    if (m->wait_head != NULL) {
         struct waiter *next = m->wait_head;
         m->wait_head = m->wait_tail = NULL;
-        int rv = issue_barrier(m, next);
+        int rv = m->stopping ? KERR_STOPPED : status != 0 ? st : issue_barrier(m, next);
         if (rv != 0)
             fire_waiters(next, rv);
     }
@@ -1088,7 +1109,7 @@ static void stop_close_cb(struct raft *r)
 
     m->wait_head = m->wait_tail = NULL;
     raft_uv_close(&m->io);
-    raft_uv_tcp_close(&m->transport);
+    if (m->tr == &m->transport) raft_uv_tcp_close(&m->transport);
     /* libraft failed the in-flight barrier (RAFT_LEADERSHIPLOST) while
      * closing; this is only a safety net. */
     if (m->inflight != NULL) {

@@ -14,6 +14,7 @@
 #include <uv.h>
 
 typedef struct member member;
+struct raft_uv_transport;
 
 /* Applies one committed entry. `index` is its Raft log index; entries arrive
  * in increasing index order, exactly once per process lifetime, and only
@@ -39,7 +40,10 @@ struct member_peer {
 struct member_config {
     const char *dir;     /* directory for the Raft log (created if missing) */
     uint64_t id;         /* this member's ID */
-    const char *address; /* host:port this member's Raft transport binds */
+    const char *address; /* host:port this member advertises (Raft server address) */
+    /* host:port the Raft transport listens on (--listen-peer-urls), when it
+     * differs from `address` (a proxy or NAT in front of it); NULL: address */
+    const char *bind;
     const struct member_peer *peers; /* initial voters, self included */
     size_t n_peers;
     /* Joining an existing cluster (--initial-cluster-state existing): no
@@ -72,6 +76,9 @@ struct member_config {
      * snapshot (it is retried later). May be NULL if the state machine is
      * always durable. */
     int (*sync)(void *ctx);
+    /* The Raft transport (member/peer.h: ours, with TLS), borrowed: must
+     * outlive the member; NULL: libraft's cleartext TCP transport. */
+    struct raft_uv_transport *transport;
 };
 
 /* Opens (or creates and bootstraps) the Raft state in cfg->dir and starts

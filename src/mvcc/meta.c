@@ -21,6 +21,7 @@ int mvcc_meta_put(mvcc_store *s, const char *name, const uint8_t *val, size_t le
     MDB_txn *batch;
     int rc = store_wtxn(s, &batch);
     if (rc != 0) return rc;
+    if (s->defrag != NULL) defrag_log_meta(s, name, val, len);
     MDB_val k = {strlen(name), (void *)name}, d = {len, (void *)val};
     return mdb_to_kerr(mdb_put(batch, s->meta, &k, &d, 0));
 }

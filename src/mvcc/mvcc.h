@@ -112,6 +112,7 @@ struct mvcc_result {
     Etcdserverpb__LeaseRevokeResponse *lease_revoke;
     Etcdserverpb__LeaseCheckpointResponse *lease_checkpoint;
     ProtobufCMessage *auth; /* the Auth*Response of an auth request (auth.c) */
+    Etcdserverpb__AlarmResponse *alarm; /* of an alarm request (alarm.c) */
 };
 
 /* Applies the entry at Raft `index` in a nested txn of the open batch (see
@@ -215,5 +216,90 @@ int mvcc_events(mvcc_store *s, int64_t from, int64_t to, size_t max_events, aren
  * KERR_KEY_NOT_FOUND, KERR_NOMEM or KERR_IO. */
 int mvcc_meta_put(mvcc_store *s, const char *name, const uint8_t *val, size_t len);
 int mvcc_meta_get(mvcc_store *s, const char *name, uint8_t **val, size_t *len);
+
+/* ---- maintenance: alarms, quota, hashes, compaction, defrag ---- */
+
+/* The file's size as of the last commit (no flush; cheap: the quota check
+ * calls it for every write). */
+int64_t mvcc_db_file_size(const mvcc_store *s);
+
+/* Alarms (alarm.c), as etcd's alarmStore, kept in the `alarm` table and
+ * changed only by mvcc_apply of an `alarm` entry (AlarmRequest: GET lists
+ * those of its type, all for NONE; ACTIVATE raises (memberID, type) and
+ * answers it; DEACTIVATE lowers it and answers it, nothing if it was not
+ * raised). While a NOSPACE alarm is raised, put, txns that write and lease
+ * grants fail with KERR_NO_SPACE at apply (etcd's applierV3Capped); while a
+ * CORRUPT one is, every write fails with KERR_ALARM_CORRUPT
+ * (applierV3Corrupt). */
+int mvcc_alarm_count(const mvcc_store *s, Etcdserverpb__AlarmType type);
+/* Every raised alarm, ordered by (type, member); *out malloc'd (free()),
+ * NULL when *n is 0. Returns 0, KERR_NOMEM or KERR_IO. */
+int mvcc_alarm_list(mvcc_store *s, Etcdserverpb__AlarmMember **out, size_t *n);
+
+/* etcd 3.5's HashKV (mvcc/kvstore.go hashByRev): crc32c (Castagnoli) of
+ * "key" then, in revision order, of each (bbolt revision key, marshalled
+ * mvccpb.KeyValue) that etcd's key bucket holds for revisions in
+ * (compact, rev] plus those at or below the compact revision that a
+ * compaction at `rev` would keep. rev 0: the current revision. Fills
+ * *hash, *current (store revision) and *compact (compact revision, -1 if
+ * never, as etcd answers). Errors: KERR_COMPACTED (rev <= compact), KERR_FUTURE_REV,
+ * KERR_CORRUPT, KERR_IO. Runs on the loop (reads every change kept). */
+int mvcc_hash_kv(mvcc_store *s, int64_t rev, uint32_t *hash, int64_t *current,
+                 int64_t *compact);
+/* The same off the loop: mvcc_hash_kv_start (loop) checks rev and takes a
+ * read snapshot of everything applied (the batch is committed first);
+ * mvcc_hash_kv_run computes on any thread; mvcc_hash_kv_end (loop) drops
+ * the snapshot. A defrag does not swap while a job is open (the swap
+ * answers KERR_BUSY). start: the errors of mvcc_hash_kv, KERR_NOMEM. */
+struct mvcc_hash_job;
+int mvcc_hash_kv_start(mvcc_store *s, int64_t rev, struct mvcc_hash_job **job, int64_t *current,
+                       int64_t *compact);
+int mvcc_hash_kv_run(struct mvcc_hash_job *job, uint32_t *hash);
+void mvcc_hash_kv_end(struct mvcc_hash_job *job);
+/* Maintenance.Hash: crc32c of every table's records (the meta table's
+ * applied index and member records excluded, which differ between
+ * members), so members with the same history and the same sweep progress
+ * agree. etcd hashes its bbolt file instead; the values never match
+ * etcd's. Returns 0 or KERR_IO. */
+int mvcc_hash(mvcc_store *s, uint32_t *hash);
+
+/* The physical half of compaction (compact.c): whether history below the
+ * compact revision is still to be swept, and one sweep step over at most
+ * `limit` changes, written to the open batch. Returns 0 or KERR_*. */
+bool mvcc_compact_pending(const mvcc_store *s);
+int mvcc_compact_step(mvcc_store *s, size_t limit);
+
+/* Defragmentation without a stall (defrag.c):
+ *  1. mvcc_defrag_begin (loop): commits the batch and starts recording
+ *     every apply and meta record from now on.
+ *  2. mvcc_defrag_copy (any thread, e.g. libuv's pool): a compacted copy
+ *     of the committed state (mdb_env_copy2 MDB_CP_COMPACT, its own read
+ *     txn) into <dir>/defrag, fsynced. Applies go on meanwhile.
+ *  3. mvcc_defrag_step (loop, repeatedly): replays at most `max` recorded
+ *     entries into the copy; *left is how many remain.
+ *  4. mvcc_defrag_swap (loop): replays the rest, commits, and puts the
+ *     copy in place of the file (rename), then reopens it. The pause is
+ *     the replay of the last few entries and an environment reopen.
+ * mvcc_defrag_abort drops a defrag in progress (the copy is removed).
+ * Errors: KERR_BUSY (one already running: begin), KERR_IO, KERR_NOMEM;
+ * swap: KERR_BUSY (a snapshot is in use on another thread: retry later;
+ * nothing changed), KERR_DEFRAG_FAILED (the store is as it was) or KERR_IO
+ * (the store could not be reopened: fatal).
+ * Nothing else may use the store from another thread during the swap. */
+int mvcc_defrag_begin(mvcc_store *s);
+int mvcc_defrag_copy(mvcc_store *s);
+int mvcc_defrag_step(mvcc_store *s, size_t max, size_t *left);
+int mvcc_defrag_swap(mvcc_store *s);
+void mvcc_defrag_abort(mvcc_store *s);
+/* After a swap: removes the old file and the copy's directory (slow for
+ * a big file: call it from another thread, before the next begin). */
+void mvcc_defrag_cleanup(mvcc_store *s);
+bool mvcc_defrag_running(const mvcc_store *s);
+/* For anything that reads the environment from another thread (its own
+ * read txn, e.g. a snapshot stream): while pinned, a defrag does not swap
+ * the file (mvcc_defrag_swap answers KERR_BUSY and the server retries).
+ * Loop thread only; every pin needs its unpin. */
+void mvcc_pin(mvcc_store *s);
+void mvcc_unpin(mvcc_store *s);
 
 #endif

@@ -39,6 +39,20 @@ struct mvcc_store {
     bool auth_enabled;
     uint64_t auth_rev;
     int bcrypt_cost;
+    /* alarms (alarm.c): the table, and how many of each type are raised */
+    MDB_dbi alarm;
+    int alarm_nospace, alarm_corrupt;
+    /* where the environment lives (defrag.c reopens it) */
+    char *dir;
+    size_t map_size;
+    /* physical compaction (compact.c): history at or below phys_target is
+     * still to be swept, from hist key phys_pos on */
+    int64_t phys_target;
+    uint8_t phys_pos[16];
+    /* read snapshots used on other threads (hash.c): no defrag swap then */
+    int offloop_readers;
+    /* defragmentation in progress (defrag.c); NULL if none */
+    struct defrag *defrag;
 };
 
 /* The keys-table record of one user key: its id and its latest change. */
@@ -129,7 +143,16 @@ int hist_load(MDB_txn *txn, mvcc_store *s, int64_t main, int64_t sub, arena *a,
  * kind set), 0 if none, or KERR_*. */
 int idx_find(MDB_txn *txn, mvcc_store *s, uint64_t kid, int64_t rev, int64_t *main,
              int64_t *sub, int *kind);
+/* Logical compaction at apply: records the compact revision and schedules
+ * the physical sweep (compact.c). */
 int store_compact(struct op_ctx *c, int64_t rev);
+void compact_scheduled(mvcc_store *s, int64_t rev);
+/* Opens the environment in s->dir (s->map_size) and its tables, and loads
+ * the state (revision, compact revision, applied index, auth, alarms). */
+int store_env_open(mvcc_store *s);
+/* Closes what store_env_open opened (the batch must be committed), with
+ * the last commit's meta page synced first if `sync`. */
+void store_env_close(mvcc_store *s, bool sync);
 int meta_put_u64(MDB_txn *txn, mvcc_store *s, const char *name, uint64_t v);
 
 /* ---- read.c ---- */
@@ -183,6 +206,18 @@ int auth_check_request(struct op_ctx *c, const Ketchpb__InternalRequest *req);
 /* Applies an auth request (out->auth set); returns 1 if req is none. */
 int auth_exec(struct op_ctx *c, const Ketchpb__InternalRequest *req, arena *a,
               struct mvcc_result *out);
+
+/* ---- alarm.c ---- */
+/* Recounts the raised alarms from the table. */
+int alarm_load(MDB_txn *txn, mvcc_store *s);
+/* Applies an AlarmRequest (out->alarm set). */
+int alarm_exec(struct op_ctx *c, const Etcdserverpb__AlarmRequest *r, arena *a,
+               struct mvcc_result *out);
+
+/* ---- defrag.c ---- */
+/* Records an apply / a meta record for the defragmentation in progress. */
+void defrag_log_apply(mvcc_store *s, uint64_t index, const Ketchpb__InternalRequest *req);
+void defrag_log_meta(mvcc_store *s, const char *name, const uint8_t *val, size_t len);
 
 /* ---- events.c ---- */
 /* Hands the events of revision `rev` (just committed) to the event hook. */

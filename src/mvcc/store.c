@@ -40,6 +40,8 @@
  *          value     the user key (any length): the keys attached to a
  *                    lease, found by a prefix scan (lease.c)
  *   auth   users, roles, enabled flag, auth revision (auth.c)
+ *   alarm  LMDB key  member ID u64 | alarm type u8               (9 bytes)
+ *          value     empty: the raised alarms (alarm.c)
  *
  * A key is removed from `keys` when compaction has removed its last change.
  * Reads at the current revision use `keys` (+ `hist` for values); reads at
@@ -141,18 +143,17 @@ int meta_put_u64(MDB_txn *txn, mvcc_store *s, const char *name, uint64_t v)
 
 /* ---- open / close ---- */
 
-int mvcc_open(mvcc_store **out, const char *dir, size_t map_size)
+/* Named databases: 8 in use (keys idx hist meta lease lkeys auth alarm);
+ * room for more. */
+#define MAX_DBS 16
+
+int store_env_open(mvcc_store *s)
 {
     int rc;
-    if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
-        log_error("mvcc: mkdir %s: %s", dir, strerror(errno));
-        return KERR_IO;
-    }
-    mvcc_store *s = calloc(1, sizeof *s);
-    if (s == NULL) return KERR_NOMEM;
-    if ((rc = mdb_env_create(&s->env)) != 0) goto err_after_alloc;
-    mdb_env_set_maxdbs(s->env, 8);
-    if ((rc = mdb_env_set_mapsize(s->env, map_size)) != 0) goto err_after_env;
+    const char *dir = s->dir;
+    if ((rc = mdb_env_create(&s->env)) != 0) return rc == ENOMEM ? KERR_NOMEM : KERR_IO;
+    mdb_env_set_maxdbs(s->env, MAX_DBS);
+    if ((rc = mdb_env_set_mapsize(s->env, s->map_size)) != 0) goto err_after_env;
     if ((rc = mdb_env_open(s->env, dir, ENV_FLAGS, 0600)) != 0) {
         log_error("mvcc: open %s: %s", dir, mdb_strerror(rc));
         goto err_after_env;
@@ -170,7 +171,8 @@ int mvcc_open(mvcc_store **out, const char *dir, size_t map_size)
         (rc = mdb_dbi_open(txn, "meta", MDB_CREATE, &s->meta)) != 0 ||
         (rc = mdb_dbi_open(txn, "lease", MDB_CREATE, &s->lease)) != 0 ||
         (rc = mdb_dbi_open(txn, "lkeys", MDB_CREATE, &s->lkeys)) != 0 ||
-        (rc = mdb_dbi_open(txn, "auth", MDB_CREATE, &s->auth)) != 0)
+        (rc = mdb_dbi_open(txn, "auth", MDB_CREATE, &s->auth)) != 0 ||
+        (rc = mdb_dbi_open(txn, "alarm", MDB_CREATE, &s->alarm)) != 0)
         goto err_after_txn;
 
     uint64_t rev, crev, applied, kid;
@@ -194,39 +196,76 @@ int mvcc_open(mvcc_store **out, const char *dir, size_t map_size)
         rc = EIO;
         goto err_after_txn;
     }
-    if (auth_load(txn, s) != 0) {
+    if (auth_load(txn, s) != 0 || alarm_load(txn, s) != 0) {
         rc = EIO;
         goto err_after_txn;
     }
-    s->bcrypt_cost = 10;
     if ((rc = mdb_txn_commit(txn)) != 0) goto err_after_env;
     s->rev = (int64_t)rev;
     s->compact_rev = (int64_t)crev;
     s->applied = applied;
     s->durable = applied;
     s->next_kid = kid;
+    /* a sweep cut short by a stop starts again from the first revision */
+    s->phys_target = s->compact_rev;
+    memset(s->phys_pos, 0, sizeof s->phys_pos);
 
     if ((rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &s->rtxn)) != 0) goto err_after_env;
     mdb_txn_reset(s->rtxn);
-    *out = s;
+    s->rtxn_live = 0;
     return 0;
 
 err_after_txn:
     mdb_txn_abort(txn);
 err_after_env:
     mdb_env_close(s->env);
-err_after_alloc:
-    free(s);
+    s->env = NULL;
     return rc == ENOMEM ? KERR_NOMEM : KERR_IO;
+}
+
+void store_env_close(mvcc_store *s, bool sync)
+{
+    if (s->env == NULL) return;
+    mdb_txn_abort(s->rtxn);
+    s->rtxn = NULL;
+    s->rtxn_live = 0;
+    if (sync) mdb_env_sync(s->env, 1);
+    mdb_env_close(s->env);
+    s->env = NULL;
+}
+
+int mvcc_open(mvcc_store **out, const char *dir, size_t map_size)
+{
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+        log_error("mvcc: mkdir %s: %s", dir, strerror(errno));
+        return KERR_IO;
+    }
+    mvcc_store *s = calloc(1, sizeof *s);
+    if (s == NULL) return KERR_NOMEM;
+    s->dir = strdup(dir);
+    s->map_size = map_size;
+    s->bcrypt_cost = 10;
+    if (s->dir == NULL) {
+        free(s);
+        return KERR_NOMEM;
+    }
+    int rc = store_env_open(s);
+    if (rc != 0) {
+        free(s->dir);
+        free(s);
+        return rc;
+    }
+    *out = s;
+    return 0;
 }
 
 void mvcc_close(mvcc_store *s)
 {
     if (s == NULL) return;
+    mvcc_defrag_abort(s);
     mvcc_flush(s);
-    mdb_txn_abort(s->rtxn);
-    mdb_env_sync(s->env, 1);
-    mdb_env_close(s->env);
+    store_env_close(s, true);
+    free(s->dir);
     free(s);
 }
 
@@ -286,25 +325,34 @@ int mvcc_sync(mvcc_store *s)
 
 uint64_t mvcc_durable_index(const mvcc_store *s) { return s->durable; }
 
-void mvcc_db_size(mvcc_store *s, int64_t *size, int64_t *in_use)
+int64_t mvcc_db_file_size(const mvcc_store *s)
 {
     MDB_envinfo info;
+    MDB_stat st;
+    if (mdb_env_info(s->env, &info) != 0 || mdb_env_stat(s->env, &st) != 0) return 0;
+    /* the high-water mark of the file as of the last commit (LMDB writes
+     * pages up to it; the map beyond is address space only) */
+    return (int64_t)(info.me_last_pgno + 1) * st.ms_psize;
+}
+
+void mvcc_db_size(mvcc_store *s, int64_t *size, int64_t *in_use)
+{
     MDB_stat st;
     /* the file's size is the committed one's: commit the batch first (Status
      * and /metrics only; one commit costs about a fdatasync) */
     mvcc_flush(s);
-    mdb_env_info(s->env, &info);
+    *size = mvcc_db_file_size(s);
     mdb_env_stat(s->env, &st);
     int64_t psize = st.ms_psize;
-    /* The high-water mark of the file as of the last commit (not its
-     * length, which LMDB may grow ahead). */
-    *size = (int64_t)(info.me_last_pgno + 1) * psize;
-    /* in use: 2 meta pages + the pages of every tree (free list included) */
+    /* in use: 2 meta pages + the pages of every tree, the main one (which
+     * names the others) and the free list's own pages included; what is
+     * left of the file are free pages, as bbolt's freelist in etcd's
+     * dbSize - dbSizeInUse */
     int64_t pages = 2 + (int64_t)(st.ms_branch_pages + st.ms_leaf_pages + st.ms_overflow_pages);
     MDB_txn *txn;
     if (store_rtxn_begin(s, &txn) == 0) {
         MDB_dbi dbis[] = {0 /* FREE_DBI */, s->keys, s->idx, s->hist, s->meta, s->lease,
-                          s->lkeys, s->auth};
+                          s->lkeys, s->auth, s->alarm};
         for (size_t i = 0; i < sizeof dbis / sizeof dbis[0]; i++)
             if (mdb_stat(txn, dbis[i], &st) == 0)
                 pages += (int64_t)(st.ms_branch_pages + st.ms_leaf_pages + st.ms_overflow_pages);
@@ -596,84 +644,5 @@ int idx_find(MDB_txn *txn, mvcc_store *s, uint64_t kid, int64_t rev, int64_t *ma
         ret = mdb_to_kerr(rc);
     }
     mdb_cursor_close(cur);
-    return ret;
-}
-
-/* ---- compaction ---- */
-
-/* Removes every change at or below `rev` except, per key, the newest one
- * when it is a put (etcd's keyIndex.compact + scheduleCompaction): reads
- * at revisions >= rev see the same data as before. */
-int store_compact(struct op_ctx *c, int64_t rev)
-{
-    mvcc_store *s = c->s;
-    MDB_cursor *hc = NULL, *ic = NULL;
-    uint8_t hk[16], ik[24];
-    int rc, ret = 0;
-    if ((rc = mdb_cursor_open(c->txn, s->hist, &hc)) != 0) return mdb_to_kerr(rc);
-    if ((rc = mdb_cursor_open(c->txn, s->idx, &ic)) != 0) {
-        mdb_cursor_close(hc);
-        return mdb_to_kerr(rc);
-    }
-    memset(hk, 0, sizeof hk);
-    for (;;) {
-        MDB_val k = {16, hk}, d;
-        rc = mdb_cursor_get(hc, &k, &d, MDB_SET_RANGE);
-        if (rc == MDB_NOTFOUND) break;
-        if (rc != 0) goto fail;
-        if (k.mv_size != 16 || d.mv_size < 9) {
-            ret = KERR_CORRUPT;
-            goto out;
-        }
-        int64_t main = (int64_t)get_be64(k.mv_data);
-        int64_t sub = (int64_t)get_be64((uint8_t *)k.mv_data + 8);
-        if (main > rev) break;
-        int kind = ((uint8_t *)d.mv_data)[0];
-        uint64_t kid = get_be64((uint8_t *)d.mv_data + 1);
-
-        put_be64(ik, kid);
-        memcpy(ik + 8, k.mv_data, 16);
-        MDB_val ikv = {24, ik}, idv;
-        rc = mdb_cursor_get(ic, &ikv, &idv, MDB_SET_KEY);
-        if (rc != 0) goto fail;
-        int newer_le = 0, newer_any = 0;
-        rc = mdb_cursor_get(ic, &ikv, &idv, MDB_NEXT);
-        if (rc == 0 && get_be64(ikv.mv_data) == kid) {
-            newer_any = 1;
-            newer_le = (int64_t)get_be64((uint8_t *)ikv.mv_data + 8) <= rev;
-        } else if (rc != 0 && rc != MDB_NOTFOUND) {
-            goto fail;
-        }
-
-        if (newer_le || kind == CH_TOMBSTONE) {
-            if (!newer_any) {
-                /* the key's last change goes: forget the key */
-                Mvccpb__KeyValue *kv = mvccpb__key_value__unpack(NULL, d.mv_size - 9,
-                                                                 (uint8_t *)d.mv_data + 9);
-                if (kv == NULL) {
-                    ret = KERR_CORRUPT;
-                    goto out;
-                }
-                ret = krec_del(c->txn, s, kv->key.data, kv->key.len);
-                mvccpb__key_value__free_unpacked(kv, NULL);
-                if (ret != 0) goto out;
-            }
-            ikv = (MDB_val){24, ik};
-            if ((rc = mdb_del(c->txn, s->idx, &ikv, NULL)) != 0) goto fail;
-            put_be64(hk, (uint64_t)main);
-            put_be64(hk + 8, (uint64_t)sub);
-            k = (MDB_val){16, hk};
-            if ((rc = mdb_del(c->txn, s->hist, &k, NULL)) != 0) goto fail;
-        }
-        put_be64(hk, (uint64_t)main);
-        put_be64(hk + 8, (uint64_t)sub + 1);
-    }
-    ret = meta_put_u64(c->txn, s, "compact_rev", (uint64_t)rev);
-    goto out;
-fail:
-    ret = mdb_to_kerr(rc);
-out:
-    mdb_cursor_close(ic);
-    mdb_cursor_close(hc);
     return ret;
 }

@@ -417,6 +417,7 @@ static int is_request_error(int rc)
     case KERR_AUTH_NOT_ENABLED:
     case KERR_INVALID_AUTH_MGMT:
     case KERR_AUTH_OLD_REVISION:
+    case KERR_ALARM_CORRUPT:
         return 1;
     default:
         return 0;
@@ -431,6 +432,17 @@ static int exec_request(struct op_ctx *c, const Ketchpb__InternalRequest *req, a
      * of this point of the log */
     if ((rc = auth_check_request(c, req)) != 0) return rc;
     if ((rc = auth_exec(c, req, a, out)) != 1) return rc;
+    if (req->alarm) return alarm_exec(c, req->alarm, a, out);
+    /* as etcd's applierV3Corrupt and applierV3Capped (a raised CORRUPT
+     * alarm stops every write; NOSPACE stops what makes the store grow) */
+    mvcc_store *s = c->s;
+    if (s->alarm_corrupt > 0 &&
+        (req->put || req->delete_range || req->txn || req->compaction || req->lease_grant ||
+         req->lease_revoke))
+        return KERR_ALARM_CORRUPT;
+    if (s->alarm_nospace > 0 &&
+        (req->put || (req->txn && !is_read_only(req->txn)) || req->lease_grant))
+        return KERR_NO_SPACE;
     if (req->put) {
         out->put = arena_alloc(a, sizeof *out->put);
         etcdserverpb__put_response__init(out->put);
@@ -484,6 +496,7 @@ int mvcc_apply(mvcc_store *s, uint64_t index, const Ketchpb__InternalRequest *re
     MDB_txn *batch;
     int rc = store_wtxn(s, &batch);
     if (rc != 0) return rc;
+    if (s->defrag != NULL) defrag_log_apply(s, index, req);
     if (req != NULL) {
         /* the request runs in a child txn: a failure drops only its changes */
         if ((rc = mdb_txn_begin(s->env, batch, 0, &c.txn)) != 0) return mdb_to_kerr(rc);
@@ -494,6 +507,7 @@ int mvcc_apply(mvcc_store *s, uint64_t index, const Ketchpb__InternalRequest *re
             out->put = NULL, out->delete_range = NULL, out->txn = NULL, out->compaction = NULL;
             out->lease_grant = NULL, out->lease_revoke = NULL, out->lease_checkpoint = NULL;
             out->auth = NULL;
+            out->alarm = NULL;
             out->err = rc;
             c.nchanges = 0;
             c.next_kid = s->next_kid;
@@ -501,6 +515,8 @@ int mvcc_apply(mvcc_store *s, uint64_t index, const Ketchpb__InternalRequest *re
         } else if ((rc = mdb_txn_commit(c.txn)) != 0) {
             return mdb_to_kerr(rc);
         } else if (out->auth != NULL && (rc = auth_load(batch, s)) != 0) {
+            return rc;
+        } else if (out->alarm != NULL && (rc = alarm_load(batch, s)) != 0) {
             return rc;
         }
     }
@@ -513,7 +529,10 @@ int mvcc_apply(mvcc_store *s, uint64_t index, const Ketchpb__InternalRequest *re
     s->applied = index;
     s->rev = rev;
     s->next_kid = c.next_kid;
-    if (compact_to != -2) s->compact_rev = compact_to;
+    if (compact_to != -2) {
+        s->compact_rev = compact_to;
+        compact_scheduled(s, compact_to);
+    }
     out->revision = rev;
     /* at the end of the request, as etcd notifies watchers at the end of
      * the txn; the hook reads through the batch txn */

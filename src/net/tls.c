@@ -20,12 +20,15 @@
 
 struct tls_ctx {
     SSL_CTX *ssl;
+    bool client;
+    bool verify; /* client: check the server's certificate */
 };
 
 struct tls_conn {
     SSL *ssl;
     BIO *rbio, *wbio; /* rbio: socket → SSL; wbio: SSL → socket */
     bool established;
+    bool client;
     char err[256];
     char *cn;
 };
@@ -230,6 +233,69 @@ fail:
     return -1;
 }
 
+int tls_ctx_new_client(tls_ctx **out, const struct tls_options *o, bool insecure_skip_verify,
+                       char *err, size_t errlen)
+{
+    if (tls_check_options(o, err, errlen)) return -1;
+    SSL_CTX *ssl = SSL_CTX_new(TLS_client_method());
+    if (!ssl) {
+        snprintf(err, errlen, "cannot create a TLS context: %s", ossl_reason());
+        return -1;
+    }
+    int min = parse_version(o->min_version), max = parse_version(o->max_version);
+    SSL_CTX_set_min_proto_version(ssl, min ? min : TLS1_2_VERSION);
+    if (max) SSL_CTX_set_max_proto_version(ssl, max);
+    SSL_CTX_set_options(ssl, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION | SSL_OP_NO_TICKET);
+    SSL_CTX_set_mode(ssl, SSL_MODE_RELEASE_BUFFERS);
+    SSL_CTX_set_session_cache_mode(ssl, SSL_SESS_CACHE_OFF);
+    if (given(o->cipher_suites)) {
+        char list[2048];
+        if (map_ciphers(o->cipher_suites, list, sizeof list, err, errlen)) goto fail;
+        if (list[0] && !SSL_CTX_set_cipher_list(ssl, list)) {
+            snprintf(err, errlen, "no usable cipher suite in --cipher-suites: %s", ossl_reason());
+            goto fail;
+        }
+    }
+    if (given(o->cert_file) && given(o->key_file)) {
+        if (SSL_CTX_use_certificate_chain_file(ssl, o->cert_file) != 1) {
+            snprintf(err, errlen, "cannot load certificate %s: %s", o->cert_file, ossl_reason());
+            goto fail;
+        }
+        if (SSL_CTX_use_PrivateKey_file(ssl, o->key_file, SSL_FILETYPE_PEM) != 1) {
+            snprintf(err, errlen, "cannot load key %s: %s", o->key_file, ossl_reason());
+            goto fail;
+        }
+    }
+    bool verify = !insecure_skip_verify;
+    if (verify) {
+        if (given(o->trusted_ca_file)) {
+            if (SSL_CTX_load_verify_locations(ssl, o->trusted_ca_file, NULL) != 1) {
+                snprintf(err, errlen, "cannot load trusted CA %s: %s", o->trusted_ca_file,
+                         ossl_reason());
+                goto fail;
+            }
+        } else if (SSL_CTX_set_default_verify_paths(ssl) != 1) {
+            ERR_clear_error(); /* as Go: the system roots, when there are some */
+        }
+        SSL_CTX_set_verify(ssl, SSL_VERIFY_PEER, NULL);
+    } else {
+        SSL_CTX_set_verify(ssl, SSL_VERIFY_NONE, NULL);
+    }
+    tls_ctx *c = calloc(1, sizeof *c);
+    if (!c) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    c->ssl = ssl;
+    c->client = true;
+    c->verify = verify;
+    *out = c;
+    return 0;
+fail:
+    SSL_CTX_free(ssl);
+    return -1;
+}
+
 void tls_ctx_free(tls_ctx *ctx)
 {
     if (!ctx) return;
@@ -396,6 +462,21 @@ tls_conn *tls_conn_new(tls_ctx *ctx)
     return t;
 }
 
+tls_conn *tls_conn_new_client(tls_ctx *ctx, const char *host)
+{
+    tls_conn *t = tls_conn_new(ctx);
+    if (!t) return NULL;
+    t->client = true;
+    SSL_set_connect_state(t->ssl);
+    if (given(host) && !is_ip(host)) SSL_set_tlsext_host_name(t->ssl, host);
+    if (ctx->verify && given(host)) {
+        X509_VERIFY_PARAM *vp = SSL_get0_param(t->ssl);
+        if (is_ip(host)) X509_VERIFY_PARAM_set1_ip_asc(vp, host);
+        else X509_VERIFY_PARAM_set1_host(vp, host, 0);
+    }
+    return t;
+}
+
 void tls_conn_free(tls_conn *t)
 {
     if (!t) return;
@@ -423,8 +504,8 @@ static void set_error(tls_conn *t, int ssl_err)
     long vr = SSL_get_verify_result(t->ssl);
     unsigned long e = ERR_peek_last_error();
     if (vr != X509_V_OK) {
-        snprintf(t->err, sizeof t->err, "client certificate verify failed: %s",
-                 X509_verify_cert_error_string(vr));
+        snprintf(t->err, sizeof t->err, "%s certificate verify failed: %s",
+                 t->client ? "server" : "client", X509_verify_cert_error_string(vr));
     } else if (e) {
         const char *r = ERR_reason_error_string(e);
         snprintf(t->err, sizeof t->err, "%s", r ? r : "TLS error");
@@ -504,3 +585,68 @@ const char *tls_conn_peer_cn(tls_conn *t)
     t->cn = strdup(cn);
     return t->cn;
 }
+
+/* ---- client side ---- */
+
+static const unsigned char alpn_offer[] = "\x02h2";
+
+int tls_client_ctx_new(tls_ctx **out, const struct tls_client_options *o, char *err,
+                       size_t errlen)
+{
+    SSL_CTX *ssl = SSL_CTX_new(TLS_client_method());
+    if (!ssl) {
+        snprintf(err, errlen, "cannot create a TLS context: %s", ossl_reason());
+        return -1;
+    }
+    SSL_CTX_set_min_proto_version(ssl, TLS1_2_VERSION);
+    SSL_CTX_set_options(ssl, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
+    SSL_CTX_set_mode(ssl, SSL_MODE_RELEASE_BUFFERS);
+    if (given(o->cert_file) != given(o->key_file)) {
+        snprintf(err, errlen, "both --cert and --key are needed for a client certificate");
+        goto fail;
+    }
+    if (given(o->cert_file)) {
+        if (SSL_CTX_use_certificate_chain_file(ssl, o->cert_file) != 1) {
+            snprintf(err, errlen, "cannot load certificate %s: %s", o->cert_file, ossl_reason());
+            goto fail;
+        }
+        if (SSL_CTX_use_PrivateKey_file(ssl, o->key_file, SSL_FILETYPE_PEM) != 1) {
+            snprintf(err, errlen, "cannot load key %s: %s", o->key_file, ossl_reason());
+            goto fail;
+        }
+        if (SSL_CTX_check_private_key(ssl) != 1) {
+            snprintf(err, errlen, "key %s does not match certificate %s", o->key_file,
+                     o->cert_file);
+            ERR_clear_error();
+            goto fail;
+        }
+    }
+    if (given(o->ca_file)) {
+        if (SSL_CTX_load_verify_locations(ssl, o->ca_file, NULL) != 1) {
+            snprintf(err, errlen, "cannot load CA %s: %s", o->ca_file, ossl_reason());
+            goto fail;
+        }
+    } else {
+        SSL_CTX_set_default_verify_paths(ssl);
+        ERR_clear_error();
+    }
+    SSL_CTX_set_verify(ssl, o->skip_verify ? SSL_VERIFY_NONE : SSL_VERIFY_PEER, NULL);
+    if (SSL_CTX_set_alpn_protos(ssl, alpn_offer, sizeof alpn_offer - 1) != 0) {
+        snprintf(err, errlen, "cannot set ALPN");
+        goto fail;
+    }
+    tls_ctx *c = calloc(1, sizeof *c);
+    if (!c) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    c->ssl = ssl;
+    c->client = true;
+    c->verify = !o->skip_verify;
+    *out = c;
+    return 0;
+fail:
+    SSL_CTX_free(ssl);
+    return -1;
+}
+

@@ -47,6 +47,16 @@ int tls_check_options(const struct tls_options *o, char *err, size_t errlen);
 int tls_ctx_new(tls_ctx **out, const struct tls_options *o, char *err, size_t errlen);
 void tls_ctx_free(tls_ctx *ctx);
 
+/* Creates a client context (peers dialling peers): presents the
+ * certificate and key when given (servers with --peer-client-cert-auth
+ * ask for one), and verifies the server's certificate against
+ * trusted_ca_file (its name too: see tls_conn_new_client). With
+ * `insecure_skip_verify` (etcd's --peer-auto-tls without a CA, as Go's
+ * InsecureSkipVerify) the server's certificate is not checked. Returns 0,
+ * or -1 with the reason in err. */
+int tls_ctx_new_client(tls_ctx **out, const struct tls_options *o, bool insecure_skip_verify,
+                       char *err, size_t errlen);
+
 /* etcd's --auto-tls: makes sure dir/cert.pem and dir/key.pem exist,
  * creating dir and a self-signed certificate (ECDSA P-256, one year,
  * subject alternative names for `hosts`: IP literals as IP SANs, others as
@@ -59,6 +69,12 @@ int tls_self_cert(const char *dir, const char *const *hosts, size_t n_hosts, cha
 
 /* NULL when out of memory. The context must outlive the connection. */
 tls_conn *tls_conn_new(tls_ctx *ctx);
+/* A client connection (ctx from tls_ctx_new_client or tls_client_ctx_new) to `host` (an IP
+ * literal or a DNS name, borrowed): the server's certificate must name it
+ * (unless the context skips verification). The first tls_conn_read
+ * starts the handshake (ClientHello in tls_conn_take). NULL when out of
+ * memory. */
+tls_conn *tls_conn_new_client(tls_ctx *ctx, const char *host);
 void tls_conn_free(tls_conn *t);
 
 /* Bytes read from the socket. Returns 0, or -1 (out of memory). */
@@ -87,5 +103,22 @@ bool tls_conn_established(const tls_conn *t);
 const char *tls_conn_error(const tls_conn *t);
 /* The CN of the verified client certificate, or NULL. Owned by t. */
 const char *tls_conn_peer_cn(tls_conn *t);
+
+/* ---- client side (src/client, ketchctl) ---- */
+
+/* etcdctl's --cacert/--cert/--key/--insecure-skip-tls-verify. */
+struct tls_client_options {
+    const char *ca_file;   /* trusted CA; NULL or "": the system's roots */
+    const char *cert_file; /* client certificate and key, or NULL */
+    const char *key_file;
+    bool skip_verify;      /* do not verify the server's certificate */
+};
+
+/* Creates a client context offering ALPN "h2". Returns 0, or -1 with the
+ * reason in err (a file that could not be read, a key that does not match). */
+int tls_client_ctx_new(tls_ctx **out, const struct tls_client_options *o, char *err,
+                       size_t errlen);
+
+/* tls_conn_new_client (above) makes its connections. */
 
 #endif

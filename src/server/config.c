@@ -40,12 +40,30 @@ static const struct flag flags[] = {
     {"max-txn-ops", F_UINT, OFF(max_txn_ops), "128",
      "Maximum number of operations permitted in a transaction."},
     {"quota-backend-bytes", F_INT, OFF(quota_backend_bytes), "0",
-     "Raise alarms when backend size exceeds the given quota (0 defaults to 2 GiB)."},
+     "Raise alarms when backend size exceeds the given quota (0 defaults to 2 GiB, negative disables)."},
+    /* maintenance (src/api/maintenance.c) */
+    {"auto-compaction-mode", F_STRING, OFF(auto_compaction_mode), "periodic",
+     "Interpret 'auto-compaction-retention' one of: periodic|revision. 'periodic' for duration based "
+     "retention, defaulting to hours if no time unit is provided (e.g. '5m'). 'revision' for revision "
+     "number based retention."},
+    {"auto-compaction-retention", F_STRING, OFF(auto_compaction_retention), "0",
+     "Auto compaction retention for mvcc key value store. 0 means disable auto compaction."},
+    {"experimental-compaction-batch-limit", F_UINT, OFF(compaction_batch_limit), "1000",
+     "Sets the maximum revisions deleted in each compaction batch."},
+    {"experimental-compaction-sleep-interval", F_STRING, OFF(compaction_sleep_interval), "10ms",
+     "Sets the sleep interval between each compaction batch."},
+    {"experimental-corrupt-check-time", F_STRING, OFF(corrupt_check_time), "0s",
+     "Duration of time between cluster corruption check passes."},
     {"log-level", F_STRING, OFF(log_level), "info", "Configures log level. Only supports debug, info, warn, error."},
     {"heartbeat-interval", F_UINT, OFF(heartbeat_interval), "100", "Time (in milliseconds) of a heartbeat interval."},
     {"election-timeout", F_UINT, OFF(election_timeout), "1000", "Time (in milliseconds) for an election to timeout."},
     {"snapshot-count", F_UINT, OFF(snapshot_count), "100000",
      "Number of committed transactions to trigger a snapshot to disk."},
+    /* snapshots (ketch's own): etcdctl snapshot restore's job at start-up */
+    {"restore-snapshot", F_STRING, OFF(restore_snapshot), "",
+     "Build the data dir from this etcd-format snapshot file (etcdctl/ketchctl snapshot save) if it holds no data yet; ignored once it does."},
+    {"restore-skip-hash-check", F_BOOL, OFF(restore_skip_hash_check), "false",
+     "Restore a snapshot file that has no sha256 trailer (e.g. a copied member/snap/db)."},
     {"experimental-snapshot-catchup-entries", F_UINT, OFF(snapshot_catchup_entries), "5000",
      "Number of entries for a slow follower to catch up after compacting the raft storage "
      "entries."},
@@ -64,15 +82,17 @@ static const struct flag flags[] = {
     {"tls-max-version", F_STRING, OFF(tls_max_version), "",
      "Maximum TLS version supported by etcd. Possible values: TLS1.2, TLS1.3 (empty defers to Go)."},
     {"peer-cert-file", F_STRING, OFF(peer_cert_file), "",
-     "Path to the peer server TLS cert file. (Accepted and checked; peer TLS comes with clustering.)"},
+     "Path to the peer server TLS cert file."},
     {"peer-key-file", F_STRING, OFF(peer_key_file), "",
-     "Path to the peer server TLS key file. (Accepted and checked; peer TLS comes with clustering.)"},
+     "Path to the peer server TLS key file."},
     {"peer-trusted-ca-file", F_STRING, OFF(peer_trusted_ca_file), "",
-     "Path to the peer server TLS trusted CA file. (Accepted and checked; peer TLS comes with clustering.)"},
+     "Path to the peer server TLS trusted CA file."},
     {"peer-client-cert-auth", F_BOOL, OFF(peer_client_cert_auth), "false",
-     "Enable peer client cert authentication. (Accepted; peer TLS comes with clustering.)"},
+     "Enable peer client cert authentication."},
     {"peer-auto-tls", F_BOOL, OFF(peer_auto_tls), "false",
-     "Peer TLS using generated certificates. (Accepted; peer TLS comes with clustering.)"},
+     "Peer TLS using generated certificates."},
+    {"peer-cert-allowed-cn", F_STRING, OFF(peer_cert_allowed_cn), "",
+     "Allowed CN for inter peer authentication."},
     /* Bad input and the HTTP face (issue 4). */
     {"listen-metrics-urls", F_STRING, OFF(listen_metrics_urls), "",
      "List of URLs to listen on for the metrics and health endpoints."},
@@ -228,6 +248,26 @@ int config_parse(struct config *c, int argc, char **argv)
                         "parse error\n", c->watch_progress_notify_interval);
         return 2;
     }
+    if (config_parse_duration_ms(c->compaction_sleep_interval, &ms) != 0) {
+        fprintf(stderr, "invalid value \"%s\" for flag -experimental-compaction-sleep-interval: "
+                        "parse error\n", c->compaction_sleep_interval);
+        return 2;
+    }
+    if (config_parse_duration_ms(c->corrupt_check_time, &ms) != 0) {
+        fprintf(stderr, "invalid value \"%s\" for flag -experimental-corrupt-check-time: "
+                        "parse error\n", c->corrupt_check_time);
+        return 2;
+    }
+    if (strcmp(c->auto_compaction_mode, "periodic") != 0 &&
+        strcmp(c->auto_compaction_mode, "revision") != 0) {
+        fprintf(stderr, "unknown auto-compaction-mode %s\n", c->auto_compaction_mode);
+        return 2;
+    }
+    if (config_compaction_retention(c, &ms) != 0) {
+        fprintf(stderr, "error parsing CompactionRetention: time: invalid duration \"%s\"\n",
+                c->auto_compaction_retention);
+        return 2;
+    }
     if (config_parse_duration_ms(c->connection_timeout, &ms) != 0) {
         fprintf(stderr, "invalid value \"%s\" for flag -experimental-connection-timeout: "
                         "parse error\n", c->connection_timeout);
@@ -297,6 +337,26 @@ int config_parse_url(const char *url, char **host, int *port)
 
 /* Go's time.ParseDuration for the units a flag uses: "10m0s", "1h", "1.5s",
  * "250ms"; a bare "0" is zero. */
+int config_compaction_retention(const struct config *c, uint64_t *out)
+{
+    /* etcd's parseCompactionRetention: a plain number is hours (periodic)
+     * or revisions; anything else a duration (in revision mode etcd then
+     * takes its nanoseconds as a count, and so do we) */
+    const char *r = c->auto_compaction_retention;
+    char *end;
+    errno = 0;
+    long long h = strtoll(r, &end, 10);
+    bool periodic = strcmp(c->auto_compaction_mode, "periodic") == 0;
+    if (*r != 0 && *end == 0 && errno == 0 && h >= 0) {
+        *out = periodic ? (uint64_t)h * 3600000ULL : (uint64_t)h;
+        return 0;
+    }
+    uint64_t ms;
+    if (config_parse_duration_ms(r, &ms) != 0) return -1;
+    *out = periodic ? ms : ms * 1000000ULL;
+    return 0;
+}
+
 int config_parse_duration_ms(const char *s, uint64_t *ms)
 {
     static const struct {

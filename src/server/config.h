@@ -31,15 +31,26 @@ struct config {
     char *cert_file, *key_file, *trusted_ca_file;
     bool client_cert_auth, auto_tls;
     char *cipher_suites, *tls_min_version, *tls_max_version;
-    /* TLS for peers: parsed and checked; used once peers talk (clustering). */
+    /* TLS for peers (member/peer.c), when the peer URLs are https. */
     char *peer_cert_file, *peer_key_file, *peer_trusted_ca_file;
     bool peer_client_cert_auth, peer_auto_tls;
+    char *peer_cert_allowed_cn;
     char *connection_timeout; /* a Go duration: handshake/request deadline */
     char *listen_metrics_urls; /* /metrics and /health only */
     /* auth */
     char *auth_token;
     uint64_t auth_token_ttl;
     uint64_t bcrypt_cost;
+    /* maintenance: auto-compaction and the compaction sweep */
+    char *auto_compaction_mode;      /* periodic | revision */
+    char *auto_compaction_retention; /* see config_compaction_retention */
+    uint64_t compaction_batch_limit;
+    char *compaction_sleep_interval; /* a Go duration */
+    char *corrupt_check_time;        /* a Go duration; 0s: no corruption check */
+    /* snapshots (src/snapshot): build the store from an etcd-format
+     * snapshot file when the data dir holds none yet */
+    char *restore_snapshot;
+    bool restore_skip_hash_check;
     bool show_version;
     bool show_help;
 };
@@ -63,5 +74,10 @@ int config_parse_url(const char *url, char **host, int *port);
 /* Parses a Go duration ("10m0s", "500ms", "1h") into milliseconds.
  * Returns 0 or -1 if it is not one. */
 int config_parse_duration_ms(const char *s, uint64_t *ms);
+
+/* --auto-compaction-retention as etcd reads it: milliseconds in periodic
+ * mode (a plain number is hours), a revision count in revision mode.
+ * Returns 0 or -1 if it is not one. */
+int config_compaction_retention(const struct config *c, uint64_t *out);
 
 #endif

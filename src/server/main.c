@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include <uv.h>
 
@@ -16,10 +17,12 @@
 #include "api/watch.h"
 #include "grpc/grpc.h"
 #include "member/member.h"
+#include "member/peer.h"
 #include "mvcc/mvcc.h"
 #include "server/config.h"
 #include "server/identity.h"
 #include "server/security.h"
+#include "snapshot/snapshot.h"
 #include "util/errors.h"
 #include "util/log.h"
 
@@ -34,6 +37,7 @@
  * own check rather than from the transport. */
 #define GRPC_OVERHEAD_BYTES (512 * 1024)
 #define DEFAULT_QUOTA_BYTES (2LL * 1024 * 1024 * 1024)
+#define MAX_QUOTA_BYTES (8LL * 1024 * 1024 * 1024)
 /* LMDB's map is address space, not disk: make it comfortably larger than
  * the quota so the quota (not the map) is what refuses writes. */
 #define MIN_MAP_BYTES (8LL * 1024 * 1024 * 1024)
@@ -51,6 +55,9 @@ struct server {
     grpc_server *grpc;
     grpc_server *metrics; /* --listen-metrics-urls; NULL when none */
     tls_ctx *client_tls; /* NULL unless some client URL is https */
+    tls_ctx *peer_server_tls, *peer_client_tls; /* NULL unless the peer URLs are https */
+    peer_net *peer;         /* the peer port: Raft transport and ketchpb.Internal */
+    grpc_server *peer_grpc; /* ketchpb.Internal, fed by `peer` */
     struct gateway gateway; /* HTTP/1.1 on the client ports */
     mvcc_store *store;
     member *member;
@@ -112,9 +119,12 @@ static void server_stop(struct server *srv)
     srv->stopping = true;
     log_info("stopping");
     lease_api_stop(&srv->api);
+    maint_api_stop(&srv->api);
     watch_api_stop(&srv->api);
     if (srv->metrics != NULL) grpc_server_close(srv->metrics, NULL, NULL);
     srv->metrics = NULL;
+    if (srv->peer_grpc != NULL) grpc_server_close(srv->peer_grpc, NULL, NULL);
+    srv->peer_grpc = NULL;
     api_cluster_stop(&srv->api);
     api_forward_stop(&srv->api);
     if (srv->grpc != NULL)
@@ -225,6 +235,30 @@ static int listen_metrics(struct server *srv)
     return rv;
 }
 
+/* --restore-snapshot FILE: a data dir without a store yet gets one built
+ * from an etcd-format snapshot (src/snapshot), as `ketchctl snapshot
+ * restore` would; once the store exists the flag is ignored, so a member
+ * restarted with the same flags keeps what it wrote since. */
+static int restore_snapshot(struct server *srv, const char *kv_dir)
+{
+    const char *file = srv->cfg.restore_snapshot;
+    if (file == NULL || file[0] == 0) return 0;
+    char db[4200];
+    snprintf(db, sizeof db, "%s/data.mdb", kv_dir);
+    if (access(db, F_OK) == 0) {
+        log_info("--restore-snapshot %s ignored: %s already holds a store", file, kv_dir);
+        return 0;
+    }
+    char err[600] = "";
+    int64_t rev = 0;
+    if (snapshot_restore(file, kv_dir, srv->cfg.restore_skip_hash_check, &rev, err, sizeof err) != 0) {
+        fprintf(stderr, "ketch: cannot restore snapshot %s: %s\n", file, err);
+        return -1;
+    }
+    log_info("restored snapshot %s into %s (revision %" PRId64 ")", file, kv_dir, rev);
+    return 0;
+}
+
 /* The member table of a fresh store: --initial-cluster. */
 static int init_members(struct server *srv)
 {
@@ -244,6 +278,47 @@ static int init_members(struct server *srv)
     return rv;
 }
 
+/* HTTP/2 on the peer port: a follower forwarding to us. */
+static void serve_peer_http2(void *ctx, uv_os_sock_t fd)
+{
+    struct server *srv = ctx;
+    if (srv->peer_grpc == NULL || grpc_server_adopt(srv->peer_grpc, fd, NULL) != 0) close(fd);
+}
+
+/* The peer port: TLS from the --peer-* flags when the peer URLs are https,
+ * our libraft transport, and the gRPC server for ketchpb.Internal. */
+static int setup_peer(struct server *srv)
+{
+    const char *self_url = srv->id.members[srv->id.self].peer_urls[0];
+    bool https = strncmp(self_url, "https://", 8) == 0 ||
+                 strncmp(srv->cfg.listen_peer_urls, "https://", 8) == 0;
+    if (security_peer_setup(&srv->cfg, https, &srv->peer_server_tls, &srv->peer_client_tls) != 0)
+        return -1;
+    size_t n;
+    const grpc_method *methods = api_peer_methods(&n);
+    if (grpc_server_new(&srv->peer_grpc, srv->loop, methods, n, &srv->api,
+                        srv->cfg.max_request_bytes + GRPC_OVERHEAD_BYTES) != 0 ||
+        peer_net_new(&srv->peer, srv->loop, srv->peer_server_tls, srv->peer_client_tls,
+                     serve_peer_http2, srv) != 0) {
+        fprintf(stderr, "ketch: cannot set up the peer port\n");
+        return -1;
+    }
+    if (srv->peer_server_tls != NULL &&
+        peer_net_set_allowed_cn(srv->peer, srv->cfg.peer_cert_allowed_cn) != 0)
+        return -1;
+    /* listen on --listen-peer-urls (its first URL), advertise
+     * --initial-advertise-peer-urls, as etcd: they differ behind a proxy */
+    size_t n_listen = 0;
+    char **listen = config_split(srv->cfg.listen_peer_urls, &n_listen);
+    char *bind = n_listen > 0 ? raft_address(listen[0]) : NULL;
+    config_strv_free(listen);
+    int rv = peer_net_set_bind_address(srv->peer, bind);
+    free(bind);
+    if (rv != 0) return -1;
+    srv->api.peer = srv->peer;
+    return 0;
+}
+
 static int start_member(struct server *srv)
 {
     size_t n = srv->id.n_members;
@@ -260,6 +335,7 @@ static int start_member(struct server *srv)
     }
     char raft_dir[4096];
     snprintf(raft_dir, sizeof raft_dir, "%s/member/raft", srv->cfg.data_dir);
+    /* the peer transport listens on --listen-peer-urls (setup_peer) */
     struct member_config mc = {
         .dir = raft_dir,
         .id = srv->id.members[srv->id.self].id,
@@ -277,6 +353,7 @@ static int start_member(struct server *srv)
         .apply = api_apply,
         .apply_ctx = &srv->api,
         .sync = member_sync,
+        .transport = peer_net_transport(srv->peer),
     };
     int rv = member_start(&srv->member, srv->loop, &mc);
     if (rv != 0) {
@@ -341,8 +418,13 @@ int main(int argc, char **argv)
     a->loop = srv.loop;
     a->max_request_bytes = srv.cfg.max_request_bytes;
     a->max_txn_ops = (unsigned)srv.cfg.max_txn_ops;
-    a->quota_bytes = srv.cfg.quota_backend_bytes > 0 ? srv.cfg.quota_backend_bytes
-                                                     : DEFAULT_QUOTA_BYTES;
+    /* as etcd: 0 is the default quota, a negative one disables it (etcd
+     * warns above 8 GiB; ketch takes any size, the map grows with it) */
+    a->quota_bytes = srv.cfg.quota_backend_bytes == 0 ? DEFAULT_QUOTA_BYTES
+                                                      : srv.cfg.quota_backend_bytes;
+    if (a->quota_bytes > MAX_QUOTA_BYTES)
+        log_warn("quota %lld bytes exceeds etcd's recommended maximum %lld (ketch allows it)",
+                 (long long)a->quota_bytes, (long long)MAX_QUOTA_BYTES);
     a->version = ETCD_COMPAT_VERSION;
 
     size_t n_methods;
@@ -373,7 +455,14 @@ int main(int argc, char **argv)
 
     char kv_dir[4096];
     snprintf(kv_dir, sizeof kv_dir, "%s/member/kv", srv.cfg.data_dir);
-    int64_t map = a->quota_bytes * 2 > MIN_MAP_BYTES ? a->quota_bytes * 2 : MIN_MAP_BYTES;
+    if (restore_snapshot(&srv, kv_dir) != 0) goto out_members;
+    snapshot_clean_temp(kv_dir); /* left by a crash while sending a snapshot */
+    /* Twice the quota (at least 8 GiB): writes are refused at the quota,
+     * so LMDB itself never runs out of map in an apply; deletes and
+     * compaction, still allowed past the quota, have the other half.
+     * Without a quota: 64 GiB. */
+    int64_t map = a->quota_bytes <= 0 ? 8 * MIN_MAP_BYTES
+                  : a->quota_bytes * 2 > MIN_MAP_BYTES ? a->quota_bytes * 2 : MIN_MAP_BYTES;
     rv = mvcc_open(&srv.store, kv_dir, (size_t)map);
     if (rv != 0) {
         fprintf(stderr, "ketch: cannot open the store in %s: %s\n", kv_dir, kerr_text(rv));
@@ -403,8 +492,22 @@ int main(int argc, char **argv)
         fprintf(stderr, "ketch: cannot create the watch hub\n");
         goto out_store;
     }
-    if (start_member(&srv) != 0) goto out_store;
+    uint64_t retention = 0, sleep_ms = 10;
+    config_compaction_retention(&srv.cfg, &retention);
+    config_parse_duration_ms(srv.cfg.compaction_sleep_interval, &sleep_ms);
+    struct maint_config mcfg = {
+        .periodic = strcmp(srv.cfg.auto_compaction_mode, "periodic") == 0,
+        .retention = retention,
+        .sleep_ms = sleep_ms,
+        .batch_limit = (size_t)srv.cfg.compaction_batch_limit,
+    };
+    config_parse_duration_ms(srv.cfg.corrupt_check_time, &mcfg.corrupt_check_ms);
+    const char *rev_itv = getenv("KETCH_AUTO_COMPACTION_REVISION_INTERVAL_MS"); /* tests */
+    if (rev_itv != NULL) mcfg.revision_interval_ms = strtoull(rev_itv, NULL, 10);
+    if (maint_api_init(a, &mcfg) != 0) goto out_store;
+    if (setup_peer(&srv) != 0 || start_member(&srv) != 0) goto out_store;
     lease_api_start(a);
+    maint_api_start(a);
     api_cluster_start(a);
 
     uv_signal_init(srv.loop, &srv.sigterm);
@@ -422,6 +525,7 @@ int main(int argc, char **argv)
     mvcc_sync(srv.store);
     watch_api_fini(a);
     lease_api_fini(a);
+    maint_api_fini(a);
     api_fini(a);
     api_cluster_fini(a);
     mvcc_close(srv.store);
@@ -430,6 +534,7 @@ int main(int argc, char **argv)
     goto out_peers;
 
 out_store:
+    maint_api_stop(a); /* its timers close in the uv_run below; freed at the end */
     watch_api_fini(a);
     lease_api_fini(a);
     api_fini(a);
@@ -444,12 +549,21 @@ out_members:
     config_strv_free(self_client_urls);
 out_grpc:
     if (srv.metrics != NULL) grpc_server_close(srv.metrics, NULL, NULL);
+    if (srv.peer_grpc != NULL) grpc_server_close(srv.peer_grpc, NULL, NULL);
+    srv.peer_grpc = NULL;
     grpc_server_close(srv.grpc, NULL, NULL);
     uv_run(srv.loop, UV_RUN_DEFAULT);
 out_peers:
+    if (srv.peer != NULL) {
+        peer_net_free(srv.peer); /* closed by libraft already, or now */
+        uv_run(srv.loop, UV_RUN_DEFAULT);
+    }
+    tls_ctx_free(srv.peer_server_tls);
+    tls_ctx_free(srv.peer_client_tls);
     if (srv.peer_addrs != NULL) config_strv_free(srv.peer_addrs);
     free(srv.peers);
 out_identity:
+    maint_api_fini(&srv.api);
     identity_free(&srv.id);
     tls_ctx_free(srv.client_tls);
 out_config:

@@ -83,7 +83,15 @@ enum grpc_status {
     X(KERR_MEMBER_NOT_LEARNER, GRPC_FAILED_PRECONDITION, "etcdserver: can only promote a learner member") \
     X(KERR_LEARNER_NOT_READY, GRPC_FAILED_PRECONDITION, "etcdserver: can only promote a learner member which is in sync with leader") \
     X(KERR_TOO_MANY_LEARNERS, GRPC_FAILED_PRECONDITION, "etcdserver: too many learner members in cluster") \
-    X(KERR_BAD_LEADER_TRANSFEREE, GRPC_FAILED_PRECONDITION, "etcdserver: bad leader transferee")
+    X(KERR_BAD_LEADER_TRANSFEREE, GRPC_FAILED_PRECONDITION, "etcdserver: bad leader transferee") \
+    /* maintenance (src/mvcc/alarm.c, src/api/maintenance.c) */                         \
+    X(KERR_ALARM_CORRUPT, GRPC_DATA_LOSS, "etcdserver: corrupt cluster")                   \
+    X(KERR_DEFRAG_FAILED, GRPC_UNKNOWN, "ketch: defragment failed")                       \
+    /* etcd's auth package errors as authMaintenanceServer returns them, untranslated */   \
+    X(KERR_MAINT_USER_EMPTY, GRPC_UNKNOWN, "auth: user name is empty")                     \
+    X(KERR_MAINT_USER_NOT_FOUND, GRPC_UNKNOWN, "auth: user name not found")                \
+    X(KERR_MAINT_PERMISSION_DENIED, GRPC_UNKNOWN, "auth: permission denied")               \
+    X(KERR_MAINT_INVALID_AUTH_TOKEN, GRPC_UNKNOWN, "auth: invalid auth token")
 
 enum kerr {
     KERR_OK = 0,

@@ -12,6 +12,9 @@ Knobs (environment):
                      servers without the Lease service yet)
   KETCH_DIFF_STRICT_SORT=1  compare ties of non-KEY sorts exactly too
                      (etcd uses Go's unstable sort.Sort; see tie_canonical)
+  KETCH_DIFF_CLUSTER_SEEDS / KETCH_DIFF_CLUSTER_N   the same against a
+                     3-member cluster, requests spread over its members
+                     (default "3" / 3000)
 
 Run:  /usr/bin/python3 -m pytest -q tests/diff/test_differential.py
 """
@@ -26,7 +29,7 @@ import pytest
 from google.protobuf import text_format
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from harness import ETCD, Server, start_pair, _test_deadline  # noqa: E402,F401
+from harness import ETCD, Server, start_cluster, start_pair, _test_deadline  # noqa: E402,F401
 
 from etcd3.etcdrpc import rpc_pb2, rpc_pb2_grpc  # noqa: E402
 
@@ -360,6 +363,65 @@ class Target:
         self.channel.close()
 
 
+class _Members:
+    """Stands for the cluster in failure messages."""
+
+    def __init__(self, members):
+        self.members = members
+
+    def log_tail(self, n=40):
+        return "\n".join("--- %s:\n%s" % (m.name, m.log_tail(n // len(self.members) + 5))
+                         for m in self.members)
+
+
+class _RoundRobin:
+    """A stub method whose calls go to the cluster's members in turn. A
+    serializable read is local to its member, which may not have applied
+    the previous write (made through another member) yet: a linearizable
+    Range on that member first waits until it has."""
+
+    def __init__(self, target, method):
+        self.target = target
+        self.method = method
+
+    def future(self, req, timeout):
+        t = self.target
+        i = t.next % len(t.kvs)
+        t.next += 1
+        kv = t.kvs[i]
+        if local_read(self.method, req):
+            kv.Range(RangeRequest(key=b"\0diff-barrier", count_only=True), timeout=timeout)
+        return getattr(kv, self.method).future(req, timeout=timeout)
+
+
+def local_read(method, req):
+    """Served from the member's own state, as etcd: a serializable Range, or
+    a Txn whose every op is a serializable Range (etcd's isTxnSerializable)."""
+    if method == "Range":
+        return req.serializable
+    if method == "Txn":
+        return all(op.WhichOneof("request") == "request_range" and op.request_range.serializable
+                   for op in list(req.success) + list(req.failure))
+    return False
+
+
+class ClusterTarget:
+    def __init__(self, members):
+        self.server = _Members(members)
+        self.channels = [grpc.insecure_channel(m.endpoint) for m in members]
+        self.kvs = [rpc_pb2_grpc.KVStub(ch) for ch in self.channels]
+        # the lease grants go through the last member (a follower or not)
+        self.lease = rpc_pb2_grpc.LeaseStub(self.channels[-1])
+        self.next = 0
+
+    def fn(self, method):
+        return _RoundRobin(self, method)
+
+    def close(self):
+        for ch in self.channels:
+            ch.close()
+
+
 @pytest.fixture
 def servers(request):
     sut, ref = start_pair(request)
@@ -369,8 +431,39 @@ def servers(request):
     return ts
 
 
+@pytest.fixture
+def cluster_servers(request):
+    """A 3-member cluster of the server under test and one real etcd."""
+    ref = Server(binary=ETCD, tmpfs=True, label="ref")
+    request.addfinalizer(ref.cleanup)
+    ref.start(wait=False)
+    members = start_cluster(request, 3, label="sut")
+    ref.wait_ready()
+    ts = ClusterTarget(members), Target(ref)
+    for t in ts:
+        request.addfinalizer(t.close)
+    return ts
+
+
 @pytest.mark.parametrize("seed", SEEDS)
 def test_differential(servers, seed):
+    run_differential(servers, seed, N)
+
+
+CLUSTER_SEEDS = [int(s) for s in os.environ.get("KETCH_DIFF_CLUSTER_SEEDS", "3").split(",")
+                 if s.strip()]
+CLUSTER_N = int(os.environ.get("KETCH_DIFF_CLUSTER_N", "3000"))
+
+
+@pytest.mark.parametrize("seed", CLUSTER_SEEDS)
+def test_differential_cluster(cluster_servers, seed):
+    """The same against a 3-member cluster, each request to the next
+    member in turn (writes through followers are forwarded; linearizable
+    reads on followers confirm with the leader)."""
+    run_differential(cluster_servers, seed, CLUSTER_N)
+
+
+def run_differential(servers, seed, N):
     sut, ref = servers
     stats = {}
     errors = {}

@@ -16,7 +16,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BUILD = os.environ.get("KETCH_BUILD", "build")
 FUZZ_BIN = os.path.join(BUILD if os.path.isabs(BUILD) else os.path.join(ROOT, BUILD), "fuzz")
-TARGETS = ["fuzz_h2", "fuzz_http1", "fuzz_tls", "fuzz_proto", "fuzz_json"]
+TARGETS = ["fuzz_h2", "fuzz_http1", "fuzz_tls", "fuzz_proto", "fuzz_json", "fuzz_bbolt"]
 MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
 
 

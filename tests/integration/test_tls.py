@@ -255,4 +255,4 @@ def test_help_mentions_peer_tls():
     for flag in ("--cert-file", "--client-cert-auth", "--auto-tls", "--cipher-suites",
                  "--peer-cert-file", "--peer-auto-tls"):
         assert flag in out
-    assert "clustering" in out
+    assert "Enable peer client cert authentication." in out

@@ -1,0 +1,631 @@
+"""Maintenance (issue 8 part 1): quota and alarms, Status sizes, Hash and
+HashKV, Defragment under load, auto-compaction.
+
+Real etcd (Debian's, the reference) runs the same requests where its
+answer can be compared: the quota error and alarm texts, the CORRUPT
+alarm's effect, and HashKV values after the same history.
+
+Run:  /usr/bin/python3 -m pytest -q tests/integration/test_maintenance.py
+"""
+
+import json
+import os
+import re
+import sys
+import threading
+import time
+import urllib.request
+
+import grpc
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from harness import ETCD, Server, start_cluster, start_pair, _test_deadline  # noqa: E402,F401
+
+import etcd3  # noqa: E402
+from etcd3 import etcdrpc  # noqa: E402
+
+NOSPACE = "etcdserver: mvcc: database space exceeded"
+QUOTA = 1000 * 1000
+
+
+def client(srv):
+    return etcd3.client(host="127.0.0.1", port=srv.client_port, timeout=10)
+
+
+def start(request, binary=None, args=(), env=None, tmpfs=False, label="sut"):
+    s = Server(binary=binary, extra_args=list(args), tmpfs=tmpfs, label=label)
+    if env:
+        s.start_env = env
+    request.addfinalizer(s.cleanup)
+    s.start()
+    return s
+
+
+def http(srv, path, body=None):
+    req = urllib.request.Request("http://%s%s" % (srv.endpoint, path),
+                                 data=None if body is None else json.dumps(body).encode())
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def status(srv):
+    out = srv.etcdctl("endpoint", "status", "-w", "json")
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)[0]["Status"]
+
+
+def last_error(stderr):
+    lines = [l for l in stderr.splitlines() if l.startswith("Error:")]
+    return lines[-1] if lines else stderr
+
+
+def fill(srv, prefix, size=50000, limit=200):
+    """Puts size-byte values until the quota refuses one. Returns the keys
+    acknowledged and the failing command's error line."""
+    val = "x" * size
+    keys = []
+    for i in range(limit):
+        k = "%s%03d" % (prefix, i)
+        out = srv.etcdctl("put", k, val)
+        if out.returncode != 0:
+            return keys, last_error(out.stderr)
+        keys.append(k)
+    raise AssertionError("quota never reached")
+
+
+# ---------------------------------------------------------------------------
+# quota and alarms
+
+def test_quota_nospace_then_recover(request):
+    """Fill a small quota on ketch and on etcd: same error, NOSPACE raised,
+    reads/deletes/compaction work, writes refused; then delete + compact +
+    defrag + disarm and write again; nothing acknowledged is lost."""
+    args = ["--quota-backend-bytes", str(QUOTA)]
+    sut = start(request, args=args)
+    ref = start(request, binary=ETCD, args=args, tmpfs=True, label="ref")
+    for srv in (sut, ref):
+        keys, err = fill(srv, "k")
+        assert err == "Error: " + NOSPACE, (srv, err)
+        alarms = srv.etcdctl("alarm", "list")
+        assert re.fullmatch(r"memberID:\d+ alarm:NOSPACE \n", alarms.stdout), alarms.stdout
+        # every write is refused now, also a small one and a lease grant
+        out = srv.etcdctl("put", "small", "v")
+        assert last_error(out.stderr) == "Error: " + NOSPACE
+        out = srv.etcdctl("lease", "grant", "100")
+        assert last_error(out.stderr) == "Error: failed to grant lease (%s)" % NOSPACE
+        # reads work and nothing acknowledged is lost
+        got = srv.etcdctl("get", "k", "--prefix", "--keys-only")
+        assert got.stdout.split() == keys
+        st = status(srv)
+        assert any("alarm:NOSPACE" in e for e in st.get("errors", []))
+        code, body = http(srv, "/health")
+        assert code == 503 and json.loads(body)["health"] == "false"
+        # deletes and compaction work
+        assert srv.etcdctl("del", keys[0]).stdout == "1\n"
+        rev = json.loads(srv.etcdctl("get", "x", "-w", "json").stdout)["header"]["revision"]
+        out = srv.etcdctl("del", "k", "--prefix")
+        assert out.returncode == 0 and out.stdout == "%d\n" % (len(keys) - 1)
+        assert srv.etcdctl("compaction", str(rev + 1)).returncode == 0
+        out = srv.etcdctl("defrag")
+        assert out.returncode == 0, out.stderr
+        st = status(srv)
+        assert st["dbSize"] < QUOTA // 2, st
+        assert srv.etcdctl("alarm", "disarm").returncode == 0
+        assert srv.etcdctl("alarm", "list").stdout == ""
+        assert srv.etcdctl("put", "after", "v").returncode == 0
+        assert srv.etcdctl("get", "after", "--print-value-only").stdout == "v\n"
+    code, body = http(sut, "/health")
+    assert code == 200 and json.loads(body) == {"health": "true", "reason": ""}
+
+
+def test_health_reason_nospace(request):
+    sut = start(request)
+    c = client(sut)
+    c.create_alarm()  # python-etcd3: ACTIVATE NOSPACE for member 0
+    code, body = http(sut, "/health")
+    assert code == 503
+    assert body.strip() == '{"health":"false","reason":"ALARM NOSPACE"}'
+    c.disarm_alarm()
+    code, body = http(sut, "/health")
+    assert code == 200
+
+
+def test_alarms_persist_across_restart(request):
+    sut = start(request)
+    c = client(sut)
+    mid = status(sut)["header"]["member_id"]
+    raised = c.create_alarm(member_id=mid)
+    assert [(a.alarm_type, a.member_id) for a in raised] == [(etcdrpc.NOSPACE, mid)]
+    c.close()
+    sut.stop()
+    sut.start()
+    c = client(sut)
+    assert [(a.alarm_type, a.member_id) for a in c.list_alarms()] == [(etcdrpc.NOSPACE, mid)]
+    with pytest.raises(Exception) as e:
+        c.put("a", "b")
+    assert NOSPACE in str(e.value)
+    # disarming an alarm that is not raised answers nothing
+    assert c.disarm_alarm(member_id=mid + 1) == []
+    assert [(a.alarm_type, a.member_id) for a in c.disarm_alarm(member_id=mid)] == \
+        [(etcdrpc.NOSPACE, mid)]
+    c.put("a", "b")
+    c.close()
+
+
+def alarm_rpc(srv, action, alarm, member):
+    ch = grpc.insecure_channel(srv.endpoint)
+    stub = etcdrpc.MaintenanceStub(ch)
+    try:
+        r = stub.Alarm(etcdrpc.AlarmRequest(action=action, memberID=member, alarm=alarm),
+                       timeout=10)
+        return [(a.memberID, a.alarm) for a in r.alarms]
+    finally:
+        ch.close()
+
+
+def rpc_error(fn):
+    try:
+        fn()
+    except grpc.RpcError as e:
+        return e.code(), e.details()
+    return None
+
+
+def test_corrupt_alarm_as_etcd(request):
+    """A raised CORRUPT alarm stops writes (etcd's applierV3Corrupt), reads
+    go on; same codes and texts as etcd."""
+    sut, ref = start_pair(request)
+    results = []
+    for srv in (sut, ref):
+        c = client(srv)
+        c.put("a", "1")
+        got = alarm_rpc(srv, etcdrpc.AlarmRequest.ACTIVATE, etcdrpc.CORRUPT, 7)
+        assert got == [(7, etcdrpc.CORRUPT)]
+        assert alarm_rpc(srv, etcdrpc.AlarmRequest.GET, etcdrpc.NONE, 0) == [(7, etcdrpc.CORRUPT)]
+        ch = grpc.insecure_channel(srv.endpoint)
+        kv = etcdrpc.KVStub(ch)
+        put = rpc_error(lambda: kv.Put(etcdrpc.PutRequest(key=b"b", value=b"2"), timeout=10))
+        dele = rpc_error(lambda: kv.DeleteRange(etcdrpc.DeleteRangeRequest(key=b"a"), timeout=10))
+        rng = kv.Range(etcdrpc.RangeRequest(key=b"a"), timeout=10)
+        results.append((put, dele, [x.value for x in rng.kvs]))
+        assert alarm_rpc(srv, etcdrpc.AlarmRequest.DEACTIVATE, etcdrpc.CORRUPT, 7) == \
+            [(7, etcdrpc.CORRUPT)]
+        kv.Put(etcdrpc.PutRequest(key=b"b", value=b"2"), timeout=10)
+        ch.close()
+        c.close()
+    assert results[0] == results[1]
+    assert results[0][0] == (grpc.StatusCode.DATA_LOSS, "etcdserver: corrupt cluster")
+
+
+# ---------------------------------------------------------------------------
+# Status and metrics
+
+def test_status_sizes_and_metrics(request):
+    sut = start(request)
+    c = client(sut)
+    st0 = status(sut)
+    for i in range(200):
+        c.put("k%03d" % i, "v" * 4000)
+    st1 = status(sut)
+    assert st1["dbSize"] >= st1["dbSizeInUse"] > st0["dbSizeInUse"] + 200 * 4000
+    c.delete_prefix("k")
+    rev = st1["header"]["revision"] + 1
+    c.compact(rev)
+    # the sweep runs in batches right after; wait for the space to be free
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        st2 = status(sut)
+        if st2["dbSizeInUse"] < st1["dbSizeInUse"] // 2:
+            break
+        time.sleep(0.1)
+    assert st2["dbSizeInUse"] < st1["dbSizeInUse"] // 2
+    assert st2["dbSize"] >= st1["dbSize"]  # free pages stay in the file until defrag
+    code, text = http(sut, "/metrics")
+    m = dict(re.findall(r"^(etcd_mvcc_db_total_size_in(?:_use_in)?_bytes) (\S+)$", text, re.M))
+    assert float(m["etcd_mvcc_db_total_size_in_bytes"]) >= st2["dbSize"]
+    assert float(m["etcd_mvcc_db_total_size_in_use_in_bytes"]) > 0
+    c.close()
+
+
+# ---------------------------------------------------------------------------
+# HashKV against real etcd
+
+def hashkv(srv, rev=0):
+    ch = grpc.insecure_channel(srv.endpoint)
+    try:
+        r = etcdrpc.MaintenanceStub(ch).HashKV(etcdrpc.HashKVRequest(revision=rev), timeout=10)
+        return r.hash, r.compact_revision, r.header.revision
+    finally:
+        ch.close()
+
+
+def history(c):
+    """The same requests on any server (lease IDs chosen by the client, as
+    they are part of the stored KeyValue)."""
+    c.put("a", "1")
+    c.put("b", "2")
+    c.put("a", "11")
+    c.put("c" * 600, "long key")
+    c.delete("b")
+    c.put("b", "22")
+    lease = c.lease(600, lease_id=0x1234)
+    c.put("l", "with lease", lease=lease)
+    c.transaction(compare=[c.transactions.value("a") == "11"],
+                  success=[c.transactions.put("t1", "x"), c.transactions.delete("c" * 600),
+                           c.transactions.put("t2", "")],
+                  failure=[])
+    c.delete_prefix("t")
+    c.put("z", "")
+    for i in range(20):
+        c.put("many", str(i))
+
+
+def test_hashkv_equals_etcd(request):
+    sut, ref = start_pair(request)
+    cs = [client(sut), client(ref)]
+    for c in cs:
+        history(c)
+    h = [hashkv(s) for s in (sut, ref)]
+    assert h[0] == h[1]
+    rev = h[0][2]
+    # at every past revision too
+    for r in range(1, rev + 1):
+        assert hashkv(sut, r) == hashkv(ref, r), r
+    # after compactions (a deleted key, a kept put, a key changed since)
+    for crev in (7, 12, rev - 3):
+        for c in cs:
+            c.compact(crev)
+        for r in (0, crev + 1, crev + 2, rev):
+            a, b = hashkv(sut, r), hashkv(ref, r)
+            assert a == b, (crev, r, a, b)
+        e = [rpc_error(lambda s=s: hashkv(s, crev - 1)) for s in (sut, ref)]
+        assert e[0] == e[1] == (grpc.StatusCode.OUT_OF_RANGE,
+                                "etcdserver: mvcc: required revision has been compacted")
+    e = [rpc_error(lambda s=s: hashkv(s, rev + 5)) for s in (sut, ref)]
+    assert e[0] == e[1]
+    # more history after the compaction, then once more
+    for c in cs:
+        c.delete("a")
+        c.put("a", "new")
+        c.compact(rev + 1)
+    assert hashkv(sut) == hashkv(ref)
+    # restart and defrag change nothing
+    sut.stop()
+    sut.start()
+    assert sut.etcdctl("defrag").returncode == 0
+    assert hashkv(sut) == hashkv(ref)
+    out = [s.etcdctl("endpoint", "hashkv", "-w", "json") for s in (sut, ref)]
+    hs = [json.loads(o.stdout)[0]["HashKV"]["hash"] for o in out]
+    assert hs[0] == hs[1]
+    for c in cs:
+        c.close()
+
+
+def test_hash_stable(request):
+    sut = start(request)
+    c = client(sut)
+    for i in range(50):
+        c.put("k%d" % i, "v")
+    h1 = c.hash()
+    assert h1 == c.hash()
+    c.put("k1", "changed")
+    assert c.hash() != h1
+    code, body = http(sut, "/v3/maintenance/hash", {})
+    assert code == 200 and "hash" in json.loads(body)
+    c.close()
+
+
+# ---------------------------------------------------------------------------
+# Defragment under load
+
+def test_defrag_under_write_load(request):
+    sut = start(request)
+    c = client(sut)
+    # fragment the file: many values, deleted and compacted
+    for i in range(300):
+        c.put("junk%03d" % i, "j" * 3000)
+    c.delete_prefix("junk")
+    rev = status(sut)["header"]["revision"]
+    c.compact(rev)
+    time.sleep(0.5)  # let the sweep free the pages (not a pass/fail timing)
+    size_before = status(sut)["dbSize"]
+
+    stop = threading.Event()
+    acked, failures = [], []
+
+    def writer(n):
+        w = client(sut)
+        i = 0
+        while not stop.is_set():
+            k = "w%d-%06d" % (n, i)
+            try:
+                w.put(k, "v%d" % i)
+                acked.append((k, "v%d" % i))
+            except Exception as e:  # any failure fails the test
+                failures.append(repr(e))
+            i += 1
+        w.close()
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(0.3)
+        out = sut.etcdctl("defrag")
+        assert out.returncode == 0, out.stderr
+        # the gateway route, also under load
+        code, body = http(sut, "/v3/maintenance/defragment", {})
+        assert code == 200, body
+        assert "header" in json.loads(body)
+        time.sleep(0.3)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert failures == []
+    assert len(acked) > 50
+    size_after = status(sut)["dbSize"]
+    assert size_after < size_before, (size_before, size_after)
+    got = {m.key.decode(): v.decode() for v, m in c.get_prefix("w")}
+    for k, v in acked:
+        assert got.get(k) == v, k
+    # and after a restart too
+    c.close()
+    sut.stop()
+    sut.start()
+    c = client(sut)
+    got = {m.key.decode(): v.decode() for v, m in c.get_prefix("w")}
+    assert all(got.get(k) == v for k, v in acked)
+    assert "paused" in open(sut.log_path).read()
+    c.close()
+
+
+# ---------------------------------------------------------------------------
+# auto-compaction
+
+def compact_rev(srv):
+    code, text = http(srv, "/metrics")
+    m = re.search(r"^etcd_debugging_mvcc_compact_revision (\S+)$", text, re.M)
+    return int(float(m.group(1)))
+
+
+def wait_for(fn, timeout=20):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        v = fn()
+        if v:
+            return v
+        time.sleep(0.1)
+    return fn()
+
+
+def test_auto_compaction_periodic(request):
+    sut = start(request, args=["--auto-compaction-mode", "periodic",
+                               "--auto-compaction-retention", "1s"])
+    c = client(sut)
+    for i in range(10):
+        c.put("k", str(i))
+    assert wait_for(lambda: compact_rev(sut) >= 11)
+    out = sut.etcdctl("get", "k", "--rev", "2")
+    assert "required revision has been compacted" in out.stderr
+    assert sut.etcdctl("get", "k", "--print-value-only").stdout == "9\n"
+    c.close()
+
+
+def test_auto_compaction_revision(request):
+    sut = start(request, args=["--auto-compaction-mode", "revision",
+                               "--auto-compaction-retention", "5",
+                               "--experimental-compaction-batch-limit", "2"],
+                env={"KETCH_AUTO_COMPACTION_REVISION_INTERVAL_MS": "100"})
+    c = client(sut)
+    for i in range(30):
+        c.put("k%d" % (i % 3), str(i))
+    # revision 31 now: compacted to 31 - 5
+    assert wait_for(lambda: compact_rev(sut) == 26)
+    assert sut.etcdctl("get", "k0", "--rev", "26", "--print-value-only").stdout == "24\n"
+    out = sut.etcdctl("get", "k0", "--rev", "25")
+    assert "required revision has been compacted" in out.stderr
+    c.close()
+
+
+def test_bad_compaction_flags(request):
+    s = Server(extra_args=["--auto-compaction-mode", "sometimes"])
+    request.addfinalizer(s.cleanup)
+    import subprocess
+    r = subprocess.run(s.args(), capture_output=True, text=True, timeout=10)
+    assert r.returncode != 0
+    assert "auto-compaction-mode" in r.stderr
+
+
+# ---------------------------------------------------------------------------
+# three members
+
+def test_cluster_nospace_everywhere_and_same_hashkv(request):
+    """The alarm goes through Raft: once one member refuses a write over
+    the quota, every member lists the alarm and refuses writes; HashKV is
+    the same on every member, also after a compaction and a defrag on one
+    of them."""
+    ms = start_cluster(request, 3, extra_args=["--quota-backend-bytes", str(QUOTA)])
+    keys, err = fill(ms[1], "k")
+    assert err == "Error: " + NOSPACE
+    for m in ms:
+        out = wait_for(lambda m=m: m.etcdctl("alarm", "list").stdout)
+        assert re.fullmatch(r"memberID:\d+ alarm:NOSPACE \n", out), out
+        out = m.etcdctl("put", "small", "v")
+        assert last_error(out.stderr) == "Error: " + NOSPACE
+        assert m.etcdctl("get", "k", "--prefix", "--keys-only").stdout.split() == keys
+    assert ms[2].etcdctl("del", "k", "--prefix").stdout == "%d\n" % len(keys)
+    rev = json.loads(ms[0].etcdctl("get", "x", "-w", "json").stdout)["header"]["revision"]
+    assert ms[0].etcdctl("compaction", str(rev)).returncode == 0
+    # each member checks the quota against its own file, as etcd's do:
+    # defrag each once it has applied the compaction and swept
+    for m in ms:
+        assert wait_for(lambda m=m: status(m)["dbSizeInUse"] < QUOTA // 4)
+        assert m.etcdctl("defrag").returncode == 0
+    assert ms[0].etcdctl("alarm", "disarm").returncode == 0
+    for m in ms:
+        assert wait_for(lambda m=m: m.etcdctl("alarm", "list").stdout == "")
+    assert ms[2].etcdctl("put", "after", "v").returncode == 0
+    def settled(m):  # HashKV is local: a follower may not have applied rev + 1 yet
+        try:
+            return hashkv(m, rev + 1)
+        except grpc.RpcError:
+            return None
+    hs = [wait_for(lambda m=m: settled(m)) for m in ms]
+    assert hs[0] == hs[1] == hs[2], hs
+
+
+def test_etcdctl_check_datascale(request):
+    """etcdctl's own check: 10,000 puts, memory from /metrics
+    (process_resident_memory_bytes, as Go's process collector)."""
+    sut = start(request)
+    out = sut.etcdctl("check", "datascale", "--load", "s", timeout=120)
+    assert out.returncode == 0, out.stdout[-500:] + out.stderr[-500:]
+    assert "PASS: Approximate system memory used" in out.stdout
+
+
+def test_maintenance_auth_as_etcd(request):
+    """With auth enabled, Defragment, Hash and HashKV need an admin (etcd's
+    authMaintenanceServer); Alarm and Status do not."""
+    sut, ref = start_pair(request)
+    outs = []
+    for srv in (sut, ref):
+        for cmd in (["user", "add", "root:rootpw"], ["role", "add", "root"],
+                    ["user", "grant-role", "root", "root"], ["user", "add", "bob:bobpw"],
+                    ["auth", "enable"]):
+            assert srv.etcdctl(*cmd).returncode == 0, cmd
+        res = []
+        for creds in ([], ["--user", "bob:bobpw"], ["--user", "root:rootpw"]):
+            for cmd in (["defrag"], ["endpoint", "hashkv"], ["alarm", "list"]):
+                out = srv.etcdctl(*(creds + cmd))
+                err = "".join(l + "\n" for l in out.stderr.splitlines() if not l.startswith("{"))
+                text = (out.stdout + err).replace(srv.endpoint, "<ep>")
+                text = re.sub(r"<ep>, \d+", "<ep>, <hash>", text)
+                res.append((tuple(creds + cmd), out.returncode, text))
+        outs.append(res)
+    assert outs[0] == outs[1]
+    assert any("user name is empty" in r[2] for r in outs[0])
+    assert any("permission denied" in r[2] for r in outs[0])
+
+
+def test_kill9_during_defrag_loses_nothing(request):
+    """kill -9 at several points of a defrag under writes: after a restart
+    every acknowledged write is there, and the next defrag works."""
+    sut = start(request)
+    c = client(sut)
+    for i in range(400):
+        c.put("junk%03d" % i, "j" * 2000)
+    c.delete_prefix("junk")
+    c.compact(status(sut)["header"]["revision"])
+    c.close()
+    acked = []
+    for round_, delay in enumerate((0.0, 0.02, 0.05, 0.15)):
+        stop = threading.Event()
+
+        def writer():
+            w = client(sut)
+            i = 0
+            while not stop.is_set():
+                k = "r%d-%05d" % (round_, i)
+                try:
+                    w.put(k, str(i))
+                    acked.append((k, str(i)))
+                except Exception:
+                    break  # the server was killed
+                i += 1
+            w.close()
+
+        t = threading.Thread(target=writer)
+        t.start()
+        time.sleep(0.2)
+        def defrag():
+            try:
+                http(sut, "/v3/maintenance/defragment", {})
+            except Exception:
+                pass  # killed under it
+
+        d = threading.Thread(target=defrag)
+        d.start()
+        time.sleep(delay)
+        sut.kill()
+        stop.set()
+        t.join()
+        d.join()
+        sut.start()
+        c = client(sut)
+        got = {m.key.decode(): v.decode() for v, m in c.get_prefix("r")}
+        missing = [k for k, v in acked if got.get(k) != v]
+        assert missing == [], (round_, missing[:5])
+        c.close()
+    assert sut.etcdctl("defrag").returncode == 0
+    # the old file is removed off the loop, just after the answer
+    assert wait_for(lambda: not os.path.exists(os.path.join(sut.data_dir, "member", "kv",
+                                                            "defrag")))
+
+
+def test_corruption_check_raises_corrupt(request):
+    """--experimental-corrupt-check-time: the leader compares HashKV with
+    the other members; a follower whose store was damaged behind Raft's
+    back gets the CORRUPT alarm, and writes stop cluster-wide."""
+    ms = start_cluster(request, 3, extra_args=["--experimental-corrupt-check-time", "300ms"])
+    for i in range(20):
+        assert ms[0].etcdctl("put", "k%d" % i, "value%d" % i).returncode == 0
+    time.sleep(1.0)  # a few checks on healthy members (not a timing assertion)
+    assert all(m.etcdctl("alarm", "list").stdout == "" for m in ms)
+    leader = status(ms[0])["leader"]
+    victim = next(m for m in ms if status(m)["header"]["member_id"] != leader)
+    vid = status(victim)["header"]["member_id"]
+    victim.stop()
+    tool = os.path.join(os.path.dirname(victim.binary), "tools", "corrupt_store")
+    import subprocess
+    out = subprocess.run([tool, os.path.join(victim.data_dir, "member", "kv")],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    victim.start()
+    want = "memberID:%d alarm:CORRUPT \n" % vid
+    assert wait_for(lambda: ms[0].etcdctl("alarm", "list").stdout == want, timeout=30)
+    out = ms[0].etcdctl("put", "x", "y")
+    assert last_error(out.stderr) == "Error: etcdserver: corrupt cluster"
+    assert ms[0].etcdctl("get", "k1", "--print-value-only").stdout == "value1\n"
+
+
+def test_corruption_check_quiet_under_writes_and_compaction(request):
+    """No false CORRUPT while members lag behind under writes, compactions
+    and a defrag (the checks skip members that have not caught up)."""
+    ms = start_cluster(request, 3, extra_args=["--experimental-corrupt-check-time", "100ms"])
+    stop = threading.Event()
+    errors = []
+
+    def writer(m, n):
+        w = client(m)
+        i = 0
+        while not stop.is_set():
+            try:
+                w.put("w%d-%d" % (n, i % 200), "v" * (i % 50))
+            except Exception as e:
+                errors.append(repr(e))
+                break
+            i += 1
+        w.close()
+
+    threads = [threading.Thread(target=writer, args=(ms[i % 3], i)) for i in range(3)]
+    for t in threads:
+        t.start()
+    try:
+        for round_ in range(4):
+            time.sleep(0.5)
+            rev = status(ms[0])["header"]["revision"]
+            assert ms[round_ % 3].etcdctl("compaction", str(rev - 50)).returncode == 0
+        assert ms[1].etcdctl("defrag").returncode == 0
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert errors == []
+    time.sleep(0.5)
+    assert all(m.etcdctl("alarm", "list").stdout == "" for m in ms)
