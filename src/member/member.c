@@ -137,6 +137,7 @@ struct member {
     int (*sync)(void *ctx);
     int (*copy)(void *ctx, const char *path, uint64_t *applied);
     int (*install)(void *ctx, const char *path, uint64_t *applied);
+    void (*copy_pin)(void *ctx, int delta);
     void *apply_ctx;
     unsigned sync_failures; /* in a row */
 
@@ -425,6 +426,8 @@ static void copy_done(uv_work_t *w, int status)
     struct raft_snapshot *s = g->snapshot;
 
     m->copies--;
+    if (m->copy_pin != NULL)
+        m->copy_pin(m->apply_ctx, -1);
     if (status != 0 || g->status != 0) {
         log_warn("member: cannot copy the store for a snapshot: %s",
                  status != 0 ? uv_strerror(status) : raft_strerror(g->status));
@@ -462,7 +465,11 @@ static void uv_get_cb(struct raft_io_snapshot_get *req, struct raft_snapshot *s,
     g->snapshot = s;
     g->work.data = g;
     g->seq = m->copy_seq++;
+    if (m->copy_pin != NULL)
+        m->copy_pin(m->apply_ctx, +1);
     if (uv_queue_work(m->loop, &g->work, copy_work, copy_done) != 0) {
+        if (m->copy_pin != NULL)
+            m->copy_pin(m->apply_ctx, -1);
         snapshot_destroy(s);
         g->cb(g->outer, NULL, RAFT_IOERR);
         free(g);
@@ -612,6 +619,7 @@ int member_start(member **out, uv_loop_t *loop, const struct member_config *cfg)
     m->sync = cfg->sync;
     m->copy = cfg->copy;
     m->install = cfg->install;
+    m->copy_pin = cfg->copy_pin;
     pthread_mutex_init(&m->copy_lock, NULL);
     m->apply_ctx = cfg->apply_ctx;
     m->dir = strdup(cfg->dir);
