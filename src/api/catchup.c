@@ -5,6 +5,7 @@
 
 #include <fcntl.h>
 #include <inttypes.h>
+#include <stdlib.h>
 #include <unistd.h>
 
 #include "api/cluster.h"
@@ -24,12 +25,34 @@ int api_catchup_copy(void *ctx, const char *path, uint64_t *applied)
     return rv;
 }
 
+/* Pins held for copies (loop only). */
+static int copy_pins;
+
+void api_catchup_pin(void *ctx, int delta)
+{
+    api_server *s = ctx;
+    copy_pins += delta;
+    if (delta > 0)
+        mvcc_pin(s->store); /* no defrag swap under a copy */
+    else
+        mvcc_unpin(s->store);
+}
+
 int api_catchup_install(void *ctx, const char *path, uint64_t *applied)
 {
     api_server *s = ctx;
     int64_t old_rev = mvcc_revision(s->store);
-    int rv = mvcc_replace(s->store, path);
+    /* the member holds no copy while it installs: our own pins are stale */
+    int rv = mvcc_replace(s->store, path, copy_pins);
     *applied = mvcc_applied_index(s->store);
+    if (rv == KERR_BUSY) {
+        /* A hash is reading the store on another thread, and libraft wants
+         * the snapshot installed now; it is already on disk in the Raft
+         * directory, and a restart installs it first. */
+        log_error("snapshot: the store is in use by another thread; exiting to install the "
+                  "snapshot at start-up");
+        exit(1);
+    }
     if (rv != 0) return rv;
     if ((rv = api_cluster_reload(s)) != 0)
         log_error("snapshot: cannot reload the member table: %s", kerr_text(rv));

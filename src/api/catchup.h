@@ -10,5 +10,7 @@ int api_catchup_copy(void *ctx, const char *path, uint64_t *applied);
 /* Loop: the store becomes the copy in `path`; leases, the member table and
  * watchers follow. */
 int api_catchup_install(void *ctx, const char *path, uint64_t *applied);
+/* Loop: pins the store (no defrag swap) while a copy runs. */
+void api_catchup_pin(void *ctx, int delta);
 
 #endif

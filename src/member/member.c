@@ -40,18 +40,21 @@
  * of the whole store (cfg.copy: a compacted LMDB copy from one read txn):
  *
  *   offset size  field
- *   0      8     magic "KETCHSN2"
- *   8      8     applied index A of the copy, little endian (A >= the
+ *   0      n     the LMDB file
+ *   n      8     applied index A of the copy, little endian (A >= the
  *                snapshot's index: the leader synced its store before
  *                taking it, and only applies more since)
- *   16     n     the LMDB file
+ *   n+8    8     magic "KETCHSN2"
  *
  * The receiver (fsm_restore) installs it when A is above what it has
  * applied, and from then on skips entries up to A (they are in the copy),
- * exactly as after a restart. The copy is written to a file, then read into
- * the one buffer libraft sends; on the receiver libraft's buffer is
- * written to a file and renamed into place: the database is in memory at
- * most once on either side.
+ * exactly as after a restart. Memory: the copy is written to a file, the
+ * trailer appended, and the file mapped as the one buffer libraft sends;
+ * the receiver's libraft allocates the whole message, and that (like any
+ * libraft buffer of 16 MiB or more) is a mapping of an unlinked file too
+ * (member/bigheap.c), written to install.mdb and renamed into place. So the
+ * database is never in anonymous memory: its pages are page cache, which
+ * the kernel can write back and evict.
  *
  * Read barriers. libraft has no ReadIndex; a barrier entry is appended and
  * its callback fires when it is applied, i.e. after everything before it.
@@ -74,13 +77,18 @@
 #include <raft.h>
 #include <raft/uv.h>
 
+#include "member/bigheap.h"
 #include "util/errors.h"
 #include "util/log.h"
 
 #define SNAP_MAGIC "KETCHSN1"
 #define SNAP_LEN 16
 #define FULL_MAGIC "KETCHSN2"
-#define FULL_HDR 16
+#define FULL_TRAILER 16
+/* Buffers of libraft at least this big live in files (member/bigheap.c):
+ * slower to fill (the kernel writes them back), but a store bigger than
+ * RAM can still be received. */
+#define BIG_BUFFER_BYTES ((size_t)256 << 20)
 /* How long a leader waits for a member to install a snapshot before it
  * sends another (libraft's default is 30 s). A member refuses a snapshot
  * while it takes one of its own (libraft: "already taking or installing
@@ -129,6 +137,7 @@ struct member {
     int (*sync)(void *ctx);
     int (*copy)(void *ctx, const char *path, uint64_t *applied);
     int (*install)(void *ctx, const char *path, uint64_t *applied);
+    void (*copy_pin)(void *ctx, int delta);
     void *apply_ctx;
     unsigned sync_failures; /* in a row */
 
@@ -273,7 +282,7 @@ static int write_all(int fd, const uint8_t *p, size_t n)
 /* Installs a whole-store snapshot (see the top of this file). */
 static int restore_full(member *m, const uint8_t *p, size_t len)
 {
-    uint64_t applied = get_le64(p + 8), now = 0;
+    uint64_t applied = get_le64(p + len - FULL_TRAILER), now = 0;
     char path[4096];
     int fd, rv;
 
@@ -293,7 +302,7 @@ static int restore_full(member *m, const uint8_t *p, size_t len)
         log_error("member: create %s: %s", path, strerror(errno));
         return RAFT_IOERR;
     }
-    if (write_all(fd, p + FULL_HDR, len - FULL_HDR) != 0 || fsync(fd) != 0) {
+    if (write_all(fd, p, len - FULL_TRAILER) != 0 || fsync(fd) != 0) {
         log_error("member: write %s: %s", path, strerror(errno));
         close(fd);
         unlink(path);
@@ -302,7 +311,7 @@ static int restore_full(member *m, const uint8_t *p, size_t len)
     close(fd);
     log_info("member: installing a snapshot of the store at index %" PRIu64
              " (%zu bytes; applied here %" PRIu64 ")",
-             applied, len - FULL_HDR, m->applied);
+             applied, len - FULL_TRAILER, m->applied);
     pthread_mutex_lock(&m->copy_lock);
     rv = m->install(m->apply_ctx, path, &now);
     pthread_mutex_unlock(&m->copy_lock);
@@ -324,7 +333,7 @@ static int fsm_restore(struct raft_fsm *fsm, struct raft_buffer *buf)
     uint64_t index = 0;
     int rv;
 
-    if (buf->len >= FULL_HDR && memcmp(p, FULL_MAGIC, 8) == 0) {
+    if (buf->len >= FULL_TRAILER && memcmp(p + buf->len - 8, FULL_MAGIC, 8) == 0) {
         rv = restore_full(m, p, buf->len);
         if (rv != 0)
             return rv;
@@ -358,7 +367,7 @@ struct snap_get {
     uv_work_t work;
     unsigned seq;
     int status;
-    uint8_t *buf; /* raft_malloc'd payload */
+    uint8_t *buf; /* the payload: a mapped file (raft_free unmaps it) */
     size_t len;
 };
 
@@ -371,12 +380,14 @@ static void snapshot_destroy(struct raft_snapshot *s)
     raft_free(s);
 }
 
-/* Worker thread: copy the store into a file, then into one buffer. */
+/* Worker thread: copy the store into a file, append the trailer, and map
+ * the file as the buffer to send. */
 static void copy_work(uv_work_t *w)
 {
     struct snap_get *g = w->data;
     member *m = g->m;
     char path[4096];
+    uint8_t trailer[FULL_TRAILER];
     uint64_t applied = 0;
     struct stat st;
     int fd;
@@ -390,38 +401,22 @@ static void copy_work(uv_work_t *w)
         return;
     }
     pthread_mutex_unlock(&m->copy_lock);
-    fd = open(path, O_RDONLY | O_CLOEXEC);
+    fd = open(path, O_RDWR | O_CLOEXEC);
     unlink(path);
-    if (fd < 0 || fstat(fd, &st) != 0) {
-        if (fd >= 0)
-            close(fd);
+    if (fd < 0)
         return;
-    }
-    g->len = FULL_HDR + (size_t)st.st_size;
-    g->buf = raft_malloc(g->len);
-    if (g->buf == NULL) {
+    put_le64(trailer, applied);
+    memcpy(trailer + 8, FULL_MAGIC, 8);
+    if (fstat(fd, &st) != 0 ||
+        pwrite(fd, trailer, sizeof trailer, st.st_size) != (ssize_t)sizeof trailer) {
         close(fd);
-        g->status = RAFT_NOMEM;
         return;
     }
-    memcpy(g->buf, FULL_MAGIC, 8);
-    put_le64(g->buf + 8, applied);
-    size_t off = FULL_HDR;
-    while (off < g->len) {
-        ssize_t r = pread(fd, g->buf + off, g->len - off, (off_t)(off - FULL_HDR));
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0)
-            break;
-        off += (size_t)r;
-    }
+    g->len = (size_t)st.st_size + FULL_TRAILER;
+    g->buf = bigheap_map_fd(fd, g->len);
     close(fd);
-    if (off != g->len) {
-        raft_free(g->buf);
-        g->buf = NULL;
-        return;
-    }
-    g->status = 0;
+    if (g->buf != NULL)
+        g->status = 0;
 }
 
 static void copy_done(uv_work_t *w, int status)
@@ -431,6 +426,8 @@ static void copy_done(uv_work_t *w, int status)
     struct raft_snapshot *s = g->snapshot;
 
     m->copies--;
+    if (m->copy_pin != NULL)
+        m->copy_pin(m->apply_ctx, -1);
     if (status != 0 || g->status != 0) {
         log_warn("member: cannot copy the store for a snapshot: %s",
                  status != 0 ? uv_strerror(status) : raft_strerror(g->status));
@@ -441,7 +438,8 @@ static void copy_done(uv_work_t *w, int status)
         s->bufs[0].len = g->len;
         s->n_bufs = 1;
         log_info("member: sending a snapshot at index %" PRIu64 " with the store at %" PRIu64
-                 " (%zu bytes)", (uint64_t)s->index, get_le64(g->buf + 8), g->len - FULL_HDR);
+                 " (%zu bytes)", (uint64_t)s->index, get_le64(g->buf + g->len - FULL_TRAILER),
+                 g->len - FULL_TRAILER);
         g->cb(g->outer, s, 0);
     }
     free(g);
@@ -467,7 +465,11 @@ static void uv_get_cb(struct raft_io_snapshot_get *req, struct raft_snapshot *s,
     g->snapshot = s;
     g->work.data = g;
     g->seq = m->copy_seq++;
+    if (m->copy_pin != NULL)
+        m->copy_pin(m->apply_ctx, +1);
     if (uv_queue_work(m->loop, &g->work, copy_work, copy_done) != 0) {
+        if (m->copy_pin != NULL)
+            m->copy_pin(m->apply_ctx, -1);
         snapshot_destroy(s);
         g->cb(g->outer, NULL, RAFT_IOERR);
         free(g);
@@ -617,11 +619,12 @@ int member_start(member **out, uv_loop_t *loop, const struct member_config *cfg)
     m->sync = cfg->sync;
     m->copy = cfg->copy;
     m->install = cfg->install;
+    m->copy_pin = cfg->copy_pin;
     pthread_mutex_init(&m->copy_lock, NULL);
     m->apply_ctx = cfg->apply_ctx;
     m->dir = strdup(cfg->dir);
     m->address = strdup(cfg->address);
-    if (m->dir == NULL || m->address == NULL) {
+    if (m->dir == NULL || m->address == NULL || bigheap_install(m->dir, BIG_BUFFER_BYTES) != 0) {
         rv = KERR_NOMEM;
         goto err_after_alloc;
     }

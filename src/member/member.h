@@ -68,6 +68,9 @@ struct member_config {
      * log then cannot catch up). Never both running at once. */
     int (*copy)(void *ctx, const char *path, uint64_t *applied);
     int (*install)(void *ctx, const char *path, uint64_t *applied);
+    /* On the loop: +1 before a copy is queued, -1 once it is done (so the
+     * state machine can keep its files in place meanwhile). May be NULL. */
+    void (*copy_pin)(void *ctx, int delta);
     member_apply_fn apply;
     void *apply_ctx;
     /* Makes everything applied so far durable (LMDB: mdb_env_sync), called

@@ -55,56 +55,48 @@ int mvcc_file_applied(const char *path, uint64_t *applied)
     return rv;
 }
 
-int mvcc_replace(mvcc_store *s, const char *path)
+int mvcc_pins(const mvcc_store *s) { return s->offloop_readers; }
+
+int mvcc_replace(mvcc_store *s, const char *path, int own_pins)
 {
-    char dir[4096], data[4200], lock[4200];
-    const char *p;
-    MDB_envinfo info;
+    char data[4200], lock[4200];
     uint64_t applied;
+    if (s->offloop_readers > own_pins) {
+        log_error("mvcc: cannot install a copy: %d readers on other threads",
+                  s->offloop_readers - own_pins);
+        return KERR_BUSY;
+    }
     int rv = mvcc_file_applied(path, &applied);
     if (rv != 0) return rv;
-    if (mdb_env_get_path(s->env, &p) != 0 || mdb_env_info(s->env, &info) != 0 ||
-        snprintf(dir, sizeof dir, "%s", p) >= (int)sizeof dir)
-        return KERR_INTERNAL;
-    snprintf(data, sizeof data, "%s/data.mdb", dir);
-    snprintf(lock, sizeof lock, "%s/lock.mdb", dir);
+    snprintf(data, sizeof data, "%s/data.mdb", s->dir);
+    snprintf(lock, sizeof lock, "%s/lock.mdb", s->dir);
 
-    /* What is applied but not committed is older than the copy: drop it. */
+    /* A defrag of the old file is moot; what is applied but not committed
+     * is older than the copy: drop both. */
+    mvcc_defrag_abort(s);
     if (s->wtxn != NULL) mdb_txn_abort(s->wtxn);
     s->wtxn = NULL;
     s->batch_n = 0;
-    mdb_txn_abort(s->rtxn);
-    s->rtxn = NULL;
-    mdb_env_close(s->env);
-    s->env = NULL;
+    store_env_close(s, false);
 
     if (rename(path, data) != 0) {
         log_error("mvcc: rename %s to %s: %s", path, data, strerror(errno));
         rv = KERR_IO;
     } else {
-        int dfd = open(dir, O_RDONLY | O_DIRECTORY);
+        int dfd = open(s->dir, O_RDONLY | O_DIRECTORY);
         if (dfd >= 0) {
             fsync(dfd);
             close(dfd);
         }
         unlink(lock); /* LMDB rebuilds it */
     }
-    /* Reopen the copy (or, if the rename failed, the old file) as a new
-     * store, and move it into `s`, keeping what the layers above set. */
-    mvcc_store *n;
-    int orv = mvcc_open(&n, dir, info.me_mapsize);
+    /* Reopen the copy (or, if the rename failed, the old file) in place:
+     * hooks and options stay, the state is the file's. */
+    int orv = store_env_open(s);
     if (orv != 0) {
-        log_error("mvcc: cannot reopen %s after installing a snapshot", dir);
+        log_error("mvcc: cannot reopen %s after installing a snapshot", s->dir);
         return orv;
     }
-    struct mvcc_store keep = *s;
-    *s = *n;
-    free(n);
-    s->lease_exists = keep.lease_exists;
-    s->lease_ctx = keep.lease_ctx;
-    s->event_fn = keep.event_fn;
-    s->event_ctx = keep.event_ctx;
-    s->bcrypt_cost = keep.bcrypt_cost;
     if (rv == 0)
         log_info("mvcc: installed a copy at applied index %llu, revision %lld",
                  (unsigned long long)s->applied, (long long)s->rev);

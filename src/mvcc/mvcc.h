@@ -42,13 +42,18 @@ void mvcc_close(mvcc_store *s);
  * mvcc_file_applied reads the applied index of such a copy in file `path`.
  * mvcc_replace swaps the store's environment for the copy in `path`
  * (renamed into the store's directory; same file system): what was applied
- * but not committed is dropped, and everything (revision, applied index,
- * auth state) is as in the copy. Hooks stay. Returns 0 or a KERR_* code;
- * on an error after the swap began the old file is reopened, and if even
- * that fails the store is unusable (the caller must exit). */
+ * but not committed is dropped, a defrag in progress is abandoned, and
+ * everything (revision, applied index, auth, alarms) is as in the copy.
+ * Hooks stay. It refuses (KERR_BUSY, nothing changed) while more than
+ * `own_pins` mvcc_pin()s are held (readers on other threads; the caller
+ * may hold pins of its own whose readers it knows have finished). Returns
+ * 0 or a KERR_* code; on an error after the swap began the old file is
+ * reopened, and if even that fails the store is unusable (exit).
+ * mvcc_pins is the number of pins held. */
 int mvcc_copy_fd(mvcc_store *s, int fd);
 int mvcc_file_applied(const char *path, uint64_t *applied);
-int mvcc_replace(mvcc_store *s, const char *path);
+int mvcc_replace(mvcc_store *s, const char *path, int own_pins);
+int mvcc_pins(const mvcc_store *s);
 
 /* Lease hook: returns nonzero if lease `id` exists. Puts with a nonzero
  * lease (and no ignore_lease) fail with KERR_LEASE_NOT_FOUND when it

@@ -350,6 +350,7 @@ static int start_member(struct server *srv)
         .snapshot_trailing = (unsigned)srv->cfg.snapshot_catchup_entries,
         .copy = api_catchup_copy, /* whole-store snapshots (api/catchup.c) */
         .install = api_catchup_install,
+        .copy_pin = api_catchup_pin,
         .apply = api_apply,
         .apply_ctx = &srv->api,
         .sync = member_sync,

@@ -141,7 +141,14 @@ static void test_replace_then_watch_catches_up(void **state)
     copy_b(f);
 
     int64_t old_rev = mvcc_revision(f->a);
-    assert_int_equal(mvcc_replace(f->a, f->copy), 0);
+    /* a reader on another thread (a pin): refused, nothing changed */
+    mvcc_pin(f->a);
+    assert_int_equal(mvcc_replace(f->a, f->copy, 0), KERR_BUSY);
+    assert_int_equal(access(f->copy, F_OK), 0);
+    assert_int_equal(mvcc_revision(f->a), old_rev);
+    /* the caller's own pin (its reader is done) does not count */
+    assert_int_equal(mvcc_replace(f->a, f->copy, 1), 0);
+    mvcc_unpin(f->a);
     assert_int_equal(access(f->copy, F_OK), -1); /* renamed into place */
     assert_int_equal(mvcc_revision(f->a), 5);
     assert_int_equal(mvcc_applied_index(f->a), 4);
