@@ -68,6 +68,11 @@ int mvcc_replace(mvcc_store *s, const char *path, int own_pins)
     }
     int rv = mvcc_file_applied(path, &applied);
     if (rv != 0) return rv;
+    /* a reader on another thread (snapshot export, hash) still uses the env */
+    if (pthread_rwlock_trywrlock(s->env_lock) != 0) {
+        log_error("mvcc: cannot install a copy: the store is being read on another thread");
+        return KERR_BUSY;
+    }
     snprintf(data, sizeof data, "%s/data.mdb", s->dir);
     snprintf(lock, sizeof lock, "%s/lock.mdb", s->dir);
 
@@ -93,6 +98,7 @@ int mvcc_replace(mvcc_store *s, const char *path, int own_pins)
     /* Reopen the copy (or, if the rename failed, the old file) in place:
      * hooks and options stay, the state is the file's. */
     int orv = store_env_open(s);
+    pthread_rwlock_unlock(s->env_lock);
     if (orv != 0) {
         log_error("mvcc: cannot reopen %s after installing a snapshot", s->dir);
         return orv;

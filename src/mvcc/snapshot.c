@@ -29,8 +29,10 @@ int mvcc_export_begin(mvcc_store *s, mvcc_export **out, struct mvcc_export_info 
     mvcc_export *e = calloc(1, sizeof *e);
     if (e == NULL) return KERR_NOMEM;
     e->s = s;
+    mvcc_reader_enter(s); /* a defrag swap or a snapshot install waits for us */
     int rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &e->txn);
     if (rc != 0) {
+        mvcc_reader_exit(s);
         free(e);
         return mdb_to_kerr(rc);
     }
@@ -57,6 +59,7 @@ void mvcc_export_end(mvcc_export *e)
 {
     if (e == NULL) return;
     mdb_txn_abort(e->txn);
+    mvcc_reader_exit(e->s);
     free(e);
 }
 
