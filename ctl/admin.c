@@ -213,6 +213,16 @@ int cmd_defrag(int argc, char **argv)
 
 /* ---- endpoint hashkv ---- */
 
+/* HashKVResponse as the etcdctl we match (3.4) knows it: without etcd
+ * 3.5's hash_revision, which 3.4 drops when it prints (json, fields,
+ * protobuf). */
+static Etcdserverpb__HashKVResponse *etcdserver_hash_kv_unpack_34(size_t len, const uint8_t *data)
+{
+    Etcdserverpb__HashKVResponse *r = etcdserverpb__hash_kvresponse__unpack(NULL, len, data);
+    if (r) r->hash_revision = 0;
+    return r;
+}
+
 int ctl_endpoint_hashkv(char **eps, size_t n, int64_t rev)
 {
     Etcdserverpb__HashKVResponse **resp = calloc(n + 1, sizeof *resp);
@@ -232,7 +242,7 @@ int ctl_endpoint_hashkv(char **eps, size_t n, int64_t rev)
             ctl_reply_free(&r);
             continue;
         }
-        resp[ok] = etcdserverpb__hash_kvresponse__unpack(NULL, r.len, r.data);
+        resp[ok] = etcdserver_hash_kv_unpack_34(r.len, r.data);
         if (resp[ok])
             ok_eps[ok++] = eps[i];
         ctl_reply_free(&r);
