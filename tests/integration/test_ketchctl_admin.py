@@ -245,8 +245,9 @@ def test_member_commands(srv):
                 if fmt in ("simple", "json", "fields", "table"):
                     o = norm(o)
                     # the members' order (by ID) depends on the random new ID
-                    o = re.sub(rb'ETCD_INITIAL_CLUSTER="[^"]*"',
-                               lambda m: b",".join(sorted(m.group(0).split(b","))), o)
+                    o = re.sub(rb'ETCD_INITIAL_CLUSTER="([^"]*)"',
+                               lambda m: b'ETCD_INITIAL_CLUSTER="%s"' % b",".join(
+                                   sorted(m.group(1).split(b","))), o)
                     o = re.sub(rb'"ID":\d+', b'"ID":N', o)
                     o = re.sub(rb'"members":\[.*\]', b'"members":M', o)
                 else:
