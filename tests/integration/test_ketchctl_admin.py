@@ -213,7 +213,8 @@ def _hex_ids(text):
 
 def test_member_commands(srv):
     errors = [["member", "add"], ["member", "add", "a", "b"], ["member", "add", "n"],
-              ["member", "add", "n", "--peer-urls=bad"], ["member", "remove"],
+              ["member", "add", "n", "--peer-urls=bad"], ["member", "add", "n", "--peer-urls=,"],
+              ["member", "remove"],
               ["member", "remove", "zz"], ["member", "remove", "1234"], ["member", "update"],
               ["member", "update", "12"], ["member", "update", "zz", "--peer-urls=http://a:1"],
               ["member", "update", "12", "--peer-urls=http://a:1"], ["member", "promote"],
