@@ -29,11 +29,18 @@ static char **split_urls(const char *s, size_t *n)
     char *copy = strdup(s);
     char **v = calloc(strlen(s) + 2, sizeof *v);
     *n = 0;
-    for (char *t = strtok(copy, ","); t; t = strtok(NULL, ",")) {
+    /* strings.Split: empty items stay (and are refused) */
+    for (char *t = copy;;) {
+        char *comma = strchr(t, ',');
+        if (comma)
+            *comma = 0;
         if (strncmp(t, "http://", 7) && strncmp(t, "https://", 8) && strncmp(t, "unix://", 7) &&
             strncmp(t, "unixs://", 8))
             ctl_die(EXIT_ERR, "URL scheme must be http, https, unix, or unixs: %s", t);
         v[(*n)++] = t;
+        if (!comma)
+            break;
+        t = comma + 1;
     }
     return v;
 }

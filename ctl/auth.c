@@ -177,8 +177,10 @@ static Etcdserverpb__AuthRoleGetResponse *role_get_call(const char *role)
 
 int cmd_user(int argc, char **argv)
 {
-    if (argc < 1)
-        ctl_die(EXIT_ERR, "user <subcommand>: add, delete, get, list, passwd, grant-role, revoke-role");
+    if (argc < 1 || argv[0][0] == '-') {
+        printf("user <subcommand>: add, delete, get, list, passwd, grant-role, revoke-role\n");
+        return 0;
+    }
     const char *sub = argv[0];
     bool interactive = true, detail = false, no_password = false;
     const char *new_pw = "";
@@ -370,8 +372,10 @@ static void perm_range(char **args, int n, char **key, size_t *klen, char **end,
 
 int cmd_role(int argc, char **argv)
 {
-    if (argc < 1)
-        ctl_die(EXIT_ERR, "role <subcommand>: add, delete, get, list, grant-permission, revoke-permission");
+    if (argc < 1 || argv[0][0] == '-') {
+        printf("role <subcommand>: add, delete, get, list, grant-permission, revoke-permission\n");
+        return 0;
+    }
     const char *sub = argv[0];
     bool perm = !strcmp(sub, "grant-permission") || !strcmp(sub, "revoke-permission");
     struct flag fl[] = {{"prefix", 0, F_BOOL, &perm_prefix, false},
@@ -499,8 +503,10 @@ int cmd_role(int argc, char **argv)
 
 int cmd_auth(int argc, char **argv)
 {
-    if (argc < 1)
-        ctl_die(EXIT_ERR, "auth <subcommand>: enable, disable, status");
+    if (argc < 1 || argv[0][0] == '-') {
+        printf("auth <subcommand>: enable, disable, status\n");
+        return 0;
+    }
     const char *sub = argv[0];
     int n = ctl_parse(argc - 1, argv + 1, (struct flag[]){FEND});
     if (!strcmp(sub, "enable")) {

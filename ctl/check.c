@@ -179,8 +179,10 @@ static double memory_metric(const char *ep)
 
 int cmd_check(int argc, char **argv)
 {
-    if (argc < 1)
-        ctl_die(EXIT_ERR, "check <subcommand>: perf");
+    if (argc < 1 || argv[0][0] == '-') {
+        printf("check <subcommand>: perf, datascale\n");
+        return 0;
+    }
     const char *sub = argv[0];
     const char *load = "s", *prefix = "/etcdctl-check-perf/";
     bool auto_compact = false, auto_defrag = false;
