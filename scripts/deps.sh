@@ -13,7 +13,7 @@ PKGS=(
   libcrypt-dev
   libsodium-dev libyaml-dev  # ketchctl k8s: secretbox decryption, EncryptionConfiguration files
   etcd-client etcd-server
-  python3 python3-etcd3 python3-pytest python3-h2
+  python3 python3-etcd3 python3-pytest python3-pytest-xdist python3-h2
   python3-cryptography python3-yaml  # test_k8s: independent AES encryption, YAML parsing
   procps psmisc
 )

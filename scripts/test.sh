@@ -33,9 +33,15 @@ unit() { # unit BUILD_DIR
   return $rc
 }
 
+# The black-box tests mostly wait (elections, leases, timeouts), so they run
+# in TEST_WORKERS pytest-xdist workers (default 3); each picks its own free
+# ports and temp dirs. TEST_WORKERS=0 runs them in one process.
+TEST_WORKERS=${TEST_WORKERS:-3}
 pysuite() { # pysuite BUILD_DIR
-  KETCH_BUILD="$1" KETCH_BIN="$PWD/$1/ketch" timeout 900 "$PY" -m pytest -q \
-    -p no:cacheprovider tests/integration tests/diff tests/crash
+  local par=()
+  ((TEST_WORKERS > 0)) && par=(-n "$TEST_WORKERS" --dist load)
+  KETCH_BUILD="$1" KETCH_BIN="$PWD/$1/ketch" timeout 1200 "$PY" -m pytest -q \
+    -p no:cacheprovider "${par[@]}" --durations=15 tests/integration tests/diff tests/crash
 }
 
 build_plain() { make -j"$(nproc)" all; }
