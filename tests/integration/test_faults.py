@@ -131,3 +131,80 @@ def test_five_members(cluster5):
         time.sleep(RUN)
         leader_kill(fc)
     run_and_check(cluster5, "five", schedule)
+
+
+def test_leases_and_watch_survive_leader_changes(cluster3):
+    """A lease kept alive through a follower outlives a leader kill -9 and a
+    partitioned leader; its key stays; the recorded workload and the
+    watches on every member pass their checks meanwhile; once the
+    keep-alives stop the lease expires and its key goes on every member."""
+    import grpc
+    import threading
+    from etcd3.etcdrpc import rpc_pb2, rpc_pb2_grpc
+    fc = cluster3
+    leader = fc.leader()
+    f = next(m for m in fc.members if m is not leader)
+    ch = grpc.insecure_channel(f.endpoint)
+    kv = rpc_pb2_grpc.KVStub(ch)
+    lease = rpc_pb2_grpc.LeaseStub(ch)
+    lid = lease.LeaseGrant(rpc_pb2.LeaseGrantRequest(TTL=6), timeout=10).ID
+    kv.Put(rpc_pb2.PutRequest(key=b"leased", value=b"v", lease=lid), timeout=10)
+    wl = Workload(fc, prefix="lease/", seed=5, clients_per_member=1, keys=4).start()
+    stop = threading.Event()
+    ok = [0]
+
+    def keepalive():
+        while not stop.is_set():
+            try:
+                for r in lease.LeaseKeepAlive(iter([rpc_pb2.LeaseKeepAliveRequest(ID=lid)]),
+                                              timeout=2):
+                    if r.TTL > 0:
+                        ok[0] += 1
+            except grpc.RpcError:
+                pass
+            stop.wait(0.5)
+    t = threading.Thread(target=keepalive, daemon=True)
+    t.start()
+    try:
+        fc.kill(leader)
+        time.sleep(RUN)
+        fc.restart(leader)
+        time.sleep(RUN)
+        ld = fc.leader()
+        fc.note("blackhole leader %s" % ld.name)
+        fc.net.isolate(ld.name, mode="blackhole")
+        fc.leader(among=[m for m in fc.members if m is not ld])
+        time.sleep(RUN)
+        fc.net.heal()
+        fc.note("heal")
+        time.sleep(RUN)
+        # the lease lived through it all
+        for m in fc.members:
+            c = grpc.insecure_channel(m.endpoint)
+            try:
+                r = rpc_pb2_grpc.KVStub(c).Range(rpc_pb2.RangeRequest(key=b"leased"), timeout=10)
+                assert [(x.value, x.lease) for x in r.kvs] == [(b"v", lid)], (m.name, r)
+            finally:
+                c.close()
+        assert ok[0] > 0
+    finally:
+        stop.set()
+        t.join(10)
+    anomalies = wl.finish()
+    assert not anomalies, "\n".join(anomalies[:10])
+    # keep-alives stopped: the lease expires and its key goes, on every member
+    deadline = time.monotonic() + 60
+    while True:
+        gone = []
+        for m in fc.members:
+            c = grpc.insecure_channel(m.endpoint)
+            try:
+                r = rpc_pb2_grpc.KVStub(c).Range(rpc_pb2.RangeRequest(key=b"leased"), timeout=10)
+                gone.append(not r.kvs)
+            finally:
+                c.close()
+        if all(gone):
+            break
+        assert time.monotonic() < deadline, "the lease never expired: %r" % gone
+        time.sleep(0.2)
+    ch.close()
