@@ -122,6 +122,17 @@ class FaultCluster:
                         m.name, m.log_tail()))
                 time.sleep(0.05)
 
+    def pause(self, m):
+        """SIGSTOP: the process freezes (a long GC pause, a stalled VM)."""
+        import signal
+        self.note("SIGSTOP %s" % m.name)
+        m.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self, m):
+        import signal
+        self.note("SIGCONT %s" % m.name)
+        m.proc.send_signal(signal.SIGCONT)
+
     def check_alive(self):
         """Records every member that exited without being killed."""
         for m in self.members:

@@ -8,6 +8,7 @@ gap-free, duplicate-free and the same on every member.
 
 Faults: leader kill -9 (and restart), a minority partitioned away, a
 partitioned leader (blackholed: connections stay up, nothing arrives),
+a paused leader (SIGSTOP while the others elect, then SIGCONT),
 no majority anywhere (every member alone) then heal, slow links; and a
 5-member cluster with the leader on the minority side.
 
@@ -99,6 +100,16 @@ def no_majority(fc):
     fc.leader()
 
 
+def paused_leader(fc):
+    leader = fc.leader()
+    fc.pause(leader)
+    try:
+        fc.leader(among=[m for m in fc.members if m is not leader])
+        time.sleep(RUN)
+    finally:
+        fc.resume(leader)
+
+
 def slow_links(fc):
     fc.note("delay 50ms everywhere")
     names = [m.name for m in fc.members]
@@ -111,7 +122,8 @@ def slow_links(fc):
 
 
 @pytest.mark.parametrize("fault", [leader_kill, minority_partition, partitioned_leader,
-                                   no_majority, slow_links], ids=lambda f: f.__name__)
+                                   no_majority, paused_leader, slow_links],
+                         ids=lambda f: f.__name__)
 def test_three_members(cluster3, fault):
     run_and_check(cluster3, fault.__name__, fault)
 
