@@ -8,7 +8,8 @@ gap-free, duplicate-free and the same on every member.
 
 Faults: leader kill -9 (and restart), a minority partitioned away, a
 partitioned leader (blackholed: connections stay up, nothing arrives),
-a paused leader (SIGSTOP while the others elect, then SIGCONT),
+a paused leader (SIGSTOP while the others elect, then SIGCONT), every
+member killed at once (power loss) and restarted,
 no majority anywhere (every member alone) then heal, slow links; and a
 5-member cluster with the leader on the minority side.
 
@@ -110,6 +111,19 @@ def paused_leader(fc):
         fc.resume(leader)
 
 
+def all_killed(fc):
+    """Power loss: kill -9 every member at once, restart them all."""
+    for m in fc.members:
+        fc.kill(m)
+    time.sleep(1)
+    for m in fc.members:
+        fc.note("restart %s" % m.name)
+        fc.killed.discard(m.name)
+        m.restart(wait=False)
+        fc.net.register(m.name, m.proc.pid)
+    fc.leader()
+
+
 def slow_links(fc):
     fc.note("delay 50ms everywhere")
     names = [m.name for m in fc.members]
@@ -122,7 +136,7 @@ def slow_links(fc):
 
 
 @pytest.mark.parametrize("fault", [leader_kill, minority_partition, partitioned_leader,
-                                   no_majority, paused_leader, slow_links],
+                                   no_majority, paused_leader, all_killed, slow_links],
                          ids=lambda f: f.__name__)
 def test_three_members(cluster3, fault):
     run_and_check(cluster3, fault.__name__, fault)
