@@ -70,6 +70,9 @@ class FaultMember(ClusterMember):
 
 class FaultCluster:
     def __init__(self, n=3, label="flt", extra_args=()):
+        # KETCH_FAULT_ARGS: more server flags for every member, e.g.
+        # "--snapshot-count 500" to take snapshots during the faults
+        extra_args = list(extra_args) + os.environ.get("KETCH_FAULT_ARGS", "").split()
         self.net = FaultNet()
         self.members = [FaultMember("m%d" % (i + 1), "%s-m%d" % (label, i + 1),
                                     extra_args=extra_args) for i in range(n)]
@@ -121,6 +124,17 @@ class FaultCluster:
                     raise RuntimeError("%s does not answer after its restart:\n%s" % (
                         m.name, m.log_tail()))
                 time.sleep(0.05)
+
+    def pause(self, m):
+        """SIGSTOP: the process freezes (a long GC pause, a stalled VM)."""
+        import signal
+        self.note("SIGSTOP %s" % m.name)
+        m.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self, m):
+        import signal
+        self.note("SIGCONT %s" % m.name)
+        m.proc.send_signal(signal.SIGCONT)
 
     def check_alive(self):
         """Records every member that exited without being killed."""
@@ -426,16 +440,22 @@ class Workload:
         key = self.prefix + b"zz-end"
         deadline = time.monotonic() + settle_timeout
         sentinel = None
+        attempt = 0
         while sentinel is None:
-            m = self.fc.members[0]
+            m = self.fc.members[attempt % len(self.fc.members)]
+            val = b"end-%d" % attempt
+            attempt += 1
             ch = grpc.insecure_channel(m.endpoint)
+            t0 = time.monotonic()
             try:
-                t0 = time.monotonic()
-                r = rpc_pb2_grpc.KVStub(ch).Put(rpc_pb2.PutRequest(key=key, value=b"end"),
+                r = rpc_pb2_grpc.KVStub(ch).Put(rpc_pb2.PutRequest(key=key, value=val),
                                                 timeout=5)
-                sentinel = Op("put", key, b"end", t0, time.monotonic(), "ok",
+                sentinel = Op("put", key, val, t0, time.monotonic(), "ok",
                               r.header.revision, client=-1, member=m.name)
-            except grpc.RpcError:
+            except grpc.RpcError as e:
+                # may still happen: recorded as unknown
+                self._record(Op("put", key, val, t0, None, "unknown",
+                                (e.code().name, e.details()), client=-1, member=m.name))
                 if time.monotonic() > deadline:
                     raise AssertionError("the cluster did not take a write after healing")
                 time.sleep(0.2)
@@ -478,13 +498,33 @@ class Workload:
                                      self.watchers[name].get("trace"),
                                      [(round(t, 2), w) for t, w in self.fc.log]))
         anomalies.extend(self.watch_errors)
-        final = self.final_events(self.fc.members[0], end)
+        final = None
+        for ref in self.fc.members:
+            try:
+                final = self.final_events(ref, end, timeout=20)
+                break
+            except grpc.RpcError:
+                continue
+        if final is None:
+            raise AssertionError("no member delivers the history up to revision %d" % end)
+        # the history ends at the sentinel (a retried sentinel may land later)
+        final = [e for e in final if e[0] <= end]
+        for name in self.streams:
+            self.streams[name] = [e for e in self.streams[name] if e[0] <= end]
         # every member holds the same history
-        for m in self.fc.members[1:]:
-            other = self.final_events(m, end)
+        for m in self.fc.members:
+            if m is ref:
+                continue
+            try:
+                other = self.final_events(m, end, timeout=20)
+            except grpc.RpcError as e:
+                anomalies.append("%s cannot deliver the history up to revision %d: %s %s" % (
+                    m.name, end, e.code().name, e.details()))
+                continue
+            other = [e for e in other if e[0] <= end]
             if other != final:
                 anomalies.append("%s's event history differs from %s's (%d vs %d events)" % (
-                    m.name, self.fc.members[0].name, len(other), len(final)))
+                    m.name, ref.name, len(other), len(final)))
         # the key table agrees with the history on every member
         want = {}
         for e in final:

@@ -5,7 +5,8 @@ Runs clusters of 3 or 5 members behind fault proxies (tests/faultlib.py)
 for TORTURE_SECONDS (default 600). Each round (TORTURE_ROUND seconds,
 default 20) starts a recorded workload on fresh keys, injects random
 faults drawn from the seed (leader or follower kill -9, SIGTERM restart,
-a member dropped or blackholed, the leader with a minority, no majority,
+SIGSTOP/SIGCONT of the leader or a member, a member dropped or blackholed,
+one direction of one link blackholed, the leader with a minority, no majority,
 slow links, heal), then heals and checks the round's history:
 linearizable, no acknowledged write lost, watches ordered, gap- and
 duplicate-free and equal on every member, no member crashed. Every
@@ -41,7 +42,7 @@ def fault_step(fc, r):
     dead = [m for m in fc.members if not m.running()]
     quorum = len(fc.members) // 2 + 1
     kinds = ["kill_leader", "kill_follower", "term_restart", "isolate_drop", "isolate_blackhole",
-             "leader_minority", "no_majority", "delay", "heal", "heal"]
+             "leader_minority", "no_majority", "delay", "pause", "oneway", "heal", "heal"]
     kind = r.choice(kinds)
     dur = r.uniform(0.5, 4.0)
     if dead and (r.random() < 0.5 or len(alive) <= quorum):
@@ -63,6 +64,17 @@ def fault_step(fc, r):
             fc.kill(victim)
             time.sleep(dur)
             return
+    if kind == "pause":
+        try:
+            m = fc.leader(timeout=5) if r.random() < 0.6 else r.choice(alive)
+        except AssertionError:
+            m = r.choice(alive)
+        fc.pause(m)
+        try:
+            time.sleep(dur)
+        finally:
+            fc.resume(m)
+        return
     if kind == "term_restart":
         m = r.choice(alive)
         fc.note("SIGTERM + restart %s" % m.name)
@@ -96,6 +108,15 @@ def fault_step(fc, r):
             if len(names) == 5 else [[n] for n in shuffled]
         fc.note("no majority: %s" % groups)
         fc.net.partition(groups)
+    elif kind == "oneway":
+        # one direction only: b stops hearing a (bytes from a to b vanish)
+        try:
+            a = fc.leader(timeout=5).name if r.random() < 0.6 else r.choice(names)
+        except AssertionError:
+            a = r.choice(names)
+        b = r.choice([n for n in names if n != a])
+        fc.note("one-way blackhole %s -> %s" % (a, b))
+        fc.net.set_rule(a, b, "blackhole")
     elif kind == "delay":
         d = r.choice([0.01, 0.05, 0.2])
         fc.note("delay %.0fms on every link" % (d * 1000))
