@@ -51,6 +51,9 @@ int mvcc_export_leases(mvcc_export *e, mvcc_export_lease_fn fn, void *ctx);
 typedef int (*mvcc_export_auth_fn)(void *ctx, int role, const uint8_t *name, size_t nlen,
                                    const uint8_t *pb, size_t len);
 int mvcc_export_auth(mvcc_export *e, mvcc_export_auth_fn fn, void *ctx);
+/* Every raised alarm (member ID, etcdserverpb AlarmType), in table order. */
+typedef int (*mvcc_export_alarm_fn)(void *ctx, uint64_t member, int type);
+int mvcc_export_alarms(mvcc_export *e, mvcc_export_alarm_fn fn, void *ctx);
 
 /* ---- import ---- */
 typedef struct mvcc_import mvcc_import;

@@ -354,3 +354,24 @@ out:
     mvcc_import_abort(im);
     return rc;
 }
+
+struct alarm_arg {
+    mvcc_export_alarm_fn fn;
+    void *ctx;
+};
+
+static int alarm_each(void *arg, MDB_val *k, MDB_val *v)
+{
+    struct alarm_arg *a = arg;
+    if (k->mv_size != 9) return 0; /* alarm.c: member u64 | type u8 */
+    const uint8_t *key = k->mv_data;
+    int rc = a->fn(a->ctx, get_be64(key), key[8]);
+    return rc == 1 ? 2 : rc;
+}
+
+int mvcc_export_alarms(mvcc_export *e, mvcc_export_alarm_fn fn, void *ctx)
+{
+    struct alarm_arg a = {fn, ctx};
+    int rc = scan(e->txn, e->s->alarm, NULL, 0, alarm_each, &a);
+    return rc == 2 ? 1 : rc;
+}

@@ -17,7 +17,7 @@
  *                                              "clientURLs"[,"isLearner"]}
  *   members_removed  member ID, hex            "removed"
  *   cluster          "clusterVersion"          "3.5.0"
- *   alarm            (none raised)
+ *   alarm            marshalled AlarmMember -> empty, as etcd's alarm store
  *
  * The file is followed by sha256(file) in a snapshot (etcd's
  * maintenanceServer.Snapshot; clientv3/snapshot's hasChecksum: size % 512
@@ -260,6 +260,57 @@ out:
     return rc;
 }
 
+/* etcd's alarm bucket: key = a marshalled AlarmMember, value empty
+ * (alarm/alarms.go). Keys sorted bytewise, as bbolt holds them. */
+struct alarm_keys {
+    uint8_t (*k)[24];
+    size_t *len, n, cap;
+};
+
+static int collect_alarm(void *ctx, uint64_t member, int type)
+{
+    struct alarm_keys *a = ctx;
+    if (a->n == a->cap) {
+        size_t cap = a->cap ? a->cap * 2 : 4;
+        void *k = realloc(a->k, cap * sizeof *a->k), *l = realloc(a->len, cap * sizeof *a->len);
+        if (k) a->k = k;
+        if (l) a->len = l;
+        if (!k || !l) return KERR_NOMEM;
+        a->cap = cap;
+    }
+    Etcdserverpb__AlarmMember m = ETCDSERVERPB__ALARM_MEMBER__INIT;
+    m.memberid = member;
+    m.alarm = type;
+    a->len[a->n] = etcdserverpb__alarm_member__pack(&m, a->k[a->n]);
+    a->n++;
+    return 0;
+}
+
+static int put_alarms(bbolt_writer *w, mvcc_export *e)
+{
+    struct alarm_keys a = {0};
+    int rc = mvcc_export_alarms(e, collect_alarm, &a);
+    /* a handful of alarms at most: insertion sort */
+    for (size_t i = 1; rc == 0 && i < a.n; i++)
+        for (size_t j = i; j > 0; j--) {
+            size_t l0 = a.len[j - 1], l1 = a.len[j];
+            int c = memcmp(a.k[j - 1], a.k[j], l0 < l1 ? l0 : l1);
+            if (c < 0 || (c == 0 && l0 <= l1)) break;
+            uint8_t t[24];
+            memcpy(t, a.k[j], sizeof t);
+            memcpy(a.k[j], a.k[j - 1], sizeof t);
+            memcpy(a.k[j - 1], t, sizeof t);
+            a.len[j] = l0;
+            a.len[j - 1] = l1;
+        }
+    for (size_t i = 0; rc == 0 && i < a.n; i++)
+        if (i == 0 || a.len[i] != a.len[i - 1] || memcmp(a.k[i], a.k[i - 1], a.len[i]) != 0)
+            rc = bbolt_writer_put(w, a.k[i], a.len[i], (const uint8_t *)"", 0);
+    free(a.k);
+    free(a.len);
+    return rc;
+}
+
 static int write_file(mvcc_store *s, const char *path, const uint8_t *members, size_t members_len,
                       const char *cluster_version, bool trailer, struct snapshot_written *out)
 {
@@ -276,7 +327,7 @@ static int write_file(mvcc_store *s, const char *path, const uint8_t *members, s
     struct wctx c = {.w = w};
     uint8_t b[17];
     /* buckets in any order: the writer sorts the root bucket */
-    if ((rc = bbolt_writer_bucket(w, "alarm")) != 0) goto fail;
+    if ((rc = bbolt_writer_bucket(w, "alarm")) != 0 || (rc = put_alarms(w, e)) != 0) goto fail;
     if ((rc = bbolt_writer_bucket(w, "auth")) != 0) goto fail;
     uint8_t en = info.auth_enabled ? 1 : 0;
     be64(b, info.auth_rev);

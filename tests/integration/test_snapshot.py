@@ -711,3 +711,17 @@ def test_differential_on_restored_stores(request, tmp):
         a = diff.outcome(diff.call(tr.fn("Range"), req))
         b = diff.outcome(diff.call(ts.fn("Range"), req))
         assert a == b, "revision %d\n--- etcd:\n%s\n--- ketch:\n%s" % (rev, diff.fmt(a), diff.fmt(b))
+
+
+def test_alarms_to_etcd(request, tmp):
+    """Raised alarms travel in etcd's alarm bucket: a restored etcd lists them."""
+    import etcd3
+    k = new_server(request).start()
+    c = etcd3.client(port=k.client_port)
+    c.create_alarm(member_id=7)  # NOSPACE for member 7
+    assert ctl(k.endpoint, "alarm", "list").stdout == "memberID:7 alarm:NOSPACE \n"
+    snap = os.path.join(tmp, "k.db")
+    ctl(k.endpoint, "snapshot", "save", snap)
+    e = restore_member(request, snap, binary=ETCD, tool="etcdctl")
+    e.start()
+    assert ctl(e.endpoint, "alarm", "list").stdout == "memberID:7 alarm:NOSPACE \n"
