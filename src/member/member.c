@@ -155,6 +155,7 @@ struct member {
     uv_timer_t leader_watch; /* forget a leader silent for an election timeout */
     uv_timer_t drain;  /* member_stop: waits for in-flight writes */
     uint64_t drain_start;
+    uint64_t started_at; /* uv_now at member_start */
     void (*stop_cb)(void *data);
     void *stop_data;
 };
@@ -612,6 +613,7 @@ int member_start(member **out, uv_loop_t *loop, const struct member_config *cfg)
     if (m == NULL)
         return KERR_NOMEM;
     m->loop = loop;
+    m->started_at = uv_now(loop);
     m->id = cfg->id;
     m->floor = cfg->applied_index;
     m->applied = cfg->applied_index;
@@ -1098,6 +1100,7 @@ int member_transfer(member *m, uint64_t id, member_done_fn cb, void *data)
 
 /* How long member_stop waits for in-flight log writes before closing. */
 #define DRAIN_TIMEOUT_MS 5000
+#define STARTUP_SETTLE_MS 300
 
 static void drain_closed(uv_handle_t *h)
 {
@@ -1147,6 +1150,12 @@ static void drain_tick(uv_timer_t *t)
 
     if (m->copies > 0)
         return; /* store copies always end; their callbacks need libraft */
+    /* libraft 0.15's libuv backend crashes (SIGSEGV in its io close
+     * callback) when closed within a few ms of its start, while it still
+     * prepares its first open segments on the thread pool: give it
+     * STARTUP_SETTLE_MS. */
+    if (uv_now(m->loop) - m->started_at < STARTUP_SETTLE_MS)
+        return;
     if (writes_in_flight(m) &&
         uv_now(m->loop) - m->drain_start < DRAIN_TIMEOUT_MS)
         return;
