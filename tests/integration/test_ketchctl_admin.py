@@ -646,6 +646,10 @@ def test_cluster_move_leader(request, binary):
         ids = {s["Status"]["leader"] for s in status()}
         return ids.pop() if len(ids) == 1 else None
 
+    # every member has published its client URLs (etcd's and ketch's
+    # members do that a moment after they start)
+    wait_until(lambda: all(m.get("clientURLs") for m in json.loads(
+        run(ETCDCTL, eps, "member", "list", "-w", "json").stdout)["members"]))
     same(eps, "member", "list", "-w", "table")
     for tool in (ETCDCTL, KETCHCTL):
         wait_until(lambda: leader() is not None)
