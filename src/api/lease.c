@@ -348,13 +348,28 @@ static int renew(api_server *s, const Etcdserverpb__LeaseKeepAliveRequest *req,
     return 0;
 }
 
+/* A keep-alive stream's call data: the number of renewals forwarded to the
+ * leader and not answered yet (<< 1), and whether the client half-closed
+ * (bit 0). As etcd, every request received before the half-close gets its
+ * answer before the stream ends; without this a follower ended the stream
+ * at once and the forwarded answer was dropped (found by test_faults). */
+static uintptr_t ka_state(const grpc_call *call) { return (uintptr_t)grpc_call_get_data(call); }
+static void ka_set(grpc_call *call, uintptr_t v) { grpc_call_set_data(call, (void *)v); }
+
 /* A follower's keep-alive came back from the leader: pass it on. */
 static void keep_alive_forwarded(api_server *s, void *data, int kerr, const struct client_reply *r)
 {
     grpc_call *call = data;
     (void)s, (void)kerr;
-    if (r->status == 0) grpc_call_send(call, r->data ? r->data : (const uint8_t *)"", r->len);
-    else grpc_call_finish(call, r->status, r->message);
+    uintptr_t st = ka_state(call);
+    if (st >= 2) st -= 2;
+    ka_set(call, st);
+    if (r->status == 0) {
+        grpc_call_send(call, r->data ? r->data : (const uint8_t *)"", r->len);
+        if (st == 1 && grpc_call_alive(call)) grpc_call_finish(call, GRPC_OK, NULL);
+    } else {
+        grpc_call_finish(call, r->status, r->message);
+    }
     grpc_call_unref(call);
 }
 
@@ -373,8 +388,12 @@ void lease_keep_alive(grpc_call *call, const uint8_t *msg, size_t len, void *ctx
         grpc_call_ref(call);
         rv = api_forward_unary(s, "/ketchpb.Internal/LeaseKeepAlive", msg, len,
                                api_forward_deadline(s, NULL), keep_alive_forwarded, call);
-        if (rv != 0) grpc_call_unref(call);
-        else goto out;
+        if (rv != 0) {
+            grpc_call_unref(call);
+        } else {
+            ka_set(call, ka_state(call) + 2);
+            goto out;
+        }
     }
     if (rv == 0) grpc_call_send_pb(call, &r.base);
     else grpc_call_fail(call, rv);
@@ -402,7 +421,12 @@ void internal_lease_keep_alive(grpc_call *call, const uint8_t *msg, size_t len, 
 void lease_keep_alive_close(grpc_call *call, void *ctx)
 {
     (void)ctx;
-    /* the client half-closed: end the stream as etcd does (status OK) */
+    /* the client half-closed: end the stream as etcd does (status OK),
+     * once the renewals forwarded to the leader are answered */
+    if (ka_state(call) >= 2) {
+        ka_set(call, ka_state(call) | 1);
+        return;
+    }
     if (grpc_call_alive(call)) grpc_call_finish(call, GRPC_OK, NULL);
 }
 

@@ -234,3 +234,22 @@ def test_leases_and_watch_survive_leader_changes(cluster3):
         assert time.monotonic() < deadline, "the lease never expired: %r" % gone
         time.sleep(0.2)
     ch.close()
+
+
+def test_keepalive_through_follower_answers_before_half_close(cluster3):
+    """A LeaseKeepAlive stream that sends one request and half-closes gets
+    its answer on every member, as from etcd (a follower used to end the
+    stream before the leader's answer came back, dropping it)."""
+    import grpc
+    from etcd3.etcdrpc import rpc_pb2, rpc_pb2_grpc
+    for m in cluster3.members:
+        ch = grpc.insecure_channel(m.endpoint)
+        try:
+            lease = rpc_pb2_grpc.LeaseStub(ch)
+            lid = lease.LeaseGrant(rpc_pb2.LeaseGrantRequest(TTL=60), timeout=10).ID
+            for _ in range(10):
+                rs = list(lease.LeaseKeepAlive(iter([rpc_pb2.LeaseKeepAliveRequest(ID=lid)]),
+                                               timeout=10))
+                assert [(r.ID, r.TTL) for r in rs] == [(lid, 60)], (m.name, rs)
+        finally:
+            ch.close()
