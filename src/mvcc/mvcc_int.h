@@ -53,6 +53,9 @@ struct mvcc_store {
     int offloop_readers;
     /* defragmentation in progress (defrag.c); NULL if none */
     struct defrag *defrag;
+    /* resident-map trimming (store.c, store_map_trim): work since the last
+     * check of the process's file-backed RSS */
+    uint32_t trim_work;
 };
 
 /* The keys-table record of one user key: its id and its latest change. */

@@ -49,7 +49,10 @@
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "mvcc/mvcc_int.h"
 #include "util/errors.h"
@@ -292,6 +295,59 @@ int store_wtxn(mvcc_store *s, MDB_txn **out)
     return 0;
 }
 
+/* ---- resident map pages ----
+ *
+ * LMDB reads through a read-only shared mapping of data.mdb: every page a
+ * commit copies or a read visits stays mapped, and mapped file pages count
+ * in the process's RSS (RssFile), so a load of 1M keys left the whole file
+ * resident (~500 MB) although the heap stayed under 50 MB. When the
+ * file-backed RSS passes MAP_RSS_BUDGET, drop the map's page table entries
+ * (MADV_DONTNEED on a shared file mapping only unmaps: the pages stay in
+ * the kernel's page cache, no data is lost and nothing is written; the next
+ * touch is a minor fault). Checked every TRIM_CHECK units of work (a
+ * commit is 64, a read 1), so the cost is one read of /proc/self/statm per
+ * ~64 commits. Safe with readers on other threads: they fault the pages in
+ * again. */
+#define MAP_RSS_BUDGET (64u << 20)
+#define TRIM_CHECK 4096u
+
+static long file_rss_pages(void)
+{
+    char buf[128];
+    int fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0) return -1;
+    buf[n] = 0;
+    long size, resident, shared;
+    if (sscanf(buf, "%ld %ld %ld", &size, &resident, &shared) != 3) return -1;
+    return shared;
+}
+
+int mvcc_map_trim(mvcc_store *s, int force)
+{
+    if (s->env == NULL) return 0;
+    long psz = sysconf(_SC_PAGESIZE);
+    long shared = file_rss_pages();
+    if (shared < 0) return 0;
+    if (!force && (size_t)shared * (size_t)psz <= MAP_RSS_BUDGET) return 0;
+    MDB_envinfo info;
+    if (mdb_env_info(s->env, &info) != 0 || info.me_mapaddr == NULL) return 0;
+    size_t used = ((size_t)info.me_last_pgno + 1) * (size_t)psz;
+    if (used > info.me_mapsize) used = info.me_mapsize;
+    if (madvise(info.me_mapaddr, used, MADV_DONTNEED) != 0) return 0;
+    return 1;
+}
+
+static void store_map_tick(mvcc_store *s, uint32_t work)
+{
+    s->trim_work += work;
+    if (s->trim_work < TRIM_CHECK) return;
+    s->trim_work = 0;
+    mvcc_map_trim(s, 0);
+}
+
 size_t mvcc_batch_pending(const mvcc_store *s) { return s->wtxn != NULL ? s->batch_n : 0; }
 
 int mvcc_flush(mvcc_store *s)
@@ -307,6 +363,7 @@ int mvcc_flush(mvcc_store *s)
         return KERR_IO;
     }
     s->durable = s->applied;
+    store_map_tick(s, 64);
     return 0;
 }
 
@@ -384,6 +441,7 @@ void store_rtxn_end(mvcc_store *s)
     if (!s->rtxn_live) return;
     s->rtxn_live = 0;
     mdb_txn_reset(s->rtxn);
+    store_map_tick(s, 1);
 }
 
 /* ---- keys table ---- */
