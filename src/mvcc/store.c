@@ -52,6 +52,7 @@
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include "mvcc/mvcc_int.h"
@@ -235,6 +236,7 @@ void store_env_close(mvcc_store *s, bool sync)
     if (sync) mdb_env_sync(s->env, 1);
     mdb_env_close(s->env);
     s->env = NULL;
+    s->map_addr = NULL;
 }
 
 int mvcc_open(mvcc_store **out, const char *dir, size_t map_size)
@@ -300,15 +302,15 @@ int store_wtxn(mvcc_store *s, MDB_txn **out)
  * LMDB reads through a read-only shared mapping of data.mdb: every page a
  * commit copies or a read visits stays mapped, and mapped file pages count
  * in the process's RSS (RssFile), so a load of 1M keys left the whole file
- * resident (~500 MB) although the heap stayed under 50 MB. When the
+ * resident (~500 MB) although the heap stayed under 50 MB (VmHWM 557 MB). When the
  * file-backed RSS passes MAP_RSS_BUDGET, drop the map's page table entries
  * (MADV_DONTNEED on a shared file mapping only unmaps: the pages stay in
  * the kernel's page cache, no data is lost and nothing is written; the next
  * touch is a minor fault). Checked every TRIM_CHECK units of work (a
- * commit is 64, a read 1), so the cost is one read of /proc/self/statm per
- * ~64 commits. Safe with readers on other threads: they fault the pages in
+ * commit is 256, a read 1), so the cost is one read of /proc/self/statm per
+ * 16 commits (commits come at most every 10 ms) or 4096 reads. Safe with readers on other threads: they fault the pages in
  * again. */
-#define MAP_RSS_BUDGET (64u << 20)
+#define MAP_RSS_BUDGET (32u << 20)
 #define TRIM_CHECK 4096u
 
 static long file_rss_pages(void)
@@ -325,6 +327,30 @@ static long file_rss_pages(void)
     return shared;
 }
 
+/* Where LMDB mapped data.mdb: mdb_env_info's me_mapaddr is only set with
+ * MDB_FIXEDMAP, so find the mapping of the file's inode in /proc/self/maps. */
+static void *find_map(mvcc_store *s)
+{
+    mdb_filehandle_t fd;
+    struct stat st;
+    if (mdb_env_get_fd(s->env, &fd) != 0 || fstat(fd, &st) != 0) return NULL;
+    FILE *f = fopen("/proc/self/maps", "re");
+    if (f == NULL) return NULL;
+    char line[512];
+    void *addr = NULL;
+    while (addr == NULL && fgets(line, sizeof line, f) != NULL) {
+        unsigned long lo, hi, off, ino;
+        unsigned maj, min;
+        char perms[8];
+        if (sscanf(line, "%lx-%lx %7s %lx %x:%x %lu", &lo, &hi, perms, &off, &maj, &min, &ino) != 7)
+            continue;
+        if (ino == (unsigned long)st.st_ino && makedev(maj, min) == st.st_dev && off == 0)
+            addr = (void *)lo;
+    }
+    fclose(f);
+    return addr;
+}
+
 int mvcc_map_trim(mvcc_store *s, int force)
 {
     if (s->env == NULL) return 0;
@@ -333,10 +359,14 @@ int mvcc_map_trim(mvcc_store *s, int force)
     if (shared < 0) return 0;
     if (!force && (size_t)shared * (size_t)psz <= MAP_RSS_BUDGET) return 0;
     MDB_envinfo info;
-    if (mdb_env_info(s->env, &info) != 0 || info.me_mapaddr == NULL) return 0;
+    if (mdb_env_info(s->env, &info) != 0) return 0;
+    if (s->map_addr == NULL && (s->map_addr = find_map(s)) == NULL) return 0;
     size_t used = ((size_t)info.me_last_pgno + 1) * (size_t)psz;
     if (used > info.me_mapsize) used = info.me_mapsize;
-    if (madvise(info.me_mapaddr, used, MADV_DONTNEED) != 0) return 0;
+    if (madvise(s->map_addr, used, MADV_DONTNEED) != 0) {
+        log_warn("mvcc: madvise: %s", strerror(errno));
+        return 0;
+    }
     return 1;
 }
 
@@ -363,7 +393,7 @@ int mvcc_flush(mvcc_store *s)
         return KERR_IO;
     }
     s->durable = s->applied;
-    store_map_tick(s, 64);
+    store_map_tick(s, 256);
     return 0;
 }
 
