@@ -9,7 +9,7 @@
 #   N=200000 scripts/bigdb.sh
 #
 # Env: BENCH (default build/ketch-bench), ETCD (/usr/bin/etcd), KETCH
-# (build/ketch), PORT (default 23990; peer PORT+10), N.
+# (build/ketch), PORT (default 23990; peer PORT+10), N, ONLY (etcd or ketch).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BENCH=${BENCH:-build/ketch-bench}
@@ -52,7 +52,7 @@ sample() {
 
 printf '| server | keys | load s | peak RSS during load MiB | peak RssAnon MiB | peak RssFile MiB | data on disk MiB | start-up ms | RSS when ready MiB |\n'
 printf '|---|---|---|---|---|---|---|---|---|\n'
-for name in etcd ketch; do
+for name in ${ONLY:-etcd ketch}; do
     bin=$ETCD; [[ $name == ketch ]] && bin=$KETCH
     dir=$(mktemp -d "/tmp/ketch-bigdb-$name.XXXXXX")
     start "$name" "$bin" "$dir/data"
