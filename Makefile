@@ -30,7 +30,7 @@ UNIT_BIN := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 TOOL_SRC := $(wildcard tests/tools/*.c)
 TOOL_BIN := $(patsubst tests/tools/%.c,$(BUILD)/tools/%,$(TOOL_SRC))
 
-.PHONY: all asan run test unit deps clean fuzz fuzz-build torture
+.PHONY: all asan run test unit deps clean fuzz fuzz-build torture bench bench-bigdb
 .SECONDARY:
 BENCH_SRC := $(wildcard bench/*.c)
 BENCH_BIN := $(if $(BENCH_SRC),$(BUILD)/ketch-bench)
@@ -121,6 +121,14 @@ test: deps
 # random faults for TORTURE_SECONDS (default 600); TORTURE_SEED replays
 torture: deps all
 	@bash scripts/torture.sh
+
+# issue 6: the same workloads against etcd and ketch (docs/performance.md);
+# TOTAL, WORKLOADS, ONLY as scripts/compare.sh; bench-bigdb: 1M keys (N=)
+bench: all
+	BENCH=$(BUILD)/ketch-bench KETCH=$(BUILD)/ketch bash scripts/compare.sh
+
+bench-bigdb: all
+	BENCH=$(BUILD)/ketch-bench KETCH=$(BUILD)/ketch bash scripts/bigdb.sh
 
 clean:
 	rm -rf build build-asan build-fuzz

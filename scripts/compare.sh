@@ -10,7 +10,7 @@
 #   ONLY=etcd scripts/compare.sh       # one server (etcd or ketch)
 #   WORKLOADS="put range-l" scripts/compare.sh
 #
-# Env: BENCH (ketch-bench binary), ETCD (/usr/bin/etcd), KETCH (build/ketch),
+# Env: BENCH (ketch-bench binary), ETCD (/usr/bin/etcd), KETCH (build/ketch), ETCDCTL,
 # PORT (client port, default 23790; peer port PORT+10), OUT (results dir).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,6 +24,7 @@ fi
 [[ -x ${BENCH:-} ]] || { echo "compare.sh: no ketch-bench binary (make build/ketch-bench, or set BENCH)" >&2; exit 1; }
 ETCD=${ETCD:-/usr/bin/etcd}
 KETCH=${KETCH:-build/ketch}
+ETCDCTL=${ETCDCTL:-/usr/bin/etcdctl}
 PORT=${PORT:-23790}
 PPORT=$((PORT + 10))
 TOTAL=${TOTAL:-20000}
@@ -40,12 +41,14 @@ declare -A ARGS=(
     [put-256B-100k-keys]="put --total $TOTAL $LOAD --key-prefix bench/ --sequential-keys --key-space-size 100000 --val-size 256"
     [range-l]="range bench/ bench0 --limit 10 --total $TOTAL $LOAD"
     [range-s]="range bench/ bench0 --limit 10 --consistency s --total $TOTAL $LOAD"
+    [range-key-l]="range onekey --total $((TOTAL * 2)) $LOAD"
+    [range-key-s]="range onekey --consistency s --total $((TOTAL * 2)) $LOAD"
     [txn-put]="txn-put --total $HALF --txn-ops 4 --key-space-size 100000 $LOAD"
     [txn-mixed]="txn-mixed --total $TOTAL --rw-ratio 4 --key-space-size 1000 $LOAD"
     [watch-latency]="watch-latency --put-total 1000 --put-rate 200 --streams 10 --watchers-per-stream 10 --conns 2"
     [k8s]="k8s --objects 2000 --total $HALF --clients 50 --conns 5"
 )
-ORDER=${WORKLOADS:-"put put-256B-100k-keys range-l range-s txn-put txn-mixed watch-latency k8s"}
+ORDER=${WORKLOADS:-"put put-256B-100k-keys range-l range-s range-key-l range-key-s txn-put txn-mixed watch-latency k8s"}
 
 SERVER_PID=
 cleanup() {
@@ -84,6 +87,10 @@ run_server() {
         echo "-- $name $w: ketch-bench ${ARGS[$w]} --endpoints $EP" >&2
         if ! kill -0 "$SERVER_PID" 2>/dev/null; then
             echo "{\"failed\":\"server exited\"}" >"$OUT/$name.$w.json"; continue
+        fi
+        # range-key-*: issue 6's "range of one key": one 256-byte value under "onekey"
+        if [[ $w == range-key-* ]]; then
+            "$ETCDCTL" --endpoints "$EP" put onekey "$(head -c 256 /dev/zero | tr '\0' v)" >/dev/null
         fi
         # shellcheck disable=SC2086
         if ! timeout 300 "$BENCH" ${ARGS[$w]} --endpoints "$EP" --json >"$OUT/$name.$w.json" 2>"$OUT/$name.$w.err"; then

@@ -409,7 +409,7 @@ static void read_ready(void *data, int status)
 void api_read(api_server *s, grpc_call *call, ProtobufCMessage *req, bool serializable,
               api_read_fn exec)
 {
-    if (serializable) {
+    if (serializable || (s->member != NULL && member_read_local(s->member))) {
         exec(s, call, req);
         protobuf_c_message_free_unpacked(req, NULL);
         return;

@@ -111,6 +111,7 @@ struct barrier {
     struct raft_barrier req; /* first: libraft hands it back */
     member *m;
     struct waiter *batch; /* callers this barrier answers */
+    raft_term term;       /* when it was issued */
 };
 
 struct proposal {
@@ -149,6 +150,7 @@ struct member {
     unsigned copy_seq;
 
     struct barrier *inflight; /* at most one raft barrier at a time */
+    raft_term read_term;      /* term of the last barrier that completed */
     struct waiter *wait_head, *wait_tail; /* for the next barrier */
 
     bool stopping;
@@ -803,6 +805,7 @@ static int issue_barrier(member *m, struct waiter *batch)
         return KERR_NOMEM;
     b->m = m;
     b->batch = batch;
+    b->term = m->raft.current_term;
     b->req.data = b;
     rv = raft_barrier(&m->raft, &b->req, barrier_cb);
     if (rv != 0) {
@@ -822,6 +825,8 @@ static void barrier_cb(struct raft_barrier *req, int status)
 
     if (status == 0 && req->index > m->applied)
         m->applied = req->index;
+    if (status == 0 && b->term == m->raft.current_term)
+        m->read_term = b->term;
     m->inflight = NULL;
     free(b);
 
@@ -867,6 +872,24 @@ int member_read_barrier(member *m, member_done_fn cb, void *data)
     if (rv != 0)
         free(w);
     return rv;
+}
+
+bool member_read_local(const member *m)
+{
+    const struct raft *r = &m->raft;
+    unsigned voters = 0;
+    bool self = false;
+
+    if (m->stopping || r->state != RAFT_LEADER || m->read_term != r->current_term ||
+        r->leader_state.change != NULL)
+        return false;
+    for (unsigned i = 0; i < r->configuration.n; i++) {
+        if (r->configuration.servers[i].role != RAFT_VOTER)
+            continue;
+        voters++;
+        self = self || r->configuration.servers[i].id == m->id;
+    }
+    return voters == 1 && self && member_applied_index(m) >= r->commit_index;
 }
 
 /* ---- getters ------------------------------------------------------------ */

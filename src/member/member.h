@@ -111,6 +111,14 @@ int member_propose(member *m, const uint8_t *buf, size_t len, member_done_fn cb,
  * Raft barrier. If this returns non-zero, cb never runs. */
 int member_read_barrier(member *m, member_done_fn cb, void *data);
 
+/* True when a linearizable read may run at once on the local state, with
+ * no barrier: this member is the only voter and the leader, a barrier of
+ * the current term has completed (so everything committed by an earlier
+ * term is applied), no configuration change is in flight, and everything
+ * committed is applied. etcd's raft answers a lone voter's ReadIndex the
+ * same way, without a round (raft.go, IsSingleton). */
+bool member_read_local(const member *m);
+
 uint64_t member_id(const member *m);
 uint64_t member_term(const member *m);
 uint64_t member_leader_id(const member *m); /* 0 if none known */

@@ -91,6 +91,11 @@ uint64_t mvcc_durable_index(const mvcc_store *s);
  * disk. Called before libraft drops log entries. Returns 0 or KERR_IO. */
 int mvcc_sync(mvcc_store *s);
 
+/* Unmaps the database file's pages from this process (they stay in the page
+ * cache) when its file-backed RSS is over the budget, or always with
+ * `force`; 1 if it did. Called by the store itself every so often. */
+int mvcc_map_trim(mvcc_store *s, int force);
+
 /* Range with every RangeRequest field honoured (range_end forms, limit,
  * revision, sort, keys_only, count_only, min/max mod/create revision);
  * fills kvs, n_kvs, more, count of `resp` (not its header).

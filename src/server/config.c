@@ -57,7 +57,10 @@ static const struct flag flags[] = {
     {"log-level", F_STRING, OFF(log_level), "info", "Configures log level. Only supports debug, info, warn, error."},
     {"heartbeat-interval", F_UINT, OFF(heartbeat_interval), "100", "Time (in milliseconds) of a heartbeat interval."},
     {"election-timeout", F_UINT, OFF(election_timeout), "1000", "Time (in milliseconds) for an election to timeout."},
-    {"snapshot-count", F_UINT, OFF(snapshot_count), "100000",
+    /* perf (issue 6): 10000, not etcd's 100000. libraft keeps every entry
+     * since the last snapshot in memory (49 of the 108 MB peak of a 1M-key
+     * load), and a ketch snapshot is only a store fsync, not a copy. */
+    {"snapshot-count", F_UINT, OFF(snapshot_count), "10000",
      "Number of committed transactions to trigger a snapshot to disk."},
     /* snapshots (ketch's own): etcdctl snapshot restore's job at start-up */
     {"restore-snapshot", F_STRING, OFF(restore_snapshot), "",

@@ -351,7 +351,12 @@ static void test_propose_restart_replay(void **state)
     /* Restart with everything applied: nothing is re-applied. */
     memset(f->fsm, 0, sizeof *f->fsm);
     start_leader(f, last, 0);
+    /* a lone voter reads locally (no barrier) only once a barrier of its
+     * term has completed: before, entries of the earlier term may not be
+     * applied yet */
+    assert_false(member_read_local(f->m));
     barrier(f, 0);
+    assert_true(member_read_local(f->m));
     assert_int_equal(f->fsm->n, 0);
     assert_true(member_applied_index(f->m) > last);
     stop(f);
@@ -562,6 +567,9 @@ static void test_cluster_of_three(void **state)
         assert_memory_equal(fsm[i]->index, fsm[l]->index, 100 * sizeof(uint64_t));
     }
     barrier(f, 0);
+    /* with other voters, a linearizable read always needs a barrier */
+    for (int i = 0; i < 3; i++)
+        assert_false(member_read_local(c.m[i]));
     for (int i = 0; i < 3; i++) {
         f->m = c.m[i];
         stop(f); /* the temporary directory goes in teardown */
