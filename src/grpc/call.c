@@ -120,11 +120,15 @@ bool grpc_call_alive(const grpc_call *call)
 
 const char *grpc_call_header(const grpc_call *call, const char *name)
 {
+    /* "name\0value\0" pairs; bounded by len even if a pair were broken */
     const char *p = (const char *)call->hdrs.p, *end = p + call->hdrs.len;
     while (p < end) {
-        const char *v = p + strlen(p) + 1;
+        const char *nz = memchr(p, 0, (size_t)(end - p));
+        if (nz == NULL || nz + 1 >= end) break;
+        const char *v = nz + 1, *vz = memchr(v, 0, (size_t)(end - v));
+        if (vz == NULL) break;
         if (strcmp(p, name) == 0) return v;
-        p = v + strlen(v) + 1;
+        p = vz + 1;
     }
     return NULL;
 }

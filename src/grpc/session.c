@@ -77,7 +77,11 @@ static int on_header(nghttp2_session *h2, const nghttp2_frame *f, const uint8_t 
                eq(name, namelen, ":scheme")) {
         return 0;
     }
-    /* Keep the rest for grpc_call_header ("name\0value\0"); :path too. */
+    /* Keep the rest for grpc_call_header ("name\0value\0"); :path too. A
+     * NUL inside would break that pairing: such a field is malformed
+     * (RFC 9113 8.2.1), the stream is reset as Go's framer does. */
+    if (memchr(name, 0, namelen) != NULL || memchr(value, 0, valuelen) != NULL)
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
     struct grpc_buf *b = &call->hdrs;
     if (grpc_buf_reserve(b, namelen + valuelen + 2)) return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
     memcpy(b->p + b->len, name, namelen);
