@@ -1,4 +1,5 @@
 /* ketch: start-up, the loop, and an orderly stop on SIGTERM/SIGINT. */
+#include <errno.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
@@ -23,6 +24,7 @@
 #include "server/identity.h"
 #include "server/security.h"
 #include "snapshot/snapshot.h"
+#include "util/dirlock.h"
 #include "util/errors.h"
 #include "util/log.h"
 
@@ -445,6 +447,13 @@ int main(int argc, char **argv)
      * stops us with nothing written. */
     if (listen_clients(&srv) != 0 || listen_metrics(&srv) != 0) goto out_grpc;
     if (identity_prepare_data_dir(&srv.id, srv.cfg.data_dir) != 0) goto out_grpc;
+    /* held until exit (the kernel drops it, also on kill -9) */
+    if (dirlock_take(srv.cfg.data_dir, false) < 0) {
+        fprintf(stderr, "ketch: data dir %s is in use by another process (%s/member/lock: %s)\n",
+                srv.cfg.data_dir, srv.cfg.data_dir,
+                errno == EWOULDBLOCK ? "locked" : strerror(errno));
+        goto out_grpc;
+    }
     a->member_id = srv.id.members[srv.id.self].id;
     a->cluster_id = srv.id.cluster_id;
     a->self_name = srv.cfg.name;
