@@ -21,6 +21,7 @@
 #include "mvcc/mvcc.h"
 #include "server/config.h"
 #include "server/identity.h"
+#include "server/join.h"
 #include "server/security.h"
 #include "snapshot/snapshot.h"
 #include "util/errors.h"
@@ -444,6 +445,7 @@ int main(int argc, char **argv)
     /* Bind the client ports before touching the data dir: a port in use
      * stops us with nothing written. */
     if (listen_clients(&srv) != 0 || listen_metrics(&srv) != 0) goto out_grpc;
+    if (join_fetch_identity(&srv.id, &srv.cfg) != 0) goto out_grpc; /* issue 5 */
     if (identity_prepare_data_dir(&srv.id, srv.cfg.data_dir) != 0) goto out_grpc;
     a->member_id = srv.id.members[srv.id.self].id;
     a->cluster_id = srv.id.cluster_id;
