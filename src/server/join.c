@@ -21,6 +21,9 @@
 
 /* etcd's GetClusterFromRemotePeers: 10 s per peer. */
 #define JOIN_PEER_TIMEOUT_MS 10000
+/* How long to keep asking, and the pause between passes over the peers. */
+#define JOIN_RETRY_MS 5000
+#define JOIN_PAUSE_MS 200
 
 struct attempt {
     bool done;
@@ -145,8 +148,8 @@ static void print_cluster(const Etcdserverpb__MemberListResponse *ml)
     fprintf(stderr, "] RemovedMemberIDs:[]}");
 }
 
-/* etcd's ValidateClusterAndAssignIDs. */
-static int assign_ids(struct identity *id, const Etcdserverpb__MemberListResponse *ml)
+/* etcd's ValidateClusterAndAssignIDs; the message only if `report`. */
+static int assign_ids(struct identity *id, const Etcdserverpb__MemberListResponse *ml, bool report)
 {
     const char *err = NULL;
     const Etcdserverpb__Member *unmatched = NULL;
@@ -167,6 +170,10 @@ static int assign_ids(struct identity *id, const Etcdserverpb__MemberListRespons
             unmatched = m;
             err = "PeerURLs: no match found for existing member";
         }
+    }
+    if (err != NULL && !report) {
+        free(ids);
+        return -1;
     }
     if (err != NULL) {
         fprintf(stderr, "ketch: error validating peerURLs ");
@@ -206,15 +213,31 @@ int join_fetch_identity(struct identity *id, const struct config *cfg)
     uv_loop_t loop;
     uv_loop_init(&loop);
     peer_net *pn = NULL;
-    Etcdserverpb__MemberListResponse *ml = NULL;
+    Etcdserverpb__MemberListResponse *ml = NULL; /* the last list that disagreed */
+    bool ok = false;
     if (peer_net_new(&pn, &loop, server_tls, client_tls, NULL, NULL) == 0) {
         uv_timer_t timer;
         uv_timer_init(&loop, &timer);
-        for (size_t j = 0; j < id->n_members && ml == NULL; j++) {
-            if (j == id->self) continue;
-            const struct identity_member *m = &id->members[j];
-            for (size_t k = 0; k < m->n_peer_urls && ml == NULL; k++)
-                ml = ask(&loop, pn, &timer, m->peer_urls[k]);
+        /* Unlike etcd, passes over the peers go on for a while: a member
+         * started right after `member add` may ask a follower that has not
+         * applied the add yet, or a peer that is restarting. */
+        uv_update_time(&loop);
+        uint64_t deadline = uv_now(&loop) + JOIN_RETRY_MS;
+        for (;;) {
+            for (size_t j = 0; j < id->n_members && !ok; j++) {
+                if (j == id->self) continue;
+                const struct identity_member *m = &id->members[j];
+                for (size_t k = 0; k < m->n_peer_urls && !ok; k++) {
+                    Etcdserverpb__MemberListResponse *got = ask(&loop, pn, &timer, m->peer_urls[k]);
+                    if (got == NULL) continue;
+                    if (ml != NULL) etcdserverpb__member_list_response__free_unpacked(ml, NULL);
+                    ml = got;
+                    ok = assign_ids(id, ml, false) == 0;
+                }
+            }
+            uv_update_time(&loop);
+            if (ok || uv_now(&loop) >= deadline) break;
+            usleep(JOIN_PAUSE_MS * 1000); /* nothing else runs yet */
         }
         uv_close((uv_handle_t *)&timer, NULL);
         peer_net_free(pn);
@@ -228,7 +251,7 @@ int join_fetch_identity(struct identity *id, const struct config *cfg)
                         "cluster information from the given URLs\n");
         return -1;
     }
-    int rv = assign_ids(id, ml);
+    int rv = ok ? 0 : assign_ids(id, ml, true);
     if (rv == 0)
         log_info("join: member %s is %016" PRIx64 " of cluster %016" PRIx64 " (from the cluster)",
                  id->members[id->self].name, id->members[id->self].id, id->cluster_id);
