@@ -83,7 +83,7 @@ static char *peer_address(const char *url)
 
 /* One MemberList call to `url`; the list, or NULL (why logged). */
 static Etcdserverpb__MemberListResponse *ask(uv_loop_t *loop, peer_net *pn, uv_timer_t *timer,
-                                             const char *url)
+                                             const char *url, bool quiet)
 {
     struct attempt a = {0};
     char *addr = peer_address(url);
@@ -110,7 +110,7 @@ static Etcdserverpb__MemberListResponse *ask(uv_loop_t *loop, peer_net *pn, uv_t
     if (a.dial != NULL) peer_dial_cancel(a.dial);
     a.dial = NULL;
     client_conn_close(conn); /* a pending call ends here, with CANCELLED */
-    if (a.ml == NULL)
+    if (a.ml == NULL && !quiet)
         log_warn("failed to get cluster response from %s: %s", url, a.why[0] ? a.why : "no answer");
     free(addr);
     return a.ml;
@@ -223,12 +223,13 @@ int join_fetch_identity(struct identity *id, const struct config *cfg)
          * applied the add yet, or a peer that is restarting. */
         uv_update_time(&loop);
         uint64_t deadline = uv_now(&loop) + JOIN_RETRY_MS;
-        for (;;) {
+        for (unsigned pass = 0;; pass++) {
             for (size_t j = 0; j < id->n_members && !ok; j++) {
                 if (j == id->self) continue;
                 const struct identity_member *m = &id->members[j];
                 for (size_t k = 0; k < m->n_peer_urls && !ok; k++) {
-                    Etcdserverpb__MemberListResponse *got = ask(&loop, pn, &timer, m->peer_urls[k]);
+                    Etcdserverpb__MemberListResponse *got =
+                        ask(&loop, pn, &timer, m->peer_urls[k], pass > 0);
                     if (got == NULL) continue;
                     if (ml != NULL) etcdserverpb__member_list_response__free_unpacked(ml, NULL);
                     ml = got;
