@@ -17,6 +17,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import ClusterMember, _test_deadline, start_cluster  # noqa: E402,F401
 from test_cluster import count, ctl_json, leader_of, wait_for  # noqa: E402
 from test_cluster_catchup import dump, put_many  # noqa: E402
+from test_peer_tls import PeerTLSMember, certs, start_members, tls_args  # noqa: E402,F401
 
 
 def members(m):
@@ -127,3 +128,20 @@ def test_joining_member_must_agree_with_the_cluster(request):
     log = lone.log_tail()
     assert ("cannot fetch cluster info from peer urls: could not retrieve cluster "
             "information from the given URLs") in log, log
+
+
+def test_join_over_peer_tls(request, certs):
+    """The member list is fetched over the peer port with the --peer-* TLS."""
+    ms = start_members(request, [tls_args(certs, "m1"), tls_args(certs, "m2")])
+    new = PeerTLSMember("m3", "peertls-m3", extra_args=tls_args(certs, "m3"))
+    request.addfinalizer(new.cleanup)
+    new_id, ic = add(ms[1], "m3", new.peer_url)
+    new.initial_cluster = ic
+    new.cluster_state = "existing"
+    new.start(wait=False)
+    new.wait_ready(timeout=60)
+    st = ctl_json(new, "endpoint", "status")[0]["Status"]
+    assert st["header"]["member_id"] == new_id
+    assert st["header"]["cluster_id"] == ctl_json(ms[0], "member", "list")["header"]["cluster_id"]
+    wait_for(lambda: members(ms[0]).get(new_id, {}).get("name") == "m3",
+             what="m3 published in the member list")
