@@ -73,6 +73,8 @@ static const grpc_method peer_methods[] = {
     {"/ketchpb.Internal/ReadIndex", GRPC_UNARY, internal_read_index, NULL},
     {"/ketchpb.Internal/LeaseKeepAlive", GRPC_UNARY, internal_lease_keep_alive, NULL},
     /* client calls a follower hands to the leader as they are */
+    /* a member joining with --initial-cluster-state existing (server/join.c) */
+    {"/etcdserverpb.Cluster/MemberList", GRPC_UNARY, cluster_member_list, NULL},
     {"/etcdserverpb.Cluster/MemberAdd", GRPC_UNARY, cluster_member_add, NULL},
     {"/etcdserverpb.Cluster/MemberRemove", GRPC_UNARY, cluster_member_remove, NULL},
     {"/etcdserverpb.Cluster/MemberUpdate", GRPC_UNARY, cluster_member_update, NULL},

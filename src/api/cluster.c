@@ -11,10 +11,12 @@
  * and followers know where to forward requests to the leader. */
 #include "api/cluster.h"
 
+#include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <openssl/evp.h>
 
@@ -600,11 +602,15 @@ static void propose_change(api_server *s, grpc_call *call, int kind, Ketchpb__Cl
     }
 }
 
-/* etcd's member ID: sha1(sorted peer URLs ++ cluster token), first 8 bytes
- * big-endian (membership.NewMember without a time: the member being added
- * derives the same ID from its flags; see identity.h). */
-static uint64_t new_member_id(char **sorted, size_t n, const char *token)
+/* etcd's member ID for `member add`: sha1(sorted peer URLs ++ cluster token
+ * ++ decimal Unix seconds), first 8 bytes big-endian (membership.NewMember
+ * with a time), so a member re-added with the peer URLs of a removed one
+ * gets a new ID. The member being added learns it from the cluster at
+ * start (server/join.c). */
+static uint64_t new_member_id(char **sorted, size_t n, const char *token, int64_t unix_s)
 {
+    char t[24];
+    snprintf(t, sizeof t, "%" PRId64, unix_s);
     unsigned char md[EVP_MAX_MD_SIZE];
     EVP_MD_CTX *ctx = EVP_MD_CTX_new();
     uint64_t v = 0;
@@ -612,6 +618,7 @@ static uint64_t new_member_id(char **sorted, size_t n, const char *token)
     EVP_DigestInit_ex(ctx, EVP_sha1(), NULL);
     for (size_t i = 0; i < n; i++) EVP_DigestUpdate(ctx, sorted[i], strlen(sorted[i]));
     EVP_DigestUpdate(ctx, token, strlen(token));
+    EVP_DigestUpdate(ctx, t, strlen(t));
     EVP_DigestFinal_ex(ctx, md, NULL);
     EVP_MD_CTX_free(ctx);
     for (int i = 0; i < 8; i++) v = v << 8 | md[i];
@@ -707,7 +714,13 @@ void cluster_member_add(grpc_call *call, const uint8_t *msg, size_t len, void *c
     memcpy(sorted, req->peerurls, req->n_peerurls * sizeof *sorted);
     qsort(sorted, req->n_peerurls, sizeof *sorted, cmp_str);
     Ketchpb__ClusterMember cm = KETCHPB__CLUSTER_MEMBER__INIT;
-    cm.id = new_member_id(sorted, req->n_peerurls, s->cluster_token);
+    /* as etcd, the time in seconds; unlike etcd, a clash with a member or a
+     * removed member (the same URLs re-added within a second) takes the
+     * next second rather than failing */
+    int64_t now = (int64_t)time(NULL);
+    cm.id = new_member_id(sorted, req->n_peerurls, s->cluster_token, now);
+    for (int k = 1; k < 8 && (find(s, cm.id) != NULL || api_cluster_is_removed(s, cm.id)); k++)
+        cm.id = new_member_id(sorted, req->n_peerurls, s->cluster_token, now + k);
     cm.name = "";
     cm.peer_urls = sorted;
     cm.n_peer_urls = req->n_peerurls;

@@ -22,6 +22,7 @@
 #include "mvcc/mvcc.h"
 #include "server/config.h"
 #include "server/identity.h"
+#include "server/join.h"
 #include "server/security.h"
 #include "snapshot/snapshot.h"
 #include "util/dirlock.h"
@@ -446,6 +447,7 @@ int main(int argc, char **argv)
     /* Bind the client ports before touching the data dir: a port in use
      * stops us with nothing written. */
     if (listen_clients(&srv) != 0 || listen_metrics(&srv) != 0) goto out_grpc;
+    if (join_fetch_identity(&srv.id, &srv.cfg) != 0) goto out_grpc; /* issue 5 */
     if (identity_prepare_data_dir(&srv.id, srv.cfg.data_dir) != 0) goto out_grpc;
     /* held until exit (the kernel drops it, also on kill -9) */
     if (dirlock_take(srv.cfg.data_dir, false) < 0) {
