@@ -206,31 +206,37 @@ static void init_reply(void *arg, const struct client_reply *r)
         int64_t prev = resp->header->revision;
         if (resp->hash != c->hash) {
             if (resp->compact_revision == c->crev) {
-                log_error("initial corruption check: %" PRIx64 "'s hash %" PRIu32 " != %" PRIx64
-                          "'s hash %" PRIu32 " (revision %" PRId64 ", peer revision %" PRId64
-                          ", compact revision %" PRId64 ")",
-                          self, c->hash, p->id, resp->hash, c->rev, prev, c->crev);
+                log_error("found different hash values from remote peer: local-member-id=%" PRIx64
+                          " local-member-revision=%" PRId64 " local-member-compact-revision=%" PRId64
+                          " local-member-hash=%" PRIu32 " remote-peer-id=%" PRIx64
+                          " remote-peer-endpoints=%s remote-peer-revision=%" PRId64
+                          " remote-peer-compact-revision=%" PRId64 " remote-peer-hash=%" PRIu32,
+                          self, c->rev, c->crev, c->hash, p->id, p->url, prev,
+                          resp->compact_revision, resp->hash);
                 c->mismatches++;
             } else {
-                log_warn("initial corruption check: %" PRIx64 " cannot check hash of peer(%" PRIx64
-                         "): peer has a different compact revision %" PRId64 " (revision:%" PRId64
-                         ")",
-                         self, p->id, resp->compact_revision, c->rev);
+                log_warn("found different compact revision values from remote peer: "
+                         "local-member-id=%" PRIx64 " local-member-revision=%" PRId64
+                         " local-member-compact-revision=%" PRId64 " remote-peer-id=%" PRIx64
+                         " remote-peer-endpoints=%s remote-peer-compact-revision=%" PRId64,
+                         self, c->rev, c->crev, p->id, p->url, resp->compact_revision);
             }
         }
     } else if (r->status == GRPC_OUT_OF_RANGE && strstr(r->message, "future") != NULL) {
-        log_warn("initial corruption check: %" PRIx64 " cannot check the hash of peer(%s) at "
-                 "revision %" PRId64 ": peer is lagging behind(\"%s\")",
-                 self, p->url, c->rev, r->message);
+        log_warn("cannot fetch hash from slow remote peer: local-member-id=%" PRIx64
+                 " local-member-revision=%" PRId64 " remote-peer-id=%" PRIx64
+                 " remote-peer-endpoints=%s error=\"%s\"",
+                 self, c->rev, p->id, p->url, r->message);
     } else if (r->status == GRPC_OUT_OF_RANGE && strstr(r->message, "compacted") != NULL) {
-        log_warn("initial corruption check: %" PRIx64 " cannot check the hash of peer(%s) at "
-                 "revision %" PRId64 ": local node is lagging behind(\"%s\")",
-                 self, p->url, c->rev, r->message);
+        log_warn("cannot fetch hash from remote peer; local member is behind: "
+                 "local-member-id=%" PRIx64 " local-member-revision=%" PRId64
+                 " remote-peer-id=%" PRIx64 " remote-peer-endpoints=%s error=\"%s\"",
+                 self, c->rev, p->id, p->url, r->message);
     } else {
-        log_warn("initial corruption check: %" PRIx64 " hash-kv error \"%s\" on peer %s with "
-                 "revision %" PRId64 " (skipped)",
-                 self, r->status == 0 ? "bad response" : r->message[0] ? r->message : "unavailable",
-                 p->url, c->rev);
+        log_warn("failed hash kv request: local-member-id=%" PRIx64 " requested-revision=%" PRId64
+                 " remote-peer-endpoint=%s error=\"%s\"",
+                 self, c->rev, p->url,
+                 r->status == 0 ? "bad response" : r->message[0] ? r->message : "unavailable");
     }
     if (resp != NULL) etcdserverpb__hash_kvresponse__free_unpacked(resp, NULL);
     c->pending--;
@@ -257,7 +263,8 @@ static void init_poll(uv_prepare_t *h)
 int maint_initial_check(api_server *s, uint64_t timeout_ms)
 {
     size_t n = s->cluster != NULL ? s->cluster->n_members : 0;
-    log_info("%" PRIx64 " starting initial corruption check with timeout %" PRIu64 "ms...",
+    log_info("starting initial corruption check: local-member-id=%" PRIx64 " timeout=%" PRIu64
+             "ms",
              s->member_id, timeout_ms);
     struct init_check *c = calloc(1, sizeof *c + (n ? n : 1) * sizeof c->peers[0]);
     if (c == NULL) return -1;
@@ -331,6 +338,7 @@ int maint_initial_check(api_server *s, uint64_t timeout_ms)
         log_error("%" PRIx64 " found data inconsistency with peers", s->member_id);
         return -1;
     }
-    log_info("%" PRIx64 " succeeded on initial corruption checking: no corruption", s->member_id);
+    log_info("initial corruption checking passed; no corruption: local-member-id=%" PRIx64,
+             s->member_id);
     return 0;
 }
