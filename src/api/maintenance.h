@@ -27,4 +27,15 @@ int maint_quota_check(api_server *s, int64_t cost);
 void maint_corrupt_check(api_server *s);
 void maint_corrupt_stop(void);
 
+/* etcd's CheckInitialHashKV (--experimental-initial-corrupt-check), run at
+ * start-up before Raft and the client ports serve: hashes this member's
+ * store at its current revision and asks every other member in the table
+ * for HashKV at that revision over their client URLs, on a private loop,
+ * each call bounded by timeout_ms. A member with the same compact revision
+ * and another hash is a mismatch: logs etcd's
+ * "<id> found data inconsistency with peers" and returns -1. Members that
+ * are down, behind (future revision), compacted past it, or unreachable
+ * over TLS are skipped with a warning, as etcd. Returns 0 otherwise. */
+int maint_initial_check(api_server *s, uint64_t timeout_ms);
+
 #endif

@@ -54,6 +54,8 @@ static const struct flag flags[] = {
      "Sets the sleep interval between each compaction batch."},
     {"experimental-corrupt-check-time", F_STRING, OFF(corrupt_check_time), "0s",
      "Duration of time between cluster corruption check passes."},
+    {"experimental-initial-corrupt-check", F_BOOL, OFF(initial_corrupt_check), "false",
+     "Enable to check data corruption before serving any client/peer traffic."},
     {"log-level", F_STRING, OFF(log_level), "info", "Configures log level. Only supports debug, info, warn, error."},
     {"heartbeat-interval", F_UINT, OFF(heartbeat_interval), "100", "Time (in milliseconds) of a heartbeat interval."},
     {"election-timeout", F_UINT, OFF(election_timeout), "1000", "Time (in milliseconds) for an election to timeout."},

@@ -14,6 +14,7 @@
 #include "api/auth.h"
 #include "api/lease.h"
 #include "api/catchup.h"
+#include "api/maintenance.h"
 #include "gateway/gateway.h"
 #include "api/watch.h"
 #include "grpc/grpc.h"
@@ -517,6 +518,12 @@ int main(int argc, char **argv)
     const char *rev_itv = getenv("KETCH_AUTO_COMPACTION_REVISION_INTERVAL_MS"); /* tests */
     if (rev_itv != NULL) mcfg.revision_interval_ms = strtoull(rev_itv, NULL, 10);
     if (maint_api_init(a, &mcfg) != 0) goto out_store;
+    /* etcd's CheckInitialHashKV: only a member that has data already (a
+     * new one has nothing to compare), before Raft and the ports serve;
+     * the timeout is etcd's ReqTimeout (5s + 2 election timeouts) */
+    if (srv.cfg.initial_corrupt_check && mvcc_applied_index(srv.store) > 0 &&
+        maint_initial_check(a, 5000 + 2 * (uint64_t)srv.cfg.election_timeout) != 0)
+        goto out_store;
     if (setup_peer(&srv) != 0 || start_member(&srv) != 0) goto out_store;
     lease_api_start(a);
     maint_api_start(a);
@@ -553,18 +560,16 @@ out_store:
     api_cluster_fini(a);
     mvcc_close(srv.store);
 out_members:
-    if (a->fwd != NULL) {
-        api_forward_stop(a);
-        uv_run(srv.loop, UV_RUN_DEFAULT);
-        api_forward_fini(a);
-    }
+    if (a->fwd != NULL) api_forward_stop(a);
     config_strv_free(self_client_urls);
 out_grpc:
+    /* the listeners too, or the loop below never ends */
     if (srv.metrics != NULL) grpc_server_close(srv.metrics, NULL, NULL);
     if (srv.peer_grpc != NULL) grpc_server_close(srv.peer_grpc, NULL, NULL);
     srv.peer_grpc = NULL;
     grpc_server_close(srv.grpc, NULL, NULL);
     uv_run(srv.loop, UV_RUN_DEFAULT);
+    if (srv.api.fwd != NULL) api_forward_fini(&srv.api);
 out_peers:
     if (srv.peer != NULL) {
         peer_net_free(srv.peer); /* closed by libraft already, or now */
