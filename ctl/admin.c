@@ -1,12 +1,18 @@
 /* member add/update/remove/promote, defrag, endpoint hashkv, move-leader
  * (etcdctl's member_command.go, defrag_command.go, ep_command.go,
  * move_leader_command.go and their printers). */
+#include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <lmdb.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "ctl.h"
+#include "util/dirlock.h"
 
 #define FEND {NULL, 0, 0, NULL, false}
 
@@ -188,6 +194,68 @@ int ctl_member_admin(const char *sub, int argc, char **argv)
 
 /* ---- defrag ---- */
 
+/* defrag --data-dir: a ketch data dir not in use by a server (etcdctl's
+ * defragData on member/snap/db; ours is the LMDB store in member/kv):
+ * waits for the dir's lock as etcdctl waits for bbolt's, copies the store
+ * with compaction next to it, then renames the copy over it. */
+static int defrag_data_dir(const char *dir, char *err, size_t errlen)
+{
+    char kv[4200], db[4300], tmp[4300], tmpdb[4400];
+    snprintf(kv, sizeof kv, "%s/member/kv", dir);
+    snprintf(db, sizeof db, "%s/data.mdb", kv);
+    snprintf(tmp, sizeof tmp, "%s/member/kv.defrag", dir);
+    snprintf(tmpdb, sizeof tmpdb, "%s/data.mdb", tmp);
+    struct stat st;
+    if (stat(db, &st) != 0) {
+        char e[128];
+        snprintf(e, sizeof e, "%s", strerror(errno));
+        e[0] = (char)tolower((unsigned char)e[0]); /* as Go's errno texts */
+        snprintf(err, errlen, "open %s: %s", db, e);
+        return -1;
+    }
+    int lock = dirlock_take(dir, false);
+    if (lock < 0 && errno == EWOULDBLOCK) {
+        fprintf(stderr, "waiting for ketch to close and release its lock on \"%s\". "
+                        "To defrag a running ketch instance, omit --data-dir.\n", kv);
+        lock = dirlock_take(dir, true);
+    }
+    if (lock < 0) {
+        snprintf(err, errlen, "lock %s/member/lock: %s", dir, strerror(errno));
+        return -1;
+    }
+    MDB_env *env;
+    int rc = mdb_env_create(&env);
+    if (rc == 0) {
+        mdb_env_set_maxdbs(env, 16);
+        mdb_env_set_mapsize(env, (size_t)st.st_size * 2 + (64u << 20));
+        rc = mdb_env_open(env, kv, MDB_NOTLS, 0600);
+        if (rc == 0) {
+            rmdir(tmpdb); /* a leftover of an interrupted run */
+            unlink(tmpdb);
+            rmdir(tmp);
+            if (mkdir(tmp, 0700) != 0) rc = errno;
+            else rc = mdb_env_copy2(env, tmp, MDB_CP_COMPACT);
+        }
+        mdb_env_close(env);
+    }
+    if (rc == 0 && rename(tmpdb, db) != 0) rc = errno;
+    if (rc == 0) {
+        int dfd = open(kv, O_RDONLY | O_DIRECTORY);
+        if (dfd >= 0) {
+            fsync(dfd);
+            close(dfd);
+        }
+    }
+    unlink(tmpdb);
+    rmdir(tmp);
+    close(lock);
+    if (rc != 0) {
+        snprintf(err, errlen, "%s", mdb_strerror(rc));
+        return -1;
+    }
+    return 0;
+}
+
 int cmd_defrag(int argc, char **argv)
 {
     bool cluster = false;
@@ -195,8 +263,14 @@ int cmd_defrag(int argc, char **argv)
     struct flag fl[] = {{"cluster", 0, F_BOOL, &cluster, false},
                         {"data-dir", 0, F_STR, &data_dir, false}, FEND};
     ctl_parse(argc, argv, fl);
-    if (*data_dir)
-        ctl_die(EXIT_BAD_FEATURE, "defrag --data-dir (offline) is not supported by ketchctl");
+    if (*data_dir) {
+        char err[8192];
+        if (defrag_data_dir(data_dir, err, sizeof err) != 0) {
+            fprintf(stderr, "Failed to defragment etcd data[%s] (%s)\n", data_dir, err);
+            exit(EXIT_ERR);
+        }
+        return 0;
+    }
     ctl_init_display();
     size_t n;
     char **eps = ctl_endpoints(cluster, &n);

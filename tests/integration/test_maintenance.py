@@ -769,3 +769,52 @@ def test_health_exclude_and_serializable(request):
     code, body = http(sut, "/health?exclude=NOSPACE&exclude=CORRUPT&serializable=true")
     assert code == 200
     c.close()
+
+
+def test_offline_defrag_and_data_dir_lock(request):
+    """`ketchctl defrag --data-dir` shrinks a stopped member's store and keeps
+    every key; while a member runs on the dir it waits for the dir's lock
+    (as etcdctl for bbolt's), and a second ketch on the dir refuses to start."""
+    import subprocess
+    build = os.environ.get("KETCH_BUILD", "build")
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    ketchctl = os.path.join(build if os.path.isabs(build) else os.path.join(root, build), "ketchctl")
+    s = start(request)
+    c = client(s)
+    for i in range(3000):
+        c.put("k%05d" % i, "v" * 512)
+    for i in range(0, 3000, 2):
+        c.delete("k%05d" % i)
+    c.compact(c.put("last", "x").header.revision)
+    before = {k.key: v for v, k in c.get_prefix("k")}
+    head = json.loads(subprocess.run(["etcdctl", "--endpoints", s.endpoint, "endpoint", "status", "-w", "json"],
+                                     capture_output=True, text=True).stdout)[0]["Status"]["header"]["revision"]
+    # a second server on the same data dir stops at once
+    twin = Server(extra_args=[], label="twin")
+    twin.data_dir = s.data_dir
+    request.addfinalizer(twin.cleanup)
+    with pytest.raises(Exception):
+        twin.start()
+    db = os.path.join(s.data_dir, "member", "kv", "data.mdb")
+    size_before = os.path.getsize(db)
+    # while the member runs, the offline defrag waits for the lock
+    p = subprocess.Popen([ketchctl, "defrag", "--data-dir", s.data_dir],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    with pytest.raises(subprocess.TimeoutExpired):
+        p.wait(timeout=2)
+    s.stop()
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 0, err
+    assert "waiting for ketch to close and release its lock" in err
+    size_defragged = os.path.getsize(db)
+    s.start()
+    c = client(s)
+    assert {k.key: v for v, k in c.get_prefix("k")} == before
+    st = json.loads(subprocess.run(["etcdctl", "--endpoints", s.endpoint, "endpoint", "status", "-w", "json"],
+                                   capture_output=True, text=True).stdout)[0]["Status"]
+    assert st["header"]["revision"] == head
+    assert size_defragged < size_before  # half the values were deleted and compacted away
+    r = subprocess.run([ketchctl, "defrag", "--data-dir", "/nonexistent-ketch"], capture_output=True, text=True)
+    assert r.returncode == 1
+    assert r.stderr == ("Failed to defragment etcd data[/nonexistent-ketch] (open "
+                        "/nonexistent-ketch/member/kv/data.mdb: no such file or directory)\n")
