@@ -1173,11 +1173,16 @@ static void drain_tick(uv_timer_t *t)
 
     if (m->copies > 0)
         return; /* store copies always end; their callbacks need libraft */
-    /* libraft 0.15's libuv backend crashes (SIGSEGV in its io close
-     * callback) when closed within a few ms of its start, while it still
-     * prepares its first open segments on the thread pool: give it
-     * STARTUP_SETTLE_MS. */
-    if (uv_now(m->loop) - m->started_at < STARTUP_SETTLE_MS)
+    /* libraft 0.15's libuv backend crashed at close (SIGSEGV in its io
+     * close callback, reading its freed `struct uv`) when a request of its
+     * own was still in flight: it prepares open segments with work on the
+     * thread pool, whose completion comes after the close finished and we
+     * released the backend. So close only once no libuv request is in
+     * flight at all (bounded by DRAIN_TIMEOUT_MS), and never within
+     * STARTUP_SETTLE_MS of the start. */
+    bool busy = m->loop->active_reqs.count > 0 ||
+                uv_now(m->loop) - m->started_at < STARTUP_SETTLE_MS;
+    if (busy && uv_now(m->loop) - m->drain_start < DRAIN_TIMEOUT_MS)
         return;
     if (writes_in_flight(m) &&
         uv_now(m->loop) - m->drain_start < DRAIN_TIMEOUT_MS)
