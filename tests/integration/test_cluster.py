@@ -319,8 +319,9 @@ def test_membership_changes_while_writing(request):
         assert st.get("isLearner") is True
         wait_for(lambda: ms[0].etcdctl("member", "promote", "%x" % id4).returncode == 0,
                  what="promotion")
-        ml = ctl_json(ms[1], "member", "list")["members"]
-        assert all(not x.get("isLearner", False) for x in ml) and len(ml) == 4
+        # ms[1] may apply the promotion a moment after ms[0] answered it
+        wait_for(lambda: (lambda ml: all(not x.get("isLearner", False) for x in ml) and len(ml) == 4)(
+            ctl_json(ms[1], "member", "list")["members"]), what="the promotion on ms[1]")
 
         # a learner can be added and removed again
         r = ms[1].etcdctl("member", "add", "spare", "--learner", "--peer-urls=http://127.0.0.1:9")

@@ -648,8 +648,9 @@ def test_cluster_move_leader(request, binary):
 
     # every member has published its client URLs (etcd's and ketch's
     # members do that a moment after they start)
-    wait_until(lambda: all(m.get("clientURLs") for m in json.loads(
-        run(ETCDCTL, eps, "member", "list", "-w", "json").stdout)["members"]))
+    # (as seen by every member: each applies the publications on its own)
+    wait_until(lambda: all(all(m.get("clientURLs") for m in json.loads(
+        run(ETCDCTL, m_.endpoint, "member", "list", "-w", "json").stdout)["members"]) for m_ in ms))
     same(eps, "member", "list", "-w", "table")
     for tool in (ETCDCTL, KETCHCTL):
         wait_until(lambda: leader() is not None)
