@@ -48,6 +48,8 @@ static grpc_server *srv;
 static tls_ctx *tls;
 static size_t answered; /* bytes the server sent for this input */
 
+#include "fuzz_sock.h" /* drain, put, self_signed_tls: use loop and answered */
+
 static void unary_echo(grpc_call *call, const uint8_t *msg, size_t len, void *ctx)
 {
     if (grpc_call_send(call, msg, len) == 0) grpc_call_finish(call, 0, NULL);
@@ -124,59 +126,9 @@ static void setup(void)
     }
     grpc_server_set_http_handler(srv, http_echo, NULL);
 #if FUZZ_MODE == 3
-    char dir[] = "/tmp/ketch-fuzz-tls-XXXXXX", err[256];
-    const char *hosts[] = {"127.0.0.1", "localhost"};
-    if (!mkdtemp(dir) || tls_self_cert(dir, hosts, 2, err, sizeof err)) {
-        fprintf(stderr, "fuzz: self-signed certificate: %s\n", err);
-        abort();
-    }
-    char cert[512], key[512];
-    snprintf(cert, sizeof cert, "%s/cert.pem", dir);
-    snprintf(key, sizeof key, "%s/key.pem", dir);
-    struct tls_options o = {.cert_file = cert, .key_file = key};
-    if (tls_ctx_new(&tls, &o, err, sizeof err)) {
-        fprintf(stderr, "fuzz: tls: %s\n", err);
-        abort();
-    }
-    unlink(cert);
-    unlink(key);
-    rmdir(dir);
+    static const char *const hosts[] = {"127.0.0.1", "localhost"};
+    tls = self_signed_tls(hosts, 2, false);
 #endif
-}
-
-/* Reads and drops what the server sent; true if anything came. */
-static bool drain(int fd)
-{
-    char buf[65536];
-    bool got = false;
-    for (;;) {
-        ssize_t n = read(fd, buf, sizeof buf);
-        if (n > 0) {
-            got = true;
-            answered += (size_t)n;
-            continue;
-        }
-        return got;
-    }
-}
-
-/* Writes all of p, running the loop while the socket is full. */
-static void put(int fd, const uint8_t *p, size_t n)
-{
-    int stuck = 0;
-    while (n > 0 && stuck < 1000) {
-        ssize_t w = write(fd, p, n);
-        if (w > 0) {
-            p += w;
-            n -= (size_t)w;
-            stuck = 0;
-            continue;
-        }
-        if (w < 0 && errno != EAGAIN && errno != EINTR) return; /* server closed */
-        uv_run(&loop, UV_RUN_NOWAIT);
-        drain(fd);
-        stuck++;
-    }
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

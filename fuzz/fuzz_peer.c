@@ -38,6 +38,8 @@ static uv_loop_t loop;
 static peer_net *pn;
 static tls_ctx *tls;
 static size_t answered;
+
+#include "fuzz_sock.h" /* drain, put, self_signed_tls: use loop and answered */
 static size_t handed; /* connections handed to the stand-ins, still open */
 
 /* ---- stand-ins for libraft and the gRPC server: read until EOF ---- */
@@ -90,63 +92,14 @@ static void setup(void)
     log_set_level(LOG_ERROR);
     if (uv_loop_init(&loop)) abort();
 #if FUZZ_MODE == 2
-    char dir[] = "/tmp/ketch-fuzz-peer-XXXXXX", err[256];
-    const char *hosts[] = {"127.0.0.1"};
-    if (!mkdtemp(dir) || tls_self_cert(dir, hosts, 1, err, sizeof err)) {
-        fprintf(stderr, "fuzz: self-signed certificate: %s\n", err);
-        abort();
-    }
-    char cert[512], key[512];
-    snprintf(cert, sizeof cert, "%s/cert.pem", dir);
-    snprintf(key, sizeof key, "%s/key.pem", dir);
-    struct tls_options o = {.cert_file = cert, .key_file = key, .trusted_ca_file = cert,
-                            .client_cert_auth = true};
-    if (tls_ctx_new(&tls, &o, err, sizeof err)) {
-        fprintf(stderr, "fuzz: tls: %s\n", err);
-        abort();
-    }
-    unlink(cert);
-    unlink(key);
-    rmdir(dir);
+    static const char *const hosts[] = {"127.0.0.1"};
+    tls = self_signed_tls(hosts, 1, true);
 #endif
     if (peer_net_new(&pn, &loop, tls, NULL, on_http2, NULL)) abort();
     struct raft_uv_transport *t = peer_net_transport(pn);
     if (t->init(t, 1, "127.0.0.1:0") != 0 || t->listen(t, on_raft) != 0) {
         fprintf(stderr, "fuzz: peer port: %s\n", t->errmsg);
         abort();
-    }
-}
-
-static bool drain(int fd)
-{
-    char buf[65536];
-    bool got = false;
-    for (;;) {
-        ssize_t n = read(fd, buf, sizeof buf);
-        if (n > 0) {
-            got = true;
-            answered += (size_t)n;
-            continue;
-        }
-        return got;
-    }
-}
-
-static void put(int fd, const uint8_t *p, size_t n)
-{
-    int stuck = 0;
-    while (n > 0 && stuck < 1000) {
-        ssize_t w = write(fd, p, n);
-        if (w > 0) {
-            p += w;
-            n -= (size_t)w;
-            stuck = 0;
-            continue;
-        }
-        if (w < 0 && errno != EAGAIN && errno != EINTR) return; /* the port closed it */
-        uv_run(&loop, UV_RUN_NOWAIT);
-        drain(fd);
-        stuck++;
     }
 }
 
