@@ -1,5 +1,6 @@
 /* The method table and what every service shares. */
 #include "api/api.h"
+#include "util/errors.h"
 
 #include <time.h>
 
@@ -92,6 +93,11 @@ const grpc_method *api_peer_methods(size_t *n)
 {
     *n = sizeof peer_methods / sizeof peer_methods[0];
     return peer_methods;
+}
+
+void api_fail_unmarshal(grpc_call *call)
+{
+    grpc_call_finish(call, GRPC_INTERNAL, "grpc: error unmarshalling request: unexpected EOF");
 }
 
 void api_init(api_server *s)

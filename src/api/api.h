@@ -66,6 +66,8 @@ typedef struct api_server {
 
 /* Prepares `s` (fields above the line must be filled by the caller). */
 void api_init(api_server *s);
+/* grpc-go's answer to a request message it cannot decode. */
+void api_fail_unmarshal(grpc_call *call);
 void api_fini(api_server *s);
 
 /* The method table to give grpc_server_new, with `s` as server_ctx. */

@@ -192,17 +192,12 @@ void auth_api_applied(api_server *s, uint64_t index, const Ketchpb__InternalRequ
 
 /* ---- handlers ---- */
 
-static void fail_unmarshal(grpc_call *call)
-{
-    grpc_call_finish(call, GRPC_INTERNAL, "grpc: error unmarshalling request: unexpected EOF");
-}
-
 /* The requests that go to Raft as they are. */
 #define SIMPLE(fn, type, field)                                                                \
     void fn(grpc_call *call, const uint8_t *msg, size_t len, void *ctx)                       \
     {                                                                                          \
         Etcdserverpb__##type *req = etcdserverpb__##field##__unpack(NULL, len, msg);          \
-        if (req == NULL) return fail_unmarshal(call);                                          \
+        if (req == NULL) return api_fail_unmarshal(call);                                          \
         Ketchpb__InternalRequest ir = KETCHPB__INTERNAL_REQUEST__INIT;                        \
         ir.auth_##field = req;                                                                 \
         api_propose(ctx, call, &ir);                                                           \
@@ -260,7 +255,7 @@ void auth_status(grpc_call *call, const uint8_t *msg, size_t len, void *ctx)
 {
     api_server *s = ctx;
     Etcdserverpb__AuthStatusRequest *req = etcdserverpb__auth_status_request__unpack(NULL, len, msg);
-    if (req == NULL) return fail_unmarshal(call);
+    if (req == NULL) return api_fail_unmarshal(call);
     etcdserverpb__auth_status_request__free_unpacked(req, NULL);
     Etcdserverpb__AuthStatusResponse r = ETCDSERVERPB__AUTH_STATUS_RESPONSE__INIT;
     Etcdserverpb__ResponseHeader h = ETCDSERVERPB__RESPONSE_HEADER__INIT;
@@ -356,7 +351,7 @@ void auth_user_add(grpc_call *call, const uint8_t *msg, size_t len, void *ctx)
 {
     Etcdserverpb__AuthUserAddRequest *req =
         etcdserverpb__auth_user_add_request__unpack(NULL, len, msg);
-    if (req == NULL) return fail_unmarshal(call);
+    if (req == NULL) return api_fail_unmarshal(call);
     if ((req->options != NULL && req->options->no_password) || req->name[0] == 0) {
         /* nothing to hash (an empty name fails at apply, as etcd) */
         Ketchpb__InternalRequest ir = KETCHPB__INTERNAL_REQUEST__INIT;
@@ -375,7 +370,7 @@ void auth_user_change_password(grpc_call *call, const uint8_t *msg, size_t len, 
 {
     Etcdserverpb__AuthUserChangePasswordRequest *req =
         etcdserverpb__auth_user_change_password_request__unpack(NULL, len, msg);
-    if (req == NULL) return fail_unmarshal(call);
+    if (req == NULL) return api_fail_unmarshal(call);
     hash_then_propose(ctx, call, &req->base, req->password);
 }
 
@@ -500,6 +495,6 @@ void auth_authenticate(grpc_call *call, const uint8_t *msg, size_t len, void *ct
 {
     Etcdserverpb__AuthenticateRequest *req =
         etcdserverpb__authenticate_request__unpack(NULL, len, msg);
-    if (req == NULL) return fail_unmarshal(call);
+    if (req == NULL) return api_fail_unmarshal(call);
     api_read(ctx, call, &req->base, false, authn_exec);
 }

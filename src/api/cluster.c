@@ -681,16 +681,11 @@ static bool urls_valid(char **urls, size_t n)
     return true;
 }
 
-static void fail_unmarshal(grpc_call *call)
-{
-    grpc_call_finish(call, GRPC_INTERNAL, "grpc: error unmarshalling request: unexpected EOF");
-}
-
 void cluster_member_add(grpc_call *call, const uint8_t *msg, size_t len, void *ctx)
 {
     api_server *s = ctx;
     Etcdserverpb__MemberAddRequest *req = etcdserverpb__member_add_request__unpack(NULL, len, msg);
-    if (req == NULL) return fail_unmarshal(call);
+    if (req == NULL) return api_fail_unmarshal(call);
     if (forward_if_follower(s, call, "/etcdserverpb.Cluster/MemberAdd", msg, len)) goto out;
     if (!urls_valid(req->peerurls, req->n_peerurls)) {
         grpc_call_fail(call, KERR_MEMBER_BAD_URLS);
@@ -739,7 +734,7 @@ void cluster_member_remove(grpc_call *call, const uint8_t *msg, size_t len, void
     api_server *s = ctx;
     Etcdserverpb__MemberRemoveRequest *req =
         etcdserverpb__member_remove_request__unpack(NULL, len, msg);
-    if (req == NULL) return fail_unmarshal(call);
+    if (req == NULL) return api_fail_unmarshal(call);
     if (forward_if_follower(s, call, "/etcdserverpb.Cluster/MemberRemove", msg, len)) goto out;
     if (find(s, req->id) == NULL) {
         grpc_call_fail(call, KERR_MEMBER_NOT_FOUND);
@@ -757,7 +752,7 @@ void cluster_member_update(grpc_call *call, const uint8_t *msg, size_t len, void
     api_server *s = ctx;
     Etcdserverpb__MemberUpdateRequest *req =
         etcdserverpb__member_update_request__unpack(NULL, len, msg);
-    if (req == NULL) return fail_unmarshal(call);
+    if (req == NULL) return api_fail_unmarshal(call);
     if (forward_if_follower(s, call, "/etcdserverpb.Cluster/MemberUpdate", msg, len)) goto out;
     if (find(s, req->id) == NULL) {
         grpc_call_fail(call, KERR_MEMBER_NOT_FOUND);
@@ -792,7 +787,7 @@ void cluster_member_promote(grpc_call *call, const uint8_t *msg, size_t len, voi
     api_server *s = ctx;
     Etcdserverpb__MemberPromoteRequest *req =
         etcdserverpb__member_promote_request__unpack(NULL, len, msg);
-    if (req == NULL) return fail_unmarshal(call);
+    if (req == NULL) return api_fail_unmarshal(call);
     if (forward_if_follower(s, call, "/etcdserverpb.Cluster/MemberPromote", msg, len)) goto out;
     Ketchpb__ClusterMember *m = find(s, req->id);
     if (m == NULL) {
@@ -833,7 +828,7 @@ void cluster_move_leader(grpc_call *call, const uint8_t *msg, size_t len, void *
     api_server *s = ctx;
     Etcdserverpb__MoveLeaderRequest *req =
         etcdserverpb__move_leader_request__unpack(NULL, len, msg);
-    if (req == NULL) return fail_unmarshal(call);
+    if (req == NULL) return api_fail_unmarshal(call);
     uint64_t target = req->targetid;
     etcdserverpb__move_leader_request__free_unpacked(req, NULL);
     if (s->member == NULL) return grpc_call_fail(call, KERR_STOPPED);

@@ -31,11 +31,6 @@
 #define ERR_NO_LEADER "election: no leader"
 #define ERR_MISSING_LEADER_KEY "\"leader\" field must be provided"
 
-static void fail_unmarshal(grpc_call *call)
-{
-    grpc_call_finish(call, GRPC_INTERNAL, "grpc: error unmarshalling request: unexpected EOF");
-}
-
 static bool bytes_eq(conc_bytes a, conc_bytes b)
 {
     return a.len == b.len && (a.len == 0 || memcmp(a.data, b.data, a.len) == 0);
@@ -200,7 +195,7 @@ void election_campaign(grpc_call *call, const uint8_t *msg, size_t len, void *ct
 {
     api_server *s = ctx;
     V3electionpb__CampaignRequest *req = v3electionpb__campaign_request__unpack(NULL, len, msg);
-    if (req == NULL) return fail_unmarshal(call);
+    if (req == NULL) return api_fail_unmarshal(call);
     int arv = auth_api_check_conc(s, call, req->name, true);
     if (arv != 0) {
         conc_fail(call, arv);
@@ -329,7 +324,7 @@ static void guarded_start(api_server *s, grpc_call *call, const V3electionpb__Le
 void election_proclaim(grpc_call *call, const uint8_t *msg, size_t len, void *ctx)
 {
     V3electionpb__ProclaimRequest *req = v3electionpb__proclaim_request__unpack(NULL, len, msg);
-    if (req == NULL) return fail_unmarshal(call);
+    if (req == NULL) return api_fail_unmarshal(call);
     int arv = req->leader ? auth_api_check_conc(ctx, call, req->leader->name, true) : 0;
     if (arv != 0) {
         conc_fail(call, arv);
@@ -343,7 +338,7 @@ void election_proclaim(grpc_call *call, const uint8_t *msg, size_t len, void *ct
 void election_resign(grpc_call *call, const uint8_t *msg, size_t len, void *ctx)
 {
     V3electionpb__ResignRequest *req = v3electionpb__resign_request__unpack(NULL, len, msg);
-    if (req == NULL) return fail_unmarshal(call);
+    if (req == NULL) return api_fail_unmarshal(call);
     int arv = req->leader ? auth_api_check_conc(ctx, call, req->leader->name, true) : 0;
     if (arv != 0) {
         conc_fail(call, arv);
@@ -380,7 +375,7 @@ static void leader_exec(api_server *s, grpc_call *call, const ProtobufCMessage *
 void election_leader(grpc_call *call, const uint8_t *msg, size_t len, void *ctx)
 {
     V3electionpb__LeaderRequest *req = v3electionpb__leader_request__unpack(NULL, len, msg);
-    if (req == NULL) return fail_unmarshal(call);
+    if (req == NULL) return api_fail_unmarshal(call);
     int arv = auth_api_check_conc(ctx, call, req->name, false);
     if (arv != 0) {
         conc_fail(call, arv);
@@ -471,7 +466,7 @@ void election_observe(grpc_call *call, const uint8_t *msg, size_t len, void *ctx
     api_server *s = ctx;
     if (grpc_call_get_data(call) != NULL) return; /* one request per stream */
     V3electionpb__LeaderRequest *req = v3electionpb__leader_request__unpack(NULL, len, msg);
-    if (req == NULL) return fail_unmarshal(call);
+    if (req == NULL) return api_fail_unmarshal(call);
     int arv = auth_api_check_conc(s, call, req->name, false);
     if (arv != 0) {
         conc_fail(call, arv);

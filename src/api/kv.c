@@ -211,13 +211,6 @@ static bool txn_is_serializable(const Etcdserverpb__TxnRequest *t)
 
 /* ---- handlers ---- */
 
-/* grpc-go's answer to a request it cannot decode. */
-static void fail_unmarshal(grpc_call *call)
-{
-    grpc_call_finish(call, GRPC_INTERNAL,
-                     "grpc: error unmarshalling request: unexpected EOF");
-}
-
 /* Sends `resp` with a filled header at the current revision. */
 static void reply_read(api_server *s, grpc_call *call, ProtobufCMessage *resp,
                        Etcdserverpb__ResponseHeader **hdr_field)
@@ -247,7 +240,7 @@ void kv_range(grpc_call *call, const uint8_t *msg, size_t len, void *ctx)
 {
     api_server *s = ctx;
     Etcdserverpb__RangeRequest *req = etcdserverpb__range_request__unpack(NULL, len, msg);
-    if (req == NULL) return fail_unmarshal(call);
+    if (req == NULL) return api_fail_unmarshal(call);
     if (req->key.len == 0) {
         grpc_call_fail(call, KERR_EMPTY_KEY);
         etcdserverpb__range_request__free_unpacked(req, NULL);
@@ -259,7 +252,7 @@ void kv_range(grpc_call *call, const uint8_t *msg, size_t len, void *ctx)
 void kv_put(grpc_call *call, const uint8_t *msg, size_t len, void *ctx)
 {
     Etcdserverpb__PutRequest *req = etcdserverpb__put_request__unpack(NULL, len, msg);
-    if (req == NULL) return fail_unmarshal(call);
+    if (req == NULL) return api_fail_unmarshal(call);
     int rv = check_put(req);
     if (rv == 0) rv = maint_quota_check(ctx, maint_cost_put(req));
     if (rv != 0) {
@@ -276,7 +269,7 @@ void kv_delete_range(grpc_call *call, const uint8_t *msg, size_t len, void *ctx)
 {
     Etcdserverpb__DeleteRangeRequest *req =
         etcdserverpb__delete_range_request__unpack(NULL, len, msg);
-    if (req == NULL) return fail_unmarshal(call);
+    if (req == NULL) return api_fail_unmarshal(call);
     if (req->key.len == 0) {
         grpc_call_fail(call, KERR_EMPTY_KEY);
     } else {
@@ -305,7 +298,7 @@ void kv_txn(grpc_call *call, const uint8_t *msg, size_t len, void *ctx)
 {
     api_server *s = ctx;
     Etcdserverpb__TxnRequest *req = etcdserverpb__txn_request__unpack(NULL, len, msg);
-    if (req == NULL) return fail_unmarshal(call);
+    if (req == NULL) return api_fail_unmarshal(call);
     int rv = check_txn(req, (long)s->max_txn_ops);
     if (rv == 0) {
         /* Checked after the request itself, as etcd: avoids quadratic work. */
@@ -338,7 +331,7 @@ void kv_compact(grpc_call *call, const uint8_t *msg, size_t len, void *ctx)
 {
     Etcdserverpb__CompactionRequest *req =
         etcdserverpb__compaction_request__unpack(NULL, len, msg);
-    if (req == NULL) return fail_unmarshal(call);
+    if (req == NULL) return api_fail_unmarshal(call);
     Ketchpb__InternalRequest ir = KETCHPB__INTERNAL_REQUEST__INIT;
     ir.compaction = req;
     api_propose(ctx, call, &ir);

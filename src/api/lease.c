@@ -39,11 +39,6 @@ struct lease_api {
 
 static uint64_t now_ms(void) { return uv_hrtime() / 1000000; }
 
-static void fail_unmarshal(grpc_call *call)
-{
-    grpc_call_finish(call, GRPC_INTERNAL, "grpc: error unmarshalling request: unexpected EOF");
-}
-
 /* ---- proposals made by the server itself (expiry, checkpoints) ---- */
 
 static void internal_done(void *data, int status)
@@ -299,7 +294,7 @@ void lease_grant(grpc_call *call, const uint8_t *msg, size_t len, void *ctx)
     api_server *s = ctx;
     Etcdserverpb__LeaseGrantRequest *req =
         etcdserverpb__lease_grant_request__unpack(NULL, len, msg);
-    if (req == NULL) return fail_unmarshal(call);
+    if (req == NULL) return api_fail_unmarshal(call);
     int rv;
     if (s->lease == NULL) {
         grpc_call_fail(call, KERR_STOPPED);
@@ -321,7 +316,7 @@ void lease_revoke(grpc_call *call, const uint8_t *msg, size_t len, void *ctx)
 {
     Etcdserverpb__LeaseRevokeRequest *req =
         etcdserverpb__lease_revoke_request__unpack(NULL, len, msg);
-    if (req == NULL) return fail_unmarshal(call);
+    if (req == NULL) return api_fail_unmarshal(call);
     Ketchpb__InternalRequest ir = KETCHPB__INTERNAL_REQUEST__INIT;
     ir.lease_revoke = req;
     api_propose(ctx, call, &ir);
@@ -380,7 +375,7 @@ void lease_keep_alive(grpc_call *call, const uint8_t *msg, size_t len, void *ctx
     api_server *s = ctx;
     Etcdserverpb__LeaseKeepAliveRequest *req =
         etcdserverpb__lease_keep_alive_request__unpack(NULL, len, msg);
-    if (req == NULL) return fail_unmarshal(call);
+    if (req == NULL) return api_fail_unmarshal(call);
     Etcdserverpb__ResponseHeader h = ETCDSERVERPB__RESPONSE_HEADER__INIT;
     Etcdserverpb__LeaseKeepAliveResponse r = ETCDSERVERPB__LEASE_KEEP_ALIVE_RESPONSE__INIT;
     int rv = renew(s, req, &h, &r);
@@ -407,7 +402,7 @@ void internal_lease_keep_alive(grpc_call *call, const uint8_t *msg, size_t len, 
     api_server *s = ctx;
     Etcdserverpb__LeaseKeepAliveRequest *req =
         etcdserverpb__lease_keep_alive_request__unpack(NULL, len, msg);
-    if (req == NULL) return fail_unmarshal(call);
+    if (req == NULL) return api_fail_unmarshal(call);
     Etcdserverpb__ResponseHeader h = ETCDSERVERPB__RESPONSE_HEADER__INIT;
     Etcdserverpb__LeaseKeepAliveResponse r = ETCDSERVERPB__LEASE_KEEP_ALIVE_RESPONSE__INIT;
     int rv = renew(s, req, &h, &r);
@@ -479,7 +474,7 @@ void lease_time_to_live(grpc_call *call, const uint8_t *msg, size_t len, void *c
     api_server *s = ctx;
     Etcdserverpb__LeaseTimeToLiveRequest *req =
         etcdserverpb__lease_time_to_live_request__unpack(NULL, len, msg);
-    if (req == NULL) return fail_unmarshal(call);
+    if (req == NULL) return api_fail_unmarshal(call);
     if (s->lease == NULL) {
         grpc_call_fail(call, KERR_STOPPED);
         etcdserverpb__lease_time_to_live_request__free_unpacked(req, NULL);
@@ -506,7 +501,7 @@ void lease_leases(grpc_call *call, const uint8_t *msg, size_t len, void *ctx)
     api_server *s = ctx;
     Etcdserverpb__LeaseLeasesRequest *req =
         etcdserverpb__lease_leases_request__unpack(NULL, len, msg);
-    if (req == NULL) return fail_unmarshal(call);
+    if (req == NULL) return api_fail_unmarshal(call);
     etcdserverpb__lease_leases_request__free_unpacked(req, NULL);
     if (s->lease == NULL) return grpc_call_fail(call, KERR_STOPPED);
     int64_t *ids;

@@ -44,11 +44,6 @@ static void op_free(struct lock_op *op)
     free(op);
 }
 
-static void fail_unmarshal(grpc_call *call)
-{
-    grpc_call_finish(call, GRPC_INTERNAL, "grpc: error unmarshalling request: unexpected EOF");
-}
-
 static void reply(grpc_call *call, Etcdserverpb__ResponseHeader *h, conc_bytes key)
 {
     V3lockpb__LockResponse r = V3LOCKPB__LOCK_RESPONSE__INIT;
@@ -173,7 +168,7 @@ void lock_lock(grpc_call *call, const uint8_t *msg, size_t len, void *ctx)
 {
     api_server *s = ctx;
     V3lockpb__LockRequest *req = v3lockpb__lock_request__unpack(NULL, len, msg);
-    if (req == NULL) return fail_unmarshal(call);
+    if (req == NULL) return api_fail_unmarshal(call);
     int arv = auth_api_check_conc(s, call, req->name, true);
     if (arv != 0) {
         conc_fail(call, arv);
@@ -228,7 +223,7 @@ void lock_unlock(grpc_call *call, const uint8_t *msg, size_t len, void *ctx)
 {
     api_server *s = ctx;
     V3lockpb__UnlockRequest *req = v3lockpb__unlock_request__unpack(NULL, len, msg);
-    if (req == NULL) return fail_unmarshal(call);
+    if (req == NULL) return api_fail_unmarshal(call);
     /* etcd's Unlock is a Delete of the key: write access to it */
     int arv = 0;
     if (req->key.len && mvcc_auth_enabled(s->store)) {

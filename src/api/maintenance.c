@@ -154,7 +154,7 @@ void maintenance_alarm(grpc_call *call, const uint8_t *msg, size_t len, void *ct
     api_server *s = ctx;
     Etcdserverpb__AlarmRequest *req = etcdserverpb__alarm_request__unpack(NULL, len, msg);
     if (req == NULL) {
-        grpc_call_finish(call, GRPC_INTERNAL, "grpc: error unmarshalling request: unexpected EOF");
+        api_fail_unmarshal(call);
         return;
     }
     /* as etcd: every action (GET too) is a Raft entry */
@@ -283,7 +283,7 @@ void maintenance_hash(grpc_call *call, const uint8_t *msg, size_t len, void *ctx
     api_server *s = ctx;
     Etcdserverpb__HashRequest *req = etcdserverpb__hash_request__unpack(NULL, len, msg);
     if (req == NULL) {
-        grpc_call_finish(call, GRPC_INTERNAL, "grpc: error unmarshalling request: unexpected EOF");
+        api_fail_unmarshal(call);
         return;
     }
     etcdserverpb__hash_request__free_unpacked(req, NULL);
@@ -317,7 +317,7 @@ void maintenance_hash_kv(grpc_call *call, const uint8_t *msg, size_t len, void *
     api_server *s = ctx;
     Etcdserverpb__HashKVRequest *req = etcdserverpb__hash_kvrequest__unpack(NULL, len, msg);
     if (req == NULL) {
-        grpc_call_finish(call, GRPC_INTERNAL, "grpc: error unmarshalling request: unexpected EOF");
+        api_fail_unmarshal(call);
         return;
     }
     struct hash_kv_job *j = NULL;
@@ -481,7 +481,7 @@ void maintenance_defragment(grpc_call *call, const uint8_t *msg, size_t len, voi
     Etcdserverpb__DefragmentRequest *req =
         etcdserverpb__defragment_request__unpack(NULL, len, msg);
     if (req == NULL) {
-        grpc_call_finish(call, GRPC_INTERNAL, "grpc: error unmarshalling request: unexpected EOF");
+        api_fail_unmarshal(call);
         return;
     }
     etcdserverpb__defragment_request__free_unpacked(req, NULL);

@@ -205,7 +205,7 @@ void maintenance_snapshot(grpc_call *call, const uint8_t *msg, size_t len, void 
     grpc_call_set_half_close(call, on_half_close);
     Etcdserverpb__SnapshotRequest *req = etcdserverpb__snapshot_request__unpack(NULL, len, msg);
     if (req == NULL) {
-        grpc_call_finish(call, GRPC_INTERNAL, "grpc: error unmarshalling request: unexpected EOF");
+        api_fail_unmarshal(call);
         return;
     }
     etcdserverpb__snapshot_request__free_unpacked(req, NULL);

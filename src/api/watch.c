@@ -401,7 +401,7 @@ void watch_watch(grpc_call *call, const uint8_t *msg, size_t len, void *ctx)
     }
     Etcdserverpb__WatchRequest *req = etcdserverpb__watch_request__unpack(NULL, len, msg);
     if (req == NULL) {
-        grpc_call_finish(call, GRPC_INTERNAL, "grpc: error unmarshalling request: unexpected EOF");
+        api_fail_unmarshal(call);
         return;
     }
     switch (req->request_union_case) {
