@@ -33,7 +33,7 @@ int mvcc_file_applied(const char *path, uint64_t *applied)
 
     *applied = 0;
     if ((rc = mdb_env_create(&env)) != 0) return KERR_NOMEM;
-    mdb_env_set_maxdbs(env, 8);
+    mdb_env_set_maxdbs(env, 16); /* as store.c's MAX_DBS */
     rc = mdb_env_open(env, path, MDB_NOSUBDIR | MDB_RDONLY | MDB_NOLOCK, 0600);
     if (rc != 0) {
         log_error("mvcc: open copy %s: %s", path, mdb_strerror(rc));
