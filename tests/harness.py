@@ -83,7 +83,8 @@ def _known_libraft_close_crash(text, i, report):
     if "SEGV" not in report or "#0 " not in report:
         return False
     frame0 = report[report.find("#0 "):].split("\n", 1)[0]
-    return "libraft.so" in frame0 and "info  stopping" in text[:i] and \
+    run = text[:i][text[:i].rfind("===== start #"):]  # this start's own log only
+    return "libraft.so" in frame0 and "info  stopping" in run and \
         "#1 " in report and "uv_run" in report[report.find("#1 "):].split("\n", 1)[0]
 
 
@@ -300,11 +301,11 @@ class Server:
             return None
         for marker in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:"):
             i = text.find(marker)
-            if i >= 0:
+            while i >= 0:  # every report, not only the first of each kind
                 report = text[max(0, i - 200):i + 4000]
-                if _known_libraft_close_crash(text, i, report):
-                    continue
-                return report
+                if not _known_libraft_close_crash(text, i, report):
+                    return report
+                i = text.find(marker, i + 1)
         return None
 
     def cleanup(self):
