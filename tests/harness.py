@@ -72,22 +72,6 @@ def _port_free(port):
         s.close()
 
 
-def _known_libraft_close_crash(text, i, report):
-    """libraft 0.15 (Debian's libraft2) sometimes dies in its io close
-    callback during shutdown, after ketch has drained the Raft log and
-    synced the store: a SEGV whose first frame is inside libraft.so, right
-    after "stopping" in the log. It is libraft reading its own freed
-    backend (not instrumented, so ASan sees only the SEGV); nothing is
-    lost (the crash tests cover durability). Known issue (README,
-    "What is not done yet"); every other report still fails the test."""
-    if "SEGV" not in report or "#0 " not in report:
-        return False
-    frame0 = report[report.find("#0 "):].split("\n", 1)[0]
-    run = text[:i][text[:i].rfind("===== start #"):]  # this start's own log only
-    return "libraft.so" in frame0 and "info  stopping" in run and \
-        "#1 " in report and "uv_run" in report[report.find("#1 "):].split("\n", 1)[0]
-
-
 def free_port_pair():
     """Two distinct free ports on 127.0.0.1 (client, peer)."""
     ports = []
@@ -301,11 +285,8 @@ class Server:
             return None
         for marker in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:"):
             i = text.find(marker)
-            while i >= 0:  # every report, not only the first of each kind
-                report = text[max(0, i - 200):i + 4000]
-                if not _known_libraft_close_crash(text, i, report):
-                    return report
-                i = text.find(marker, i + 1)
+            if i >= 0:
+                return text[max(0, i - 200):i + 4000]
         return None
 
     def cleanup(self):

@@ -157,7 +157,6 @@ struct member {
     uv_timer_t leader_watch; /* forget a leader silent for an election timeout */
     uv_timer_t drain;  /* member_stop: waits for in-flight writes */
     uint64_t drain_start;
-    uint64_t started_at; /* uv_now at member_start */
     void (*stop_cb)(void *data);
     void *stop_data;
 };
@@ -615,7 +614,6 @@ int member_start(member **out, uv_loop_t *loop, const struct member_config *cfg)
     if (m == NULL)
         return KERR_NOMEM;
     m->loop = loop;
-    m->started_at = uv_now(loop);
     m->id = cfg->id;
     m->floor = cfg->applied_index;
     m->applied = cfg->applied_index;
@@ -1123,18 +1121,25 @@ int member_transfer(member *m, uint64_t id, member_done_fn cb, void *data)
 
 /* How long member_stop waits for in-flight log writes before closing. */
 #define DRAIN_TIMEOUT_MS 5000
-#define STARTUP_SETTLE_MS 300
 
 static void drain_closed(uv_handle_t *h)
 {
     member *m = h->data;
-    void (*cb)(void *) = m->stop_cb;
-    void *data = m->stop_data;
 
-    free_member(m);
-    if (cb != NULL)
-        cb(data);
+    if (m->stop_cb != NULL)
+        m->stop_cb(m->stop_data);
 }
+
+/* libraft 0.15's libuv backend fires its close callback (libraft's
+ * ioCloseCb, which ends in stop_close_cb) from uvMaybeFireCloseCb, and that
+ * has no "already fired" guard: a close callback of one of its own handles
+ * that runs after the close completed calls it again. Had we freed the
+ * backend by then, that second call read its freed memory and crashed
+ * (SEGV inside libraft.so, from uv_run, during shutdown). So the backend and
+ * this member live until member_free, after the loop has run dry, and once
+ * closed the io points at an empty raft: a repeated ioCloseCb then frees
+ * nothing (NULL address, empty log and configuration, no close_cb). */
+static struct raft closed_raft;
 
 static void stop_close_cb(struct raft *r)
 {
@@ -1142,8 +1147,7 @@ static void stop_close_cb(struct raft *r)
     struct waiter *waiting = m->wait_head;
 
     m->wait_head = m->wait_tail = NULL;
-    raft_uv_close(&m->io);
-    if (m->tr == &m->transport) raft_uv_tcp_close(&m->transport);
+    m->io.data = &closed_raft;
     /* libraft failed the in-flight barrier (RAFT_LEADERSHIPLOST) while
      * closing; this is only a safety net. */
     if (m->inflight != NULL) {
@@ -1173,17 +1177,6 @@ static void drain_tick(uv_timer_t *t)
 
     if (m->copies > 0)
         return; /* store copies always end; their callbacks need libraft */
-    /* libraft 0.15's libuv backend crashed at close (SIGSEGV in its io
-     * close callback, reading its freed `struct uv`) when a request of its
-     * own was still in flight: it prepares open segments with work on the
-     * thread pool, whose completion comes after the close finished and we
-     * released the backend. So close only once no libuv request is in
-     * flight at all (bounded by DRAIN_TIMEOUT_MS), and never within
-     * STARTUP_SETTLE_MS of the start. */
-    bool busy = m->loop->active_reqs.count > 0 ||
-                uv_now(m->loop) - m->started_at < STARTUP_SETTLE_MS;
-    if (busy && uv_now(m->loop) - m->drain_start < DRAIN_TIMEOUT_MS)
-        return;
     if (writes_in_flight(m) &&
         uv_now(m->loop) - m->drain_start < DRAIN_TIMEOUT_MS)
         return;
@@ -1191,6 +1184,15 @@ static void drain_tick(uv_timer_t *t)
         log_warn("member: closing with log writes still in flight");
     uv_timer_stop(t);
     raft_close(&m->raft, stop_close_cb);
+}
+
+void member_free(member *m)
+{
+    if (m == NULL)
+        return;
+    raft_uv_close(&m->io);
+    if (m->tr == &m->transport) raft_uv_tcp_close(&m->transport);
+    free_member(m);
 }
 
 void member_stop(member *m, void (*cb)(void *data), void *data)

@@ -166,8 +166,12 @@ int member_transfer(member *m, uint64_t id, member_done_fn cb, void *data);
 /* Stops the member: new calls fail with KERR_STOPPED; log writes already in
  * flight are first let finish (up to 5 s), so their proposals may still
  * complete with 0; every other pending callback runs with KERR_STOPPED.
- * `cb` runs when libraft has closed everything and `m` is freed; it never
- * runs inside member_stop. */
+ * `cb` runs when libraft has closed everything; it never runs inside
+ * member_stop. `m` stays allocated: free it with member_free once the loop
+ * has no handle left (libraft may still call into it until then). */
 void member_stop(member *m, void (*cb)(void *data), void *data);
+
+/* Releases a stopped member and libraft's backend; NULL is a no-op. */
+void member_free(member *m);
 
 #endif

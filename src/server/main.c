@@ -65,6 +65,7 @@ struct server {
     struct gateway gateway; /* HTTP/1.1 on the client ports */
     mvcc_store *store;
     member *member;
+    member *stopped_member; /* freed once the loop has run dry */
     uv_signal_t sigterm, sigint;
     uv_check_t flush_check; /* arms flush_timer when the store has a batch */
     uv_timer_t flush_timer;
@@ -99,6 +100,7 @@ static void on_flush_check(uv_check_t *c)
 static void on_member_stopped(void *data)
 {
     struct server *srv = data;
+    srv->stopped_member = srv->member;
     srv->member = NULL;
     srv->api.member = NULL;
     uv_close((uv_handle_t *)&srv->sigterm, NULL);
@@ -575,6 +577,7 @@ out_peers:
         peer_net_free(srv.peer); /* closed by libraft already, or now */
         uv_run(srv.loop, UV_RUN_DEFAULT);
     }
+    member_free(srv.stopped_member);
     tls_ctx_free(srv.peer_server_tls);
     tls_ctx_free(srv.peer_client_tls);
     if (srv.peer_addrs != NULL) config_strv_free(srv.peer_addrs);
