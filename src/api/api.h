@@ -43,7 +43,6 @@ typedef struct api_server {
     const char *self_name;
     char **self_client_urls;
     size_t n_self_client_urls;
-    const char *cluster_token;   /* --initial-cluster-token */
     unsigned election_ms;        /* --election-timeout */
     struct cluster_api *clus;    /* publish timer; NULL until api_cluster_start */
     struct fwd_api *fwd;         /* forwarding to the leader (api/forward.c) */

@@ -602,12 +602,13 @@ static void propose_change(api_server *s, grpc_call *call, int kind, Ketchpb__Cl
     }
 }
 
-/* etcd's member ID for `member add`: sha1(sorted peer URLs ++ cluster token
- * ++ decimal Unix seconds), first 8 bytes big-endian (membership.NewMember
- * with a time), so a member re-added with the peer URLs of a removed one
- * gets a new ID. The member being added learns it from the cluster at
- * start (server/join.c). */
-static uint64_t new_member_id(char **sorted, size_t n, const char *token, int64_t unix_s)
+/* etcd's member ID for `member add`: sha1(sorted peer URLs ++ decimal Unix
+ * seconds), first 8 bytes big-endian (v3rpc's MemberAdd calls
+ * membership.NewMember with an empty cluster name, not the token, and the
+ * time), so a member re-added with the peer URLs of a removed one gets a
+ * new ID. The member being added learns it from the cluster at start
+ * (server/join.c). */
+static uint64_t new_member_id(char **sorted, size_t n, int64_t unix_s)
 {
     char t[24];
     snprintf(t, sizeof t, "%" PRId64, unix_s);
@@ -617,7 +618,6 @@ static uint64_t new_member_id(char **sorted, size_t n, const char *token, int64_
     if (ctx == NULL) return 0;
     EVP_DigestInit_ex(ctx, EVP_sha1(), NULL);
     for (size_t i = 0; i < n; i++) EVP_DigestUpdate(ctx, sorted[i], strlen(sorted[i]));
-    EVP_DigestUpdate(ctx, token, strlen(token));
     EVP_DigestUpdate(ctx, t, strlen(t));
     EVP_DigestFinal_ex(ctx, md, NULL);
     EVP_MD_CTX_free(ctx);
@@ -713,9 +713,9 @@ void cluster_member_add(grpc_call *call, const uint8_t *msg, size_t len, void *c
      * removed member (the same URLs re-added within a second) takes the
      * next second rather than failing */
     int64_t now = (int64_t)time(NULL);
-    cm.id = new_member_id(sorted, req->n_peerurls, s->cluster_token, now);
+    cm.id = new_member_id(sorted, req->n_peerurls, now);
     for (int k = 1; k < 8 && (find(s, cm.id) != NULL || api_cluster_is_removed(s, cm.id)); k++)
-        cm.id = new_member_id(sorted, req->n_peerurls, s->cluster_token, now + k);
+        cm.id = new_member_id(sorted, req->n_peerurls, now + k);
     cm.name = "";
     cm.peer_urls = sorted;
     cm.n_peer_urls = req->n_peerurls;

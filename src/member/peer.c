@@ -93,9 +93,12 @@ struct peer_net {
     void *ctx;
     raft_id id;
     char *address; /* advertised (libraft's server address) */
-    char *bind;    /* where to listen, when not `address` (--listen-peer-urls) */
-    uv_tcp_t listener;
-    bool listener_closed;
+    /* where to listen, when not `address` (--listen-peer-urls, each) */
+    char *binds[PEER_MAX_BINDS];
+    size_t n_binds;
+    uv_tcp_t listeners[PEER_MAX_BINDS];
+    size_t n_listeners;    /* initialised by tr_listen */
+    size_t listeners_open; /* of those, not closed yet */
     uv_timer_t sweep; /* closes links stuck in their handshake */
     bool sweep_closed;
     char *allowed_cn; /* --peer-cert-allowed-cn, or NULL */
@@ -156,13 +159,13 @@ static int parse_address(const char *address, struct sockaddr_storage *sa, char 
 
 static void maybe_closed(peer_net *pn)
 {
-    if (!pn->closing || !pn->listener_closed || !pn->sweep_closed || pn->links != NULL) return;
+    if (!pn->closing || pn->listeners_open > 0 || !pn->sweep_closed || pn->links != NULL) return;
     raft_uv_transport_close_cb cb = pn->close_cb;
     pn->close_cb = NULL;
     if (cb != NULL) cb(&pn->transport);
     if (pn->free_when_closed) {
         free(pn->address);
-        free(pn->bind);
+        for (size_t i = 0; i < pn->n_binds; i++) free(pn->binds[i]);
         free(pn->allowed_cn);
         free(pn);
     }
@@ -761,21 +764,34 @@ static int tr_listen(struct raft_uv_transport *t, raft_uv_accept_cb cb)
 {
     peer_net *pn = t->impl;
     struct sockaddr_storage sa;
-    const char *at = pn->bind != NULL ? pn->bind : pn->address;
-    if (at == NULL || parse_address(at, &sa, NULL) != 0) {
-        snprintf(t->errmsg, sizeof t->errmsg, "bad peer address %s", at ? at : "(none)");
-        return RAFT_INVALID;
-    }
-    int rv = uv_tcp_bind(&pn->listener, (struct sockaddr *)&sa, 0);
-    if (rv == 0) rv = uv_listen((uv_stream_t *)&pn->listener, 128, on_accept);
-    if (rv != 0) {
-        snprintf(t->errmsg, sizeof t->errmsg, "listen tcp %s: %s", at, uv_strerror(rv));
-        log_error("peer: listen tcp %s: %s", at, uv_strerror(rv));
-        return RAFT_IOERR;
+    const char *advertised[1] = {pn->address};
+    const char *const *at = pn->n_binds > 0 ? (const char *const *)pn->binds : advertised;
+    size_t n = pn->n_binds > 0 ? pn->n_binds : 1;
+    for (size_t i = 0; i < n; i++)
+        if (at[i] == NULL || parse_address(at[i], &sa, NULL) != 0) {
+            snprintf(t->errmsg, sizeof t->errmsg, "bad peer address %s", at[i] ? at[i] : "(none)");
+            return RAFT_INVALID;
+        }
+    /* every one, as etcd: a peer may dial any URL we advertise (the
+     * listeners opened before a failure are closed with the transport) */
+    for (size_t i = 0; i < n && pn->n_listeners < PEER_MAX_BINDS; i++) {
+        uv_tcp_t *lt = &pn->listeners[pn->n_listeners];
+        parse_address(at[i], &sa, NULL);
+        uv_tcp_init(pn->loop, lt);
+        lt->data = pn;
+        pn->n_listeners++;
+        pn->listeners_open++;
+        int rv = uv_tcp_bind(lt, (struct sockaddr *)&sa, 0);
+        if (rv == 0) rv = uv_listen((uv_stream_t *)lt, 128, on_accept);
+        if (rv != 0) {
+            snprintf(t->errmsg, sizeof t->errmsg, "listen tcp %s: %s", at[i], uv_strerror(rv));
+            log_error("peer: listen tcp %s: %s", at[i], uv_strerror(rv));
+            return RAFT_IOERR;
+        }
+        log_info("peer: listening for peers on %s (%s)", at[i],
+                 pn->server_tls != NULL ? "TLS" : "cleartext");
     }
     pn->accept_cb = cb;
-    log_info("peer: listening for peers on %s (%s)", at,
-             pn->server_tls != NULL ? "TLS" : "cleartext");
     return 0;
 }
 
@@ -794,7 +810,7 @@ static int tr_connect(struct raft_uv_transport *t, struct raft_uv_connect *req, 
 static void on_listener_closed(uv_handle_t *h)
 {
     peer_net *pn = h->data;
-    pn->listener_closed = true;
+    pn->listeners_open--;
     maybe_closed(pn);
 }
 
@@ -803,7 +819,8 @@ static void close_all(peer_net *pn)
     if (pn->closing) return;
     pn->closing = true;
     pn->accept_cb = NULL;
-    uv_close((uv_handle_t *)&pn->listener, on_listener_closed);
+    for (size_t i = 0; i < pn->n_listeners; i++)
+        uv_close((uv_handle_t *)&pn->listeners[i], on_listener_closed);
     uv_close((uv_handle_t *)&pn->sweep, on_sweep_closed);
     for (struct link *l = pn->links; l != NULL; l = l->next) link_close(l, UV_ECANCELED);
 }
@@ -827,8 +844,6 @@ int peer_net_new(peer_net **out, uv_loop_t *loop, tls_ctx *server_tls, tls_ctx *
     pn->client_tls = client_tls;
     pn->on_http2 = on_http2;
     pn->ctx = ctx;
-    uv_tcp_init(loop, &pn->listener);
-    pn->listener.data = pn;
     uv_timer_init(loop, &pn->sweep);
     pn->sweep.data = pn;
     uv_timer_start(&pn->sweep, on_sweep, SWEEP_MS, SWEEP_MS);
@@ -869,13 +884,17 @@ int peer_net_dial(peer_net *pn, const char *address, peer_dial_fn cb, void *arg,
     return 0;
 }
 
-int peer_net_set_bind_address(peer_net *pn, const char *address)
+int peer_net_set_bind_addresses(peer_net *pn, char *const *addresses, size_t n)
 {
-    free(pn->bind);
-    pn->bind = NULL;
-    if (address == NULL || address[0] == '\0') return 0;
-    pn->bind = strdup(address);
-    return pn->bind != NULL ? 0 : -1;
+    for (size_t i = 0; i < pn->n_binds; i++) free(pn->binds[i]);
+    pn->n_binds = 0;
+    if (n > PEER_MAX_BINDS) return -1;
+    for (size_t i = 0; i < n; i++) {
+        pn->binds[i] = strdup(addresses[i]);
+        if (pn->binds[i] == NULL) return -1;
+        pn->n_binds++;
+    }
+    return 0;
 }
 
 int peer_net_set_allowed_cn(peer_net *pn, const char *cn)

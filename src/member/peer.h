@@ -50,11 +50,15 @@ typedef void (*peer_http2_fn)(void *ctx, uv_os_sock_t fd);
 int peer_net_new(peer_net **out, uv_loop_t *loop, tls_ctx *server_tls, tls_ctx *client_tls,
                  peer_http2_fn on_http2, void *ctx);
 
-/* Listen on `address` (host:port, --listen-peer-urls) instead of the
- * member's advertised address (they differ behind a proxy or NAT). NULL
- * or "": the advertised one. Call before the member starts. Returns 0 or
- * -1 (out of memory). */
-int peer_net_set_bind_address(peer_net *pn, const char *address);
+/* At most this many --listen-peer-urls. */
+#define PEER_MAX_BINDS 8
+
+/* Listen on each of `addresses` (host:port, one per --listen-peer-urls
+ * URL; copied) instead of the member's advertised address (they differ
+ * behind a proxy or NAT). n == 0: the advertised one. Call before the
+ * member starts. Returns 0, or -1 (out of memory, or n > PEER_MAX_BINDS;
+ * the list is then empty). */
+int peer_net_set_bind_addresses(peer_net *pn, char *const *addresses, size_t n);
 
 /* etcd's --peer-cert-allowed-cn: with TLS, an incoming peer connection
  * whose verified certificate's CN is not `cn` is refused (logged). NULL

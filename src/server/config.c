@@ -227,10 +227,18 @@ int config_parse(struct config *c, int argc, char **argv)
         snprintf(c->data_dir, n, "%s.ketch", c->name);
     }
     if (c->initial_cluster[0] == 0) {
+        /* as etcd's InitialClusterFromName: name=url for each advertised
+         * peer URL */
+        size_t n_urls;
+        char **urls = config_split(c->initial_advertise_peer_urls, &n_urls);
+        size_t n = 1;
+        for (size_t i = 0; i < n_urls; i++) n += strlen(c->name) + strlen(urls[i]) + 2;
         free(c->initial_cluster);
-        size_t n = strlen(c->name) + strlen(c->initial_advertise_peer_urls) + 2;
-        c->initial_cluster = malloc(n);
-        snprintf(c->initial_cluster, n, "%s=%s", c->name, c->initial_advertise_peer_urls);
+        c->initial_cluster = calloc(1, n);
+        for (size_t i = 0, at = 0; i < n_urls; i++)
+            at += (size_t)snprintf(c->initial_cluster + at, n - at, "%s%s=%s", i ? "," : "",
+                                   c->name, urls[i]);
+        config_strv_free(urls);
     }
     if (strcmp(c->initial_cluster_state, "new") && strcmp(c->initial_cluster_state, "existing")) {
         fprintf(stderr, "invalid value \"%s\" for flag -initial-cluster-state: "

@@ -312,14 +312,26 @@ static int setup_peer(struct server *srv)
     if (srv->peer_server_tls != NULL &&
         peer_net_set_allowed_cn(srv->peer, srv->cfg.peer_cert_allowed_cn) != 0)
         return -1;
-    /* listen on --listen-peer-urls (its first URL), advertise
-     * --initial-advertise-peer-urls, as etcd: they differ behind a proxy */
+    /* listen on every --listen-peer-urls URL, advertise
+     * --initial-advertise-peer-urls, as etcd: they differ behind a proxy,
+     * and a peer dials the first of our advertised URLs in sorted order */
     size_t n_listen = 0;
     char **listen = config_split(srv->cfg.listen_peer_urls, &n_listen);
-    char *bind = n_listen > 0 ? raft_address(listen[0]) : NULL;
+    char **binds = calloc(n_listen + 1, sizeof *binds);
+    int rv = binds != NULL ? 0 : -1;
+    for (size_t i = 0; i < n_listen && rv == 0; i++)
+        if ((binds[i] = raft_address(listen[i])) == NULL) {
+            fprintf(stderr, "ketch: --listen-peer-urls: unsupported URL %s (want http:// or "
+                            "https://host:port)\n", listen[i]);
+            rv = -1;
+        }
+    if (rv == 0 && n_listen > PEER_MAX_BINDS) {
+        fprintf(stderr, "ketch: --listen-peer-urls: at most %d URLs\n", PEER_MAX_BINDS);
+        rv = -1;
+    }
+    if (rv == 0) rv = peer_net_set_bind_addresses(srv->peer, binds, n_listen);
+    config_strv_free(binds);
     config_strv_free(listen);
-    int rv = peer_net_set_bind_address(srv->peer, bind);
-    free(bind);
     if (rv != 0) return -1;
     srv->api.peer = srv->peer;
     return 0;
@@ -464,7 +476,6 @@ int main(int argc, char **argv)
     a->self_name = srv.cfg.name;
     self_client_urls = config_split(srv.cfg.advertise_client_urls, &a->n_self_client_urls);
     a->self_client_urls = self_client_urls;
-    a->cluster_token = srv.cfg.initial_cluster_token;
     a->election_ms = (unsigned)srv.cfg.election_timeout;
     if (api_forward_init(a) != 0) goto out_members;
 

@@ -8,9 +8,12 @@ and takes that ID and the cluster ID.
 Run:  /usr/bin/python3 -m pytest -q tests/integration/test_cluster_join.py
 """
 
+import hashlib
 import os
 import shutil
+import struct
 import sys
+import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -18,6 +21,12 @@ from harness import ClusterMember, _test_deadline, start_cluster  # noqa: E402,F
 from test_cluster import count, ctl_json, leader_of, wait_for  # noqa: E402
 from test_cluster_catchup import dump, put_many  # noqa: E402
 from test_peer_tls import PeerTLSMember, certs, start_members, tls_args  # noqa: E402,F401
+
+
+def etcd_member_id(peer_urls, cluster_name, now):
+    """membership.NewMember with a time (tests/diff/test_ids.py has the rest)."""
+    b = "".join(sorted(peer_urls)) + cluster_name + "%d" % now
+    return struct.unpack(">Q", hashlib.sha1(b.encode()).digest()[:8])[0]
 
 
 def members(m):
@@ -49,9 +58,13 @@ def test_readded_with_the_same_peer_urls_gets_a_new_id(request):
     assert r.returncode == 0, r.stderr
     put_many(others[1], "j/", 50, start=50)
 
-    # the same name and peer URLs as the removed member: accepted, new ID
+    # the same name and peer URLs as the removed member: accepted, new ID,
+    # derived as etcd's MemberAdd does (the URLs and the Unix time, no token)
+    before = int(time.time())
     new_id, ic = add(others[1], victim.name, victim.peer_url)
+    after = int(time.time())
     assert new_id != vid
+    assert new_id in {etcd_member_id([victim.peer_url], "", t) for t in range(before, after + 9)}
     victim.initial_cluster = ic
     victim.cluster_state = "existing"
     victim.start(wait=False)
@@ -77,6 +90,13 @@ def test_readded_with_the_same_peer_urls_gets_a_new_id(request):
     assert st["header"]["cluster_id"] == cluster_id
     with open(os.path.join(victim.data_dir, "member", "identity")) as f:
         assert "member_id=%016x" % new_id in f.read()
+
+    # the cluster works through it: a write there is read on the others
+    r = victim.etcdctl("put", "j/through-new", "ok")
+    assert r.returncode == 0, r.stderr
+    for m in others:
+        r = m.etcdctl("get", "j/through-new", "--print-value-only")
+        assert r.returncode == 0 and r.stdout == "ok\n", (r.stdout, r.stderr)
 
     # it keeps them across a restart (the data dir knows them now)
     victim.stop()
