@@ -77,6 +77,14 @@ static void test_flags(void **state)
     config_free(&c);
     unsetenv("ETCD_DATA_DIR");
 
+    /* no --initial-cluster: name=url for each advertised peer URL, as
+     * etcd's InitialClusterFromName */
+    char *argv4[] = {"ketch", "--name", "n2", "--initial-advertise-peer-urls",
+                     "http://127.0.0.1:2,http://127.0.0.1:1", NULL};
+    assert_int_equal(config_parse(&c, 5, argv4), 0);
+    assert_string_equal(c.initial_cluster, "n2=http://127.0.0.1:2,n2=http://127.0.0.1:1");
+    config_free(&c);
+
     char *bad1[] = {"ketch", "--no-such-flag", NULL};
     assert_int_equal(config_parse(&c, 2, bad1), 2);
     config_free(&c);
