@@ -482,14 +482,38 @@ def test_cluster_nospace_everywhere_and_same_hashkv(request):
     assert ms[0].etcdctl("alarm", "disarm").returncode == 0
     for m in ms:
         assert wait_for(lambda m=m: m.etcdctl("alarm", "list").stdout == "")
-    assert ms[2].etcdctl("put", "after", "v").returncode == 0
-    def settled(m):  # HashKV is local: a follower may not have applied rev + 1 yet
-        try:
-            return hashkv(m, rev + 1)
-        except grpc.RpcError:
-            return None
-    hs = [wait_for(lambda m=m: settled(m)) for m in ms]
-    assert hs[0] == hs[1] == hs[2], hs
+    def put(key):
+        out = ms[2].etcdctl("put", key, "v", "-w", "json")
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout)["header"]["revision"]
+
+    def settled(m, r):
+        """(hash, compact revision, member's revision) of HashKV at r, once
+        m has applied r (HashKV is local: a follower may not have yet)."""
+        def at():
+            try:
+                h = hashkv(m, r)
+            except grpc.RpcError:  # "required revision is a future revision"
+                return None
+            return h if h[2] >= r else None
+        h = wait_for(at)
+        assert h is not None, (m.name, r)
+        return h
+
+    r1 = put("after")
+    assert r1 == rev + 1
+    hs = [settled(m, r1) for m in ms]
+    # a real hash, of the same revision and compaction, on every member
+    assert all(h == (hs[0][0], rev, r1) for h in hs), hs
+    assert hs[0][0] != 0
+    # a write: another hash at its revision, again the same everywhere,
+    # and the hash at r1 has not changed
+    r2 = put("after2")
+    assert r2 == r1 + 1
+    hs2 = [settled(m, r2) for m in ms]
+    assert all(h == (hs2[0][0], rev, r2) for h in hs2), hs2
+    assert hs2[0][0] != hs[0][0]
+    assert [hashkv(m, r1)[0] for m in ms] == [hs[0][0]] * 3
 
 
 def test_etcdctl_check_datascale(request):
