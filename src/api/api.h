@@ -132,6 +132,23 @@ void maint_api_kick(api_server *s);
 /* The pause of the last defrag's swap, in ns (0: none yet). */
 uint64_t maint_last_defrag_pause_ns(const api_server *s);
 
+/* A Prometheus histogram of milliseconds with fixed upper bounds. */
+#define MAINT_HIST_MAX 14
+struct maint_hist {
+    size_t n_bounds;
+    double bounds[MAINT_HIST_MAX];
+    uint64_t counts[MAINT_HIST_MAX]; /* per bucket, not cumulative */
+    uint64_t count;
+    double sum;
+};
+/* The compaction sweep's histograms, as etcd's mvcc metrics: `pause`
+ * observes each batch after which the sweep goes on (so its count is the
+ * number of times requests could run between batches), `total` each
+ * finished sweep. NULL outputs are skipped; zeros before
+ * maint_api_init. */
+void maint_compaction_hists(const api_server *s, struct maint_hist *pause,
+                            struct maint_hist *total);
+
 /* Fills a response header as etcd does (cluster_id, member_id, revision,
  * raft_term). `h` must be initialised. */
 void api_fill_header(api_server *s, Etcdserverpb__ResponseHeader *h, int64_t revision);

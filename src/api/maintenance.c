@@ -51,6 +51,8 @@ struct maint_api {
     uv_timer_t sweep;
     uint64_t sleep_ms;
     size_t batch_limit;
+    uint64_t sweep_start_ns; /* 0: no sweep running */
+    struct maint_hist pause_ms, total_ms;
     /* auto-compaction */
     uv_timer_t autoc;
     bool periodic;
@@ -514,6 +516,26 @@ uint64_t maint_last_defrag_pause_ns(const api_server *s)
 
 /* ---- the compaction sweep ---- */
 
+/* etcd's buckets: prometheus.ExponentialBuckets(start, 2, n). */
+static void hist_init(struct maint_hist *h, double start, size_t n)
+{
+    memset(h, 0, sizeof *h);
+    h->n_bounds = n;
+    for (size_t i = 0; i < n; i++) h->bounds[i] = start * (double)(1ULL << i);
+}
+
+static void hist_observe(struct maint_hist *h, double v)
+{
+    for (size_t i = 0; i < h->n_bounds; i++) {
+        if (v <= h->bounds[i]) {
+            h->counts[i]++;
+            break;
+        }
+    }
+    h->count++;
+    h->sum += v;
+}
+
 static void on_sweep(uv_timer_t *t)
 {
     struct maint_api *m = t->data;
@@ -522,19 +544,43 @@ static void on_sweep(uv_timer_t *t)
         uv_timer_stop(t);
         return;
     }
+    uint64_t t0 = uv_hrtime();
     int rv = mvcc_compact_step(s->store, m->batch_limit);
     if (rv != 0) {
         log_error("compaction sweep failed: %s", kerr_text(rv));
         uv_timer_stop(t);
+        m->sweep_start_ns = 0;
+        return;
     }
+    uint64_t now = uv_hrtime();
+    if (mvcc_compact_pending(s->store)) {
+        /* as etcd's scheduleCompaction: the batches it pauses after */
+        hist_observe(&m->pause_ms, (double)((now - t0) / 1000000));
+        return;
+    }
+    uint64_t took = now - (m->sweep_start_ns ? m->sweep_start_ns : t0);
+    m->sweep_start_ns = 0;
+    hist_observe(&m->total_ms, (double)(took / 1000000));
+    log_info("finished scheduled compaction: compact-revision=%" PRId64 " took=%.3fms",
+             mvcc_compact_revision(s->store), (double)took / 1e6);
+}
+
+void maint_compaction_hists(const api_server *s, struct maint_hist *pause,
+                            struct maint_hist *total)
+{
+    const struct maint_api *m = s->maint;
+    if (pause != NULL) *pause = m ? m->pause_ms : (struct maint_hist){0};
+    if (total != NULL) *total = m ? m->total_ms : (struct maint_hist){0};
 }
 
 void maint_api_kick(api_server *s)
 {
     struct maint_api *m = s->maint;
     if (m == NULL || m->stopping || !mvcc_compact_pending(s->store)) return;
-    if (!uv_is_active((uv_handle_t *)&m->sweep))
+    if (!uv_is_active((uv_handle_t *)&m->sweep)) {
+        if (m->sweep_start_ns == 0) m->sweep_start_ns = uv_hrtime();
         uv_timer_start(&m->sweep, on_sweep, 0, m->sleep_ms ? m->sleep_ms : 1);
+    }
 }
 
 /* ---- auto-compaction ---- */
@@ -613,6 +659,9 @@ int maint_api_init(api_server *s, const struct maint_config *c)
     if (m == NULL) return KERR_NOMEM;
     m->s = s;
     m->sleep_ms = c->sleep_ms;
+    /* etcd's mvcc/metrics.go */
+    hist_init(&m->pause_ms, 1, 13);
+    hist_init(&m->total_ms, 100, 14);
     m->batch_limit = c->batch_limit ? c->batch_limit : 1000;
     m->periodic = c->periodic;
     m->retention = c->retention;

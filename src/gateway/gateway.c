@@ -518,6 +518,18 @@ static void metric(FILE *f, const char *name, const char *type, const char *help
             labels ? labels : "", v);
 }
 
+static void histogram(FILE *f, const char *name, const char *help, const struct maint_hist *h)
+{
+    fprintf(f, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
+    uint64_t cum = 0;
+    for (size_t i = 0; i < h->n_bounds; i++) {
+        cum += h->counts[i];
+        fprintf(f, "%s_bucket{le=\"%.17g\"} %" PRIu64 "\n", name, h->bounds[i], cum);
+    }
+    fprintf(f, "%s_bucket{le=\"+Inf\"} %" PRIu64 "\n%s_sum %.17g\n%s_count %" PRIu64 "\n", name,
+            h->count, name, h->sum, name, h->count);
+}
+
 static void metrics(struct gateway *gw, grpc_http_req *req)
 {
     char *text = NULL;
@@ -543,6 +555,14 @@ static void metrics(struct gateway *gw, grpc_http_req *req)
            a->store ? (double)mvcc_compact_revision(a->store) : 0);
     metric(f, "etcd_debugging_mvcc_current_revision", "gauge", "The current revision of store.",
            NULL, a->store ? (double)mvcc_revision(a->store) : 0);
+    {
+        struct maint_hist pause, total;
+        maint_compaction_hists(a, &pause, &total);
+        histogram(f, "etcd_debugging_mvcc_db_compaction_pause_duration_milliseconds",
+                  "Bucketed histogram of db compaction pause duration.", &pause);
+        histogram(f, "etcd_debugging_mvcc_db_compaction_total_duration_milliseconds",
+                  "Bucketed histogram of db compaction total duration.", &total);
+    }
     metric(f, "etcd_mvcc_db_total_size_in_bytes", "gauge",
            "Total size of the underlying database physically allocated in bytes.", NULL,
            (double)size);
