@@ -442,6 +442,57 @@ def test_auto_compaction_revision(request):
     c.close()
 
 
+def metric_value(srv, name):
+    code, text = http(srv, "/metrics")
+    assert code == 200
+    m = re.search(r"^%s (\S+)$" % re.escape(name), text, re.M)
+    assert m, name
+    return int(float(m.group(1)))
+
+
+def test_batched_compaction_leaves_requests_unblocked(request):
+    """A compaction of ~10,000 changes with --experimental-compaction-batch-limit
+    100 is swept in batches, and other requests complete between them: each
+    probe (a put and a range) is sent after /metrics counted a batch the sweep
+    paused after (etcd's db_compaction_pause_duration histogram) and answered
+    before /metrics counted the sweep finished (db_compaction_total_duration),
+    an order of events, no timing."""
+    limit, keys, rounds = 100, 100, 100
+    sut = start(request, args=["--experimental-compaction-batch-limit", str(limit)])
+    c = client(sut)
+    for r in range(rounds):  # keys x rounds changes, all but the last round's compactable
+        c.transaction(compare=[], success=[c.transactions.put("k%03d" % i, "r%d" % r)
+                                           for i in range(keys)], failure=[])
+    pause = "etcd_debugging_mvcc_db_compaction_pause_duration_milliseconds_count"
+    total = "etcd_debugging_mvcc_db_compaction_total_duration_milliseconds_count"
+    assert metric_value(sut, pause) == 0
+    assert metric_value(sut, total) == 0
+    rev = c.put("last", "x").header.revision
+    c.compact(rev)
+    between, n = [], 0
+    while metric_value(sut, total) == 0:
+        before = metric_value(sut, pause)
+        c.put("probe", str(n))
+        v, _ = c.get("probe")
+        assert v == str(n).encode()
+        if before > 0 and metric_value(sut, total) == 0:
+            between.append(before)  # answered after a batch, before the last one
+        n += 1
+    # every compactable change was looked at, `limit` per batch
+    assert metric_value(sut, pause) >= keys * (rounds - 1) // limit
+    assert metric_value(sut, total) == 1
+    assert len(between) > 0, n
+    print("probes answered between batches: %d of %d" % (len(between), n))
+    if not is_etcd(sut.binary):  # etcd 3.4 logs "finished scheduled compaction at <rev>"
+        assert ("finished scheduled compaction: compact-revision=%d" % rev
+                in open(sut.log_path).read())
+    # the sweep removed the history: the old revisions are gone, the data is not
+    assert c.get("k000")[0] == b"r%d" % (rounds - 1)
+    out = sut.etcdctl("get", "k000", "--rev", str(rev - 1))
+    assert "required revision has been compacted" in out.stderr
+    c.close()
+
+
 @ketch_only
 def test_bad_compaction_flags(request):
     s = Server(extra_args=["--auto-compaction-mode", "sometimes"])
