@@ -330,17 +330,38 @@ def test_hash_stable(request):
 # ---------------------------------------------------------------------------
 # Defragment under load
 
+DEFRAG_STARTED = "defragmenting the store"
+DEFRAG_DONE = "defragmented: "
+
+
+def defrag_state(srv):
+    """(defrags started, defrags finished) in srv's log since its last start."""
+    text = _log_since_last_start(srv)
+    return text.count(DEFRAG_STARTED), text.count(DEFRAG_DONE)
+
+
+def big_store(c, prefix, n=500, size=100000):
+    """n values of `size` bytes (~50 MB for the defaults): a copy that
+    takes a while, so a defrag has a window to observe."""
+    v = os.urandom(size // 2).hex()
+    for i in range(n):
+        c.put("%s%05d" % (prefix, i), v)
+
+
 @ketch_only
 def test_defrag_under_write_load(request):
+    """Puts and ranges are answered while a defrag runs: each probe is sent
+    after the server logged the defrag's start and answered before it
+    logged its end (an order of events, no timing), with four writers
+    busy meanwhile; nothing acknowledged is lost, and the file shrinks."""
     sut = start(request)
     c = client(sut)
-    # fragment the file: many values, deleted and compacted
-    for i in range(300):
-        c.put("junk%03d" % i, "j" * 3000)
+    # fragment the file: half the values deleted and compacted away
+    big_store(c, "junk")
+    big_store(c, "keep", n=250)
     c.delete_prefix("junk")
     rev = status(sut)["header"]["revision"]
     c.compact(rev)
-    time.sleep(0.5)  # let the sweep free the pages (not a pass/fail timing)
     size_before = status(sut)["dbSize"]
 
     stop = threading.Event()
@@ -362,26 +383,51 @@ def test_defrag_under_write_load(request):
     threads = [threading.Thread(target=writer, args=(n,)) for n in range(4)]
     for t in threads:
         t.start()
+    served = []  # (defrag number, probe) answered inside that defrag
     try:
-        time.sleep(0.3)
-        out = sut.etcdctl("defrag")
-        assert out.returncode == 0, out.stderr
-        # the gateway route, also under load
-        code, body = http(sut, "/v3/maintenance/defragment", {})
-        assert code == 200, body
-        assert "header" in json.loads(body)
-        time.sleep(0.3)
+        # a defrag can be over before a probe gets in: run it again (at
+        # most 5 times) until puts and ranges were seen inside one
+        for attempt in range(5):
+            result = []
+            d = threading.Thread(target=lambda: result.append(sut.etcdctl("defrag", timeout=60)))
+            d.start()
+            n = 0
+            while d.is_alive():
+                started, done = defrag_state(sut)
+                if started != attempt + 1 or done != attempt:
+                    time.sleep(0.001)  # not started yet, or already over
+                    continue
+                key = "probe%d-%d" % (attempt, n)
+                c.put(key, "p")
+                got, _ = c.get(key)
+                assert got == b"p"
+                if defrag_state(sut) == (attempt + 1, attempt):
+                    served.append((attempt, key))
+                n += 1
+            d.join()
+            assert result[0].returncode == 0, result[0].stderr
+            assert defrag_state(sut) == (attempt + 1, attempt + 1)
+            if served:
+                break
     finally:
         stop.set()
         for t in threads:
             t.join()
+    assert served, "no put and range answered between a defrag's start and end"
+    print("probes answered inside defrag #%d: %d" % (served[0][0] + 1, len(served)))
     assert failures == []
-    assert len(acked) > 50
+    assert len(acked) > 0
+    # the gateway route, also under load
+    code, body = http(sut, "/v3/maintenance/defragment", {})
+    assert code == 200, body
+    assert "header" in json.loads(body)
     size_after = status(sut)["dbSize"]
     assert size_after < size_before, (size_before, size_after)
     got = {m.key.decode(): v.decode() for v, m in c.get_prefix("w")}
     for k, v in acked:
         assert got.get(k) == v, k
+    for _, k in served:
+        assert c.get(k)[0] == b"p"
     # and after a restart too
     c.close()
     sut.stop()
@@ -389,6 +435,7 @@ def test_defrag_under_write_load(request):
     c = client(sut)
     got = {m.key.decode(): v.decode() for v, m in c.get_prefix("w")}
     assert all(got.get(k) == v for k, v in acked)
+    assert len(list(c.get_prefix("keep", keys_only=True))) == 250
     assert "paused" in open(sut.log_path).read()
     c.close()
 
