@@ -366,6 +366,13 @@ void mvcc_defrag_cleanup(mvcc_store *s)
     remove_copy(tmpdir);
 }
 
+void mvcc_defrag_clean_temp(const char *dir)
+{
+    char tmpdir[4200];
+    snprintf(tmpdir, sizeof tmpdir, "%s/defrag", dir);
+    remove_copy(tmpdir);
+}
+
 void mvcc_pin(mvcc_store *s) { s->offloop_readers++; }
 void mvcc_unpin(mvcc_store *s) { s->offloop_readers--; }
 

@@ -309,6 +309,10 @@ void mvcc_defrag_abort(mvcc_store *s);
 /* After a swap: removes the old file and the copy's directory (slow for
  * a big file: call it from another thread, before the next begin). */
 void mvcc_defrag_cleanup(mvcc_store *s);
+/* Removes what a crash during a defrag left in the store directory `dir`
+ * (a partial copy or the old file, as big as the store): neither is ever
+ * read again. Call before the store serves, under the data dir's lock. */
+void mvcc_defrag_clean_temp(const char *dir);
 bool mvcc_defrag_running(const mvcc_store *s);
 /* Anything that uses the environment from another thread (its own read
  * txn, mdb_env_copy*: snapshot streams, Raft snapshot copies) brackets

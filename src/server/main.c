@@ -483,6 +483,7 @@ int main(int argc, char **argv)
     snprintf(kv_dir, sizeof kv_dir, "%s/member/kv", srv.cfg.data_dir);
     if (restore_snapshot(&srv, kv_dir) != 0) goto out_members;
     snapshot_clean_temp(kv_dir); /* left by a crash while sending a snapshot */
+    mvcc_defrag_clean_temp(kv_dir); /* left by a crash during a defrag */
     /* Twice the quota (at least 8 GiB): writes are refused at the quota,
      * so LMDB itself never runs out of map in an apply; deletes and
      * compaction, still allowed past the quota, have the other half.
