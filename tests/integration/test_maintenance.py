@@ -647,23 +647,40 @@ def test_maintenance_auth_as_etcd(request):
     assert any("permission denied" in r[2] for r in outs[0])
 
 
+def kv_hash_at(m, rev):
+    """HashKV of m at rev once m has applied rev (None if it never does)."""
+    def at():
+        try:
+            h = hashkv(m, rev)
+        except grpc.RpcError:  # a future revision: not applied yet
+            return None
+        return h if h[2] >= rev else None
+    return wait_for(at)
+
+
 @ketch_only
 def test_kill9_during_defrag_loses_nothing(request):
-    """kill -9 at several points of a defrag under writes: after a restart
-    every acknowledged write is there, and the next defrag works."""
-    sut = start(request)
-    c = client(sut)
-    for i in range(400):
-        c.put("junk%03d" % i, "j" * 2000)
-    c.delete_prefix("junk")
-    c.compact(status(sut)["header"]["revision"])
+    """kill -9 of a member while its defrag is in progress (the log says
+    it started and, once the process is dead, still not that it ended; its
+    copy directory is there), with puts and ranges answered by that member
+    between the defrag's start and the kill. After the restart every
+    acknowledged write is there, the half-made copy is gone, and HashKV at
+    the same revision equals the members that did not crash; then a
+    defrag runs to its end."""
+    ms = start_cluster(request, 3, tmpfs=True, label="defragkill")
+    victim, others = ms[0], ms[1:]
+    c = client(victim)
+    big_store(c, "keep", n=800)  # ~80 MB that the copy goes through
     c.close()
-    acked = []
-    for round_, delay in enumerate((0.0, 0.02, 0.05, 0.15)):
+    copy_dir = os.path.join(victim.data_dir, "member", "kv", "defrag")
+    acked, landed = [], []
+    for round_ in range(8):  # until two kills landed inside a defrag
+        if len(landed) == 2:
+            break
         stop = threading.Event()
 
         def writer():
-            w = client(sut)
+            w = client(victim)
             i = 0
             while not stop.is_set():
                 k = "r%d-%05d" % (round_, i)
@@ -675,32 +692,67 @@ def test_kill9_during_defrag_loses_nothing(request):
                 i += 1
             w.close()
 
-        t = threading.Thread(target=writer)
-        t.start()
-        time.sleep(0.2)
         def defrag():
             try:
-                http(sut, "/v3/maintenance/defragment", {})
+                http(victim, "/v3/maintenance/defragment", {})
             except Exception:
                 pass  # killed under it
 
+        t = threading.Thread(target=writer)
+        t.start()
         d = threading.Thread(target=defrag)
         d.start()
-        time.sleep(delay)
-        sut.kill()
+        while defrag_state(victim)[0] == 0:  # bounded by the test's deadline
+            assert d.is_alive() or defrag_state(victim)[0] == 1, "the defrag never started"
+            time.sleep(0.001)
+        # overlap: a put and a range answered by the victim after the start
+        pc = client(victim)
+        probe = None
+        try:
+            key = "probe%d" % round_
+            pc.put(key, "p")
+            if pc.get(key)[0] == b"p":
+                probe = key
+        except Exception:
+            pass
+        finally:
+            pc.close()
+        victim.kill()
         stop.set()
         t.join()
         d.join()
-        sut.start()
-        c = client(sut)
+        # the process is dead: its log is complete
+        started, done = defrag_state(victim)
+        print("round %d: defrags started %d, ended %d, probe %s" % (round_, started, done, probe))
+        if started == 1 and done == 0 and probe is not None:
+            assert os.path.isdir(copy_dir)  # the half-made copy
+            landed.append(round_)
+            acked.append((probe, "p"))
+        victim.start()
+        assert not os.path.exists(copy_dir)  # a crash's leftover is removed at start
+        c = client(victim)
         got = {m.key.decode(): v.decode() for v, m in c.get_prefix("r")}
+        got.update({m.key.decode(): v.decode() for v, m in c.get_prefix("probe")})
         missing = [k for k, v in acked if got.get(k) != v]
         assert missing == [], (round_, missing[:5])
+        assert len(list(c.get_prefix("keep", keys_only=True))) == 800
+        # the same store as the members that did not crash
+        rev = c.put("mark%d" % round_, "x").header.revision
+        hs = [kv_hash_at(m, rev) for m in ms]
+        assert None not in hs, (round_, hs)
+        assert [h[:2] for h in hs] == [hs[0][:2]] * 3, (round_, hs)
         c.close()
-    assert sut.etcdctl("defrag").returncode == 0
+    assert len(landed) == 2, "fewer than two kills landed inside a defrag: %r" % landed
+    # a defrag now runs to its end, and the store is still the others'
+    assert victim.etcdctl("defrag").returncode == 0
+    assert defrag_state(victim) == (1, 1)
+    c = client(victim)
+    rev = c.put("mark-end", "x").header.revision
+    c.close()
+    hs = [kv_hash_at(m, rev) for m in ms]
+    assert None not in hs and [h[:2] for h in hs] == [hs[0][:2]] * 3, hs
     # the old file is removed off the loop, just after the answer
-    assert wait_for(lambda: not os.path.exists(os.path.join(sut.data_dir, "member", "kv",
-                                                            "defrag")))
+    assert wait_for(lambda: not os.path.exists(copy_dir))
 
 
 @ketch_only
