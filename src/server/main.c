@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -386,6 +387,63 @@ static int start_member(struct server *srv)
 /* As Go's runtime does at start (since Go 1.19): the soft limit on open
  * files goes up to the hard limit, so thousands of client connections
  * (Kubernetes' watchers) do not run out of descriptors. */
+/* go-humanize's Bytes (SI units), which etcd's quota log lines use:
+ * 10737418240 -> "11 GB", 8589934592 -> "8.6 GB". */
+static void humanize_bytes(char *out, size_t len, int64_t n)
+{
+    static const char *const units[] = {"B", "kB", "MB", "GB", "TB", "PB", "EB"};
+    if (n < 10) {
+        snprintf(out, len, "%lld B", (long long)n);
+        return;
+    }
+    double v = (double)n;
+    int e = 0;
+    while (v >= 1000 && e < 6) v /= 1000, e++;
+    v = (double)(long long)(v * 10 + 0.5) / 10;
+    snprintf(out, len, v < 10 ? "%.1f %s" : "%.0f %s", v, units[e]);
+}
+
+/* etcd's NewBackendQuota log lines (etcd 3.5's texts). As etcd, a quota
+ * above 8 GiB is only warned about, then used as it is. */
+static void log_quota(int64_t configured, int64_t quota)
+{
+    char size[32], max[32];
+    humanize_bytes(size, sizeof size, quota);
+    humanize_bytes(max, sizeof max, MAX_QUOTA_BYTES);
+    if (configured < 0) {
+        log_info("disabled backend quota: quota-name=v3-applier quota-size-bytes=%lld",
+                 (long long)configured);
+        return;
+    }
+    if (configured == 0) {
+        log_info("enabled backend quota with default value: quota-name=v3-applier "
+                 "quota-size-bytes=%lld quota-size=\"%s\"", (long long)quota, size);
+        return;
+    }
+    if (quota > MAX_QUOTA_BYTES)
+        log_warn("quota exceeds the maximum value: quota-name=v3-applier quota-size-bytes=%lld "
+                 "quota-size=\"%s\" quota-maximum-size-bytes=%lld quota-maximum-size=\"%s\"",
+                 (long long)quota, size, (long long)MAX_QUOTA_BYTES, max);
+    log_info("enabled backend quota: quota-name=v3-applier quota-size-bytes=%lld quota-size=\"%s\"",
+             (long long)quota, size);
+}
+
+/* The largest map of at most `want` bytes the address space can hold
+ * (halving from `want`, not below `floor`): LMDB maps the whole map at
+ * open, and Linux gives a process 128 TiB, less under ulimit -v. */
+static int64_t mappable(int64_t want, int64_t floor)
+{
+    for (int64_t m = want; m > floor; m /= 2) {
+        void *p = mmap(NULL, (size_t)m, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+                       -1, 0);
+        if (p != MAP_FAILED) {
+            munmap(p, (size_t)m);
+            return m;
+        }
+    }
+    return floor;
+}
+
 static void raise_nofile(void)
 {
     struct rlimit rl;
@@ -437,13 +495,11 @@ int main(int argc, char **argv)
     a->loop = srv.loop;
     a->max_request_bytes = srv.cfg.max_request_bytes;
     a->max_txn_ops = (unsigned)srv.cfg.max_txn_ops;
-    /* as etcd: 0 is the default quota, a negative one disables it (etcd
-     * warns above 8 GiB; ketch takes any size, the map grows with it) */
+    /* as etcd: 0 is the default quota, a negative one disables it, one
+     * above 8 GiB is warned about and used as it is */
     a->quota_bytes = srv.cfg.quota_backend_bytes == 0 ? DEFAULT_QUOTA_BYTES
                                                       : srv.cfg.quota_backend_bytes;
-    if (a->quota_bytes > MAX_QUOTA_BYTES)
-        log_warn("quota %lld bytes exceeds etcd's recommended maximum %lld (ketch allows it)",
-                 (long long)a->quota_bytes, (long long)MAX_QUOTA_BYTES);
+    log_quota(srv.cfg.quota_backend_bytes, a->quota_bytes);
     a->version = ETCD_COMPAT_VERSION;
 
     size_t n_methods;
@@ -487,9 +543,16 @@ int main(int argc, char **argv)
     /* Twice the quota (at least 8 GiB): writes are refused at the quota,
      * so LMDB itself never runs out of map in an apply; deletes and
      * compaction, still allowed past the quota, have the other half.
-     * Without a quota: 64 GiB. */
-    int64_t map = a->quota_bytes <= 0 ? 8 * MIN_MAP_BYTES
-                  : a->quota_bytes * 2 > MIN_MAP_BYTES ? a->quota_bytes * 2 : MIN_MAP_BYTES;
+     * Without a quota: 64 GiB. A quota too big for the address space
+     * (etcd takes any) gets the largest map that fits; the disk runs out
+     * long before such a map does. */
+    int64_t want = a->quota_bytes <= 0 ? 8 * MIN_MAP_BYTES
+                   : a->quota_bytes > INT64_MAX / 2 ? INT64_MAX / 2 + 1
+                   : a->quota_bytes * 2 > MIN_MAP_BYTES ? a->quota_bytes * 2 : MIN_MAP_BYTES;
+    int64_t map = mappable(want, MIN_MAP_BYTES);
+    if (map < want)
+        log_warn("mvcc: a map of %lld bytes does not fit in the address space; using %lld",
+                 (long long)want, (long long)map);
     rv = mvcc_open(&srv.store, kv_dir, (size_t)map);
     if (rv != 0) {
         fprintf(stderr, "ketch: cannot open the store in %s: %s\n", kv_dir, kerr_text(rv));
