@@ -128,6 +128,41 @@ def test_quota_nospace_then_recover(request):
         assert code == 200 and json.loads(body)["health"] == "true"
 
 
+def test_quota_above_8gib_as_etcd(request):
+    """etcd (etcdserver/quota.go NewBackendQuota) only warns about a
+    --quota-backend-bytes above MaxQuotaBytes (8 GiB), then uses it as it
+    is: no cap, no refusal. ketch too, with etcd 3.5's log text (Debian's
+    etcd 3.4 logs its capnslog one), also for a quota no address space
+    holds as an LMDB map of twice its size."""
+    ketch = not is_etcd(server_under_test_binary())
+    for q in (8 * 1024 ** 3, 10 * 1024 ** 3, 2 ** 63 - 1):
+        servers = [start(request, args=["--quota-backend-bytes", str(q)], label="quota%d" % q)]
+        if ketch:
+            servers.append(start(request, binary=ETCD, args=["--quota-backend-bytes", str(q)],
+                                 label="quotaref%d" % q))
+        for srv in servers:
+            out = srv.etcdctl("put", "k", "v")
+            assert (out.returncode, out.stdout) == (0, "OK\n"), out.stderr
+            assert srv.etcdctl("alarm", "list").stdout == ""
+            code, text = http(srv, "/metrics")
+            m = re.search(r"^etcd_server_quota_backend_bytes (\S+)$", text, re.M)
+            assert float(m.group(1)) == float(q)  # as configured, not capped
+            srv.stop()
+            log = _log_since_last_start(srv)
+            if is_etcd(srv.binary):
+                warning = ("etcdserver: backend quota %d exceeds maximum recommended quota "
+                           "8589934592" % q)
+            else:
+                warning = ('quota exceeds the maximum value: quota-name=v3-applier '
+                           'quota-size-bytes=%d quota-size="%s" quota-maximum-size-bytes=8589934592 '
+                           'quota-maximum-size="8.6 GB"'
+                           % (q, {10 * 1024 ** 3: "11 GB", 2 ** 63 - 1: "9.2 EB"}.get(q)))
+                assert ("enabled backend quota: quota-name=v3-applier quota-size-bytes=%d" % q
+                        in log)
+            assert (warning in log) == (q > 8 * 1024 ** 3), (q, srv.binary)
+            assert "exceeds" not in log or q > 8 * 1024 ** 3
+
+
 @ketch_only
 def test_health_reason_nospace(request):
     sut = start(request)
