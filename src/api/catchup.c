@@ -43,17 +43,16 @@ int api_catchup_install(void *ctx, const char *path, uint64_t *applied)
     api_server *s = ctx;
     int64_t old_rev = mvcc_revision(s->store);
     /* the member holds no copy while it installs: our own pins are stale */
+    /* Readers on other threads (a HashKV, a snapshot export, a defrag's
+     * copy) are waited for by mvcc_replace: libraft cannot take a failed
+     * install back (it has already reset its log to the snapshot), so the
+     * install is not put off. */
     int rv = mvcc_replace(s->store, path, copy_pins);
     *applied = mvcc_applied_index(s->store);
-    if (rv == KERR_BUSY) {
-        /* A hash is reading the store on another thread, and libraft wants
-         * the snapshot installed now; it is already on disk in the Raft
-         * directory, and a restart installs it first. */
-        log_error("snapshot: the store is in use by another thread; exiting to install the "
-                  "snapshot at start-up");
-        exit(1);
+    if (rv != 0) {
+        log_error("snapshot: installing the store failed: %s", kerr_text(rv));
+        return rv;
     }
-    if (rv != 0) return rv;
     if ((rv = api_cluster_reload(s)) != 0)
         log_error("snapshot: cannot reload the member table: %s", kerr_text(rv));
     if ((rv = lease_api_reload(s)) != 0)

@@ -45,15 +45,15 @@ void mvcc_close(mvcc_store *s);
  * but not committed is dropped, a defrag in progress is abandoned, and
  * everything (revision, applied index, auth, alarms) is as in the copy.
  * Hooks stay. It refuses (KERR_BUSY, nothing changed) while more than
- * `own_pins` mvcc_pin()s are held (readers on other threads; the caller
- * may hold pins of its own whose readers it knows have finished). Returns
+ * `own_pins` mvcc_pin()s are held (the caller may hold pins of its own
+ * whose users it knows have finished). Readers on other threads
+ * (mvcc_reader_enter: HashKV, exports, a defrag's copy) are waited for,
+ * blocking the calling thread until the last one leaves (logged). Returns
  * 0 or a KERR_* code; on an error after the swap began the old file is
- * reopened, and if even that fails the store is unusable (exit).
- * mvcc_pins is the number of pins held. */
+ * reopened, and if even that fails the store is unusable (exit). */
 int mvcc_copy_fd(mvcc_store *s, int fd);
 int mvcc_file_applied(const char *path, uint64_t *applied);
 int mvcc_replace(mvcc_store *s, const char *path, int own_pins);
-int mvcc_pins(const mvcc_store *s);
 
 /* Lease hook: returns nonzero if lease `id` exists. Puts with a nonzero
  * lease (and no ignore_lease) fail with KERR_LEASE_NOT_FOUND when it

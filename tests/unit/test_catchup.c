@@ -3,13 +3,16 @@
  * that was replaced (watch_hub_resync): a watcher gets the revisions the
  * copy brought, from its history, then live ones again. */
 #include <fcntl.h>
+#include <pthread.h>
 #include <setjmp.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -165,11 +168,59 @@ static void test_replace_then_watch_catches_up(void **state)
     watch_hub_free(h);
 }
 
+/* A reader on another thread (a HashKV on libuv's pool) while a snapshot
+ * is installed: the install waits for it to leave, then swaps (it used to
+ * refuse with KERR_BUSY, and the server exited). */
+struct reader {
+    mvcc_store *s;
+    int entered[2]; /* pipe: the reader holds the store */
+    atomic_int left;
+};
+
+static void *reader_thread(void *arg)
+{
+    struct reader *r = arg;
+    mvcc_reader_enter(r->s);
+    char c = 1;
+    if (write(r->entered[1], &c, 1) != 1) abort();
+    /* long enough for the install to find the store in use */
+    struct timespec d = {0, 200 * 1000 * 1000};
+    nanosleep(&d, NULL);
+    atomic_store(&r->left, 1);
+    mvcc_reader_exit(r->s);
+    return NULL;
+}
+
+static void test_replace_waits_for_readers(void **state)
+{
+    struct fx *f = *state;
+    put(f->a, &f->a_index, "k0", "x");
+    put(f->b, &f->b_index, "k0", "x");
+    put(f->b, &f->b_index, "k1", "y");
+    assert_int_equal(mvcc_flush(f->b), 0);
+    copy_b(f);
+
+    struct reader r = {.s = f->a};
+    assert_int_equal(pipe(r.entered), 0);
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, reader_thread, &r), 0);
+    char c;
+    assert_int_equal(read(r.entered[0], &c, 1), 1);
+    assert_int_equal(mvcc_replace(f->a, f->copy, 0), 0);
+    assert_int_equal(atomic_load(&r.left), 1); /* swapped only once it left */
+    pthread_join(th, NULL);
+    close(r.entered[0]);
+    close(r.entered[1]);
+    assert_int_equal(mvcc_revision(f->a), 3);
+    assert_int_equal(mvcc_applied_index(f->a), 2);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_copy_is_the_last_commit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_replace_then_watch_catches_up, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_replace_waits_for_readers, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
