@@ -73,8 +73,11 @@ static const grpc_method peer_methods[] = {
     {"/ketchpb.Internal/Propose", GRPC_UNARY, internal_propose, NULL},
     {"/ketchpb.Internal/ReadIndex", GRPC_UNARY, internal_read_index, NULL},
     {"/ketchpb.Internal/LeaseKeepAlive", GRPC_UNARY, internal_lease_keep_alive, NULL},
+    /* the corruption checks of other members (api/corrupt.c) */
+    {"/ketchpb.Internal/HashKV", GRPC_UNARY, internal_hash_kv, NULL},
     /* client calls a follower hands to the leader as they are */
-    /* a member joining with --initial-cluster-state existing (server/join.c) */
+    /* a member joining with --initial-cluster-state existing (server/join.c),
+     * and the removed-member probe (api/cluster.c) */
     {"/etcdserverpb.Cluster/MemberList", GRPC_UNARY, cluster_member_list, NULL},
     {"/etcdserverpb.Cluster/MemberAdd", GRPC_UNARY, cluster_member_add, NULL},
     {"/etcdserverpb.Cluster/MemberRemove", GRPC_UNARY, cluster_member_remove, NULL},

@@ -129,8 +129,6 @@ void maint_api_start(api_server *s);
 void maint_api_stop(api_server *s);
 void maint_api_fini(api_server *s);
 void maint_api_kick(api_server *s);
-/* The pause of the last defrag's swap, in ns (0: none yet). */
-uint64_t maint_last_defrag_pause_ns(const api_server *s);
 
 /* A Prometheus histogram of milliseconds with fixed upper bounds. */
 #define MAINT_HIST_MAX 14

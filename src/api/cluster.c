@@ -21,8 +21,9 @@
 #include <openssl/evp.h>
 
 #include "api/forward.h"
-#include "client/client.h"
 #include "api/propose.h"
+#include "client/client.h"
+#include "member/peer.h"
 #include "util/errors.h"
 #include "util/log.h"
 
@@ -321,16 +322,17 @@ static void check_removed(api_server *s)
     }
     if (c->leaderless_since == 0) c->leaderless_since = now;
     unsigned election = s->election_ms ? s->election_ms : 1000;
-    if (c->probe != NULL || now - c->leaderless_since < REMOVED_PROBE_ELECTIONS * election)
+    if (c->probe != NULL || s->peer == NULL ||
+        now - c->leaderless_since < REMOVED_PROBE_ELECTIONS * election)
         return;
+    /* as etcd, whose removed member learns it from its peers' answer on
+     * the peer port: another member's peer URL, with peer TLS */
     size_t n = api_cluster_size(s);
     for (size_t k = 0; k < n; k++) {
         const Ketchpb__ClusterMember *m = s->cluster->members[(c->probe_next + k) % n];
-        if (m->id == s->member_id || m->n_client_urls == 0 ||
-            strncmp(m->client_urls[0], "http://", 7) != 0)
-            continue;
+        if (m->id == s->member_id || m->n_peer_urls == 0) continue;
         c->probe_next = (c->probe_next + k + 1) % n;
-        if (client_conn_open(s->loop, m->client_urls[0], probe_event, s, &c->probe) != 0) {
+        if (api_cluster_peer_open(s, s->peer, s->loop, m->id, probe_event, s, &c->probe) != 0) {
             c->probe = NULL;
             return;
         }
@@ -655,6 +657,24 @@ char *api_cluster_peer_address(const api_server *s, uint64_t id)
 {
     Ketchpb__ClusterMember *m = find(s, id);
     return m != NULL && m->n_peer_urls > 0 ? raft_address_of(m->peer_urls[0]) : NULL;
+}
+
+int api_cluster_peer_open(const api_server *s, peer_net *pn, uv_loop_t *loop, uint64_t id,
+                          client_conn_cb on_event, void *arg, struct client_conn **out)
+{
+    char *addr = api_cluster_peer_address(s, id);
+    if (addr == NULL) return KERR_MEMBER_NOT_FOUND;
+    uv_os_sock_t fd;
+    peer_dial *d;
+    /* no dial callback: if the peer cannot be reached, the socket sees EOF
+     * and the connection fails its calls */
+    if (peer_net_dial(pn, addr, NULL, NULL, &fd, &d) != 0) {
+        free(addr);
+        return KERR_NOMEM;
+    }
+    int rv = client_conn_adopt(loop, fd, addr, on_event, arg, out); /* closes fd on failure */
+    free(addr);
+    return rv == 0 ? 0 : KERR_NOMEM;
 }
 
 /* Whether any of `urls` is a peer URL of a member other than `except`. */

@@ -71,7 +71,6 @@ struct maint_api {
     grpc_call **waiters;
     size_t n_waiters;
     unsigned catchup_ticks;
-    uint64_t last_pause_ns;
     /* --experimental-corrupt-check-time */
     uv_timer_t corrupt;
     uint64_t corrupt_ms;
@@ -232,51 +231,111 @@ int64_t maint_cost_lease(void) { return LEASE_OVERHEAD; }
 
 /* ---- Hash, HashKV ---- */
 
-struct hash_kv_job {
+/* One hash on libuv's pool (maint_hash_kv_async, Maintenance.Hash). */
+struct hash_job {
     uv_work_t work;
     api_server *s;
-    grpc_call *call;
     struct mvcc_hash_job *job;
     bool whole; /* Maintenance.Hash */
-    int64_t rev, cur, crev;
-    uint32_t hash;
-    int rv;
+    int64_t rev;
+    struct maint_hash r;
+    maint_hash_fn cb;
+    void *data;
 };
 
-static void hash_kv_run(uv_work_t *w)
+static void hash_run(uv_work_t *w)
 {
-    struct hash_kv_job *j = w->data;
-    j->rv = mvcc_hash_kv_run(j->job, &j->hash);
-    if (!j->whole) j->crev = mvcc_hash_kv_compact(j->job);
+    struct hash_job *j = w->data;
+    j->r.rv = mvcc_hash_kv_run(j->job, &j->r.hash);
+    if (!j->whole) j->r.compact = mvcc_hash_kv_compact(j->job);
 }
 
-static void hash_kv_done(uv_work_t *w, int status)
+static void hash_done(uv_work_t *w, int status)
 {
-    struct hash_kv_job *j = w->data;
+    struct hash_job *j = w->data;
     mvcc_hash_kv_end(j->job);
-    int rv = status != 0 ? KERR_STOPPED : j->rv;
+    if (status != 0) j->r.rv = KERR_STOPPED;
+    j->cb(j->s, j->data, &j->r);
+    free(j);
+}
+
+static int hash_start(api_server *s, uv_loop_t *loop, bool whole, int64_t rev, maint_hash_fn cb,
+                      void *data)
+{
+    struct hash_job *j = calloc(1, sizeof *j);
+    if (j == NULL) return KERR_NOMEM;
+    int rv = whole ? mvcc_hash_start(s->store, &j->job)
+                   : mvcc_hash_kv_start(s->store, rev, &j->job, &j->r.current, &j->r.compact);
     if (rv != 0) {
-        grpc_call_fail(j->call, rv);
-    } else if (j->whole) {
+        free(j);
+        return rv;
+    }
+    if (whole) j->r.current = mvcc_revision(s->store);
+    j->s = s;
+    j->whole = whole;
+    j->r.hash_rev = rev > 0 ? rev : j->r.current;
+    j->cb = cb;
+    j->data = data;
+    j->work.data = j;
+    if (uv_queue_work(loop, &j->work, hash_run, hash_done) != 0) {
+        mvcc_hash_kv_end(j->job);
+        free(j);
+        return KERR_INTERNAL;
+    }
+    return 0;
+}
+
+int maint_hash_kv_async(api_server *s, uv_loop_t *loop, int64_t rev, maint_hash_fn cb,
+                        void *data)
+{
+    return hash_start(s, loop, false, rev, cb, data);
+}
+
+static void hash_replied(api_server *s, void *data, const struct maint_hash *h)
+{
+    grpc_call *call = data;
+    if (h->rv != 0) {
+        grpc_call_fail(call, h->rv);
+    } else {
         Etcdserverpb__HashResponse r = ETCDSERVERPB__HASH_RESPONSE__INIT;
-        Etcdserverpb__ResponseHeader h = ETCDSERVERPB__RESPONSE_HEADER__INIT;
-        r.hash = j->hash;
-        api_fill_header(j->s, &h, j->cur);
-        r.header = &h;
-        grpc_call_reply(j->call, &r.base);
+        Etcdserverpb__ResponseHeader hd = ETCDSERVERPB__RESPONSE_HEADER__INIT;
+        r.hash = h->hash;
+        api_fill_header(s, &hd, h->current);
+        r.header = &hd;
+        grpc_call_reply(call, &r.base);
+    }
+    grpc_call_unref(call);
+}
+
+static void hash_kv_replied(api_server *s, void *data, const struct maint_hash *h)
+{
+    grpc_call *call = data;
+    if (h->rv != 0) {
+        grpc_call_fail(call, h->rv);
     } else {
         Etcdserverpb__HashKVResponse r = ETCDSERVERPB__HASH_KVRESPONSE__INIT;
-        Etcdserverpb__ResponseHeader h = ETCDSERVERPB__RESPONSE_HEADER__INIT;
-        r.hash = j->hash;
-        r.compact_revision = j->crev;
-        r.hash_revision = j->rev > 0 ? j->rev : j->cur;
+        Etcdserverpb__ResponseHeader hd = ETCDSERVERPB__RESPONSE_HEADER__INIT;
+        r.hash = h->hash;
+        r.compact_revision = h->compact;
+        r.hash_revision = h->hash_rev;
         /* as etcd: the header carries the revision when the hash began */
-        api_fill_header(j->s, &h, j->cur);
-        r.header = &h;
-        grpc_call_reply(j->call, &r.base);
+        api_fill_header(s, &hd, h->current);
+        r.header = &hd;
+        grpc_call_reply(call, &r.base);
     }
-    grpc_call_unref(j->call);
-    free(j);
+    grpc_call_unref(call);
+}
+
+/* Starts a hash for `call` (referenced until it is answered); fails the
+ * call if it cannot. */
+static void hash_for_call(api_server *s, grpc_call *call, bool whole, int64_t rev)
+{
+    grpc_call_ref(call);
+    int rv = hash_start(s, s->loop, whole, rev, whole ? hash_replied : hash_kv_replied, call);
+    if (rv != 0) {
+        grpc_call_fail(call, rv);
+        grpc_call_unref(call);
+    }
 }
 
 /* Maintenance.Hash, on libuv's pool as HashKV below. */
@@ -289,27 +348,9 @@ void maintenance_hash(grpc_call *call, const uint8_t *msg, size_t len, void *ctx
         return;
     }
     etcdserverpb__hash_request__free_unpacked(req, NULL);
-    struct hash_kv_job *j = NULL;
     int rv = check_admin(s, call);
-    if (rv == 0) j = calloc(1, sizeof *j);
-    if (rv == 0) rv = j == NULL ? KERR_NOMEM : mvcc_hash_start(s->store, &j->job);
-    if (rv == 0) {
-        j->s = s;
-        j->call = call;
-        j->whole = true;
-        j->cur = mvcc_revision(s->store);
-        j->work.data = j;
-        grpc_call_ref(call);
-        if (uv_queue_work(s->loop, &j->work, hash_kv_run, hash_kv_done) != 0) {
-            grpc_call_unref(call);
-            mvcc_hash_kv_end(j->job);
-            rv = KERR_INTERNAL;
-        }
-    }
-    if (rv != 0) {
-        grpc_call_fail(call, rv);
-        free(j);
-    }
+    if (rv != 0) grpc_call_fail(call, rv);
+    else hash_for_call(s, call, true, 0);
 }
 
 /* Computed on libuv's pool from a read snapshot, so a big store does not
@@ -322,28 +363,25 @@ void maintenance_hash_kv(grpc_call *call, const uint8_t *msg, size_t len, void *
         api_fail_unmarshal(call);
         return;
     }
-    struct hash_kv_job *j = NULL;
     int rv = check_admin(s, call);
-    if (rv == 0) j = calloc(1, sizeof *j);
-    if (rv == 0)
-        rv = j == NULL ? KERR_NOMEM
-                       : mvcc_hash_kv_start(s->store, req->revision, &j->job, &j->cur, &j->crev);
-    if (rv == 0) {
-        j->s = s;
-        j->call = call;
-        j->rev = req->revision;
-        j->work.data = j;
-        grpc_call_ref(call);
-        if (uv_queue_work(s->loop, &j->work, hash_kv_run, hash_kv_done) != 0) {
-            grpc_call_unref(call);
-            mvcc_hash_kv_end(j->job);
-            rv = KERR_INTERNAL;
-        }
+    if (rv != 0) grpc_call_fail(call, rv);
+    else hash_for_call(s, call, false, req->revision);
+    etcdserverpb__hash_kvrequest__free_unpacked(req, NULL);
+}
+
+/* ketchpb.Internal/HashKV (peer port only): Maintenance.HashKV for the
+ * corruption checks of other members (api/corrupt.c), as etcd's peer
+ * handler /members/hashkv; the peer was authenticated by the peer port's
+ * TLS, so there is no user to check. */
+void internal_hash_kv(grpc_call *call, const uint8_t *msg, size_t len, void *ctx)
+{
+    api_server *s = ctx;
+    Etcdserverpb__HashKVRequest *req = etcdserverpb__hash_kvrequest__unpack(NULL, len, msg);
+    if (req == NULL) {
+        api_fail_unmarshal(call);
+        return;
     }
-    if (rv != 0) {
-        grpc_call_fail(call, rv);
-        free(j);
-    }
+    hash_for_call(s, call, false, req->revision);
     etcdserverpb__hash_kvrequest__free_unpacked(req, NULL);
 }
 
@@ -435,7 +473,7 @@ static void on_catchup(uv_timer_t *t)
         uv_timer_start(t, on_catchup, 1, 1);
         return;
     }
-    m->last_pause_ns = uv_hrtime() - t0;
+    uint64_t pause_ns = uv_hrtime() - t0;
     if (rv == KERR_IO) {
         /* the store could not be reopened: nothing can be served */
         log_error("defrag: the store is gone; stopping");
@@ -448,7 +486,7 @@ static void on_catchup(uv_timer_t *t)
     }
     mvcc_db_size(s->store, &after, &in_use);
     log_info("defragmented: %" PRId64 " -> %" PRId64 " bytes; paused %.3f ms at the swap", before,
-             after, (double)m->last_pause_ns / 1e6);
+             after, (double)pause_ns / 1e6);
     defrag_finish(s, 0);
     /* the sweep position was reset by the reopen */
     maint_api_kick(s);
@@ -507,11 +545,6 @@ void maintenance_defragment(grpc_call *call, const uint8_t *msg, size_t len, voi
     /* joins the run in progress (or, while the last one's old file is
      * being removed, starts once that is done) */
     if (!m->defragging) start_defrag(s);
-}
-
-uint64_t maint_last_defrag_pause_ns(const api_server *s)
-{
-    return s->maint ? s->maint->last_pause_ns : 0;
 }
 
 /* ---- the compaction sweep ---- */

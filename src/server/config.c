@@ -52,6 +52,10 @@ static const struct flag flags[] = {
      "Sets the maximum revisions deleted in each compaction batch."},
     {"experimental-compaction-sleep-interval", F_STRING, OFF(compaction_sleep_interval), "10ms",
      "Sets the sleep interval between each compaction batch."},
+    /* hidden (no help text, not in --help; README "Flags"): ketch only,
+     * for tests; etcd's revision compactor runs every 5 minutes */
+    {"experimental-auto-compaction-revision-interval", F_STRING,
+     OFF(compaction_revision_interval), "5m0s", NULL},
     {"experimental-corrupt-check-time", F_STRING, OFF(corrupt_check_time), "0s",
      "Duration of time between cluster corruption check passes."},
     {"experimental-initial-corrupt-check", F_BOOL, OFF(initial_corrupt_check), "false",
@@ -121,7 +125,8 @@ void config_usage(FILE *out)
 {
     fprintf(out, "Usage:\n\n  ketch [flags]\n    Start a ketch server (an etcd v3 compatible member).\n\nFlags:\n\n");
     for (size_t i = 0; i < N_FLAGS; i++)
-        fprintf(out, "  --%s '%s'\n      %s\n", flags[i].name, flags[i].def, flags[i].help);
+        if (flags[i].help != NULL) /* NULL: a hidden flag */
+            fprintf(out, "  --%s '%s'\n      %s\n", flags[i].name, flags[i].def, flags[i].help);
     fprintf(out, "\nEvery flag can also be set by an environment variable ETCD_<FLAG>, "
                  "e.g. ETCD_DATA_DIR for --data-dir.\n");
 }
@@ -269,6 +274,11 @@ int config_parse(struct config *c, int argc, char **argv)
     if (config_parse_duration_ms(c->corrupt_check_time, &ms) != 0) {
         fprintf(stderr, "invalid value \"%s\" for flag -experimental-corrupt-check-time: "
                         "parse error\n", c->corrupt_check_time);
+        return 2;
+    }
+    if (config_parse_duration_ms(c->compaction_revision_interval, &ms) != 0) {
+        fprintf(stderr, "invalid value \"%s\" for flag -experimental-auto-compaction-revision-"
+                        "interval: parse error\n", c->compaction_revision_interval);
         return 2;
     }
     if (strcmp(c->auto_compaction_mode, "periodic") != 0 &&

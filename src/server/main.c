@@ -592,16 +592,19 @@ int main(int argc, char **argv)
         .batch_limit = (size_t)srv.cfg.compaction_batch_limit,
     };
     config_parse_duration_ms(srv.cfg.corrupt_check_time, &mcfg.corrupt_check_ms);
-    const char *rev_itv = getenv("KETCH_AUTO_COMPACTION_REVISION_INTERVAL_MS"); /* tests */
-    if (rev_itv != NULL) mcfg.revision_interval_ms = strtoull(rev_itv, NULL, 10);
+    config_parse_duration_ms(srv.cfg.compaction_revision_interval, &mcfg.revision_interval_ms);
     if (maint_api_init(a, &mcfg) != 0) goto out_store;
+    /* the peer port's TLS and transport (nothing listens before
+     * start_member), so the initial check dials with the peer TLS */
+    if (setup_peer(&srv) != 0) goto out_store;
     /* etcd's CheckInitialHashKV: only a member that has data already (a
      * new one has nothing to compare), before Raft and the ports serve;
      * the timeout is etcd's ReqTimeout (5s + 2 election timeouts) */
     if (srv.cfg.initial_corrupt_check && mvcc_applied_index(srv.store) > 0 &&
-        maint_initial_check(a, 5000 + 2 * (uint64_t)srv.cfg.election_timeout) != 0)
+        maint_initial_check(a, srv.peer_client_tls,
+                            5000 + 2 * (uint64_t)srv.cfg.election_timeout) != 0)
         goto out_store;
-    if (setup_peer(&srv) != 0 || start_member(&srv) != 0) goto out_store;
+    if (start_member(&srv) != 0) goto out_store;
     lease_api_start(a);
     maint_api_start(a);
     api_cluster_start(a);

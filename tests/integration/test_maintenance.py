@@ -511,8 +511,8 @@ def test_auto_compaction_periodic(request):
 def test_auto_compaction_revision(request):
     sut = start(request, args=["--auto-compaction-mode", "revision",
                                "--auto-compaction-retention", "5",
-                               "--experimental-compaction-batch-limit", "2"],
-                env={"KETCH_AUTO_COMPACTION_REVISION_INTERVAL_MS": "100"})
+                               "--experimental-compaction-batch-limit", "2",
+                               "--experimental-auto-compaction-revision-interval", "100ms"])
     c = client(sut)
     for i in range(30):
         c.put("k%d" % (i % 3), str(i))

@@ -1,7 +1,9 @@
 """Peer traffic over TLS (--peer-cert-file/--peer-key-file/
 --peer-trusted-ca-file/--peer-client-cert-auth/--peer-auto-tls) and the
 peer port's other face: ketchpb.Internal (followers forwarding to the
-leader) is served there only, never on the client port.
+leader, the corruption checks' HashKV) is served there only, never on the
+client port. Members reach each other over the peer URLs only, so the
+corruption checks and the removed-member probe work with https client URLs.
 
 Certificates are made with the openssl CLI, as tests/integration/test_tls.py
 does: a CA with one certificate per member (SAN 127.0.0.1, server and
@@ -25,7 +27,8 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import ClusterMember, READY_TIMEOUT, is_etcd, server_under_test_binary  # noqa: E402
+from harness import (ClusterMember, READY_TIMEOUT, is_etcd, run_etcdctl,  # noqa: E402
+                     server_under_test_binary)
 from test_cluster import ctl_json, leader_of, wait_for  # noqa: E402
 from test_tls import make_ca, make_cert  # noqa: E402
 
@@ -352,3 +355,116 @@ def test_tls_member_restart_catches_up(request, certs):
              ["r%02d" % i for i in range(20)], what="the restarted member caught up over TLS")
     r = victim.etcdctl("put", "from-victim", "1")  # forwarded again
     assert r.returncode == 0, r.stderr
+
+
+# ---- members with https client URLs: the corruption checks and the
+# removed-member probe go over the peer URLs (peer TLS or not) ----
+
+class HttpsClientMember(PeerTLSMember):
+    """A member whose client URL is https (its own certificate, no client
+    certificate asked), with https peer URLs when peer_tls."""
+
+    def __init__(self, name, label, certs, peer_tls, extra_args=()):
+        self.peer_scheme = "https" if peer_tls else "http"
+        self.ca = certs("ca.pem")
+        a = ["--cert-file", certs(name + ".pem"), "--key-file", certs(name + ".key")]
+        if peer_tls:
+            a += tls_args(certs, name)
+        super().__init__(name, label, extra_args=a + list(extra_args))
+        self.scheme = "https"
+        self.tls_client = (self.ca, None, None)
+
+    @property
+    def peer_url(self):
+        return "%s://127.0.0.1:%d" % (self.peer_scheme, self.peer_port)
+
+    def etcdctl(self, *args, stdin=None, timeout=15):
+        return run_etcdctl(self.client_url, "--cacert", self.ca, *args, stdin=stdin,
+                           timeout=timeout)
+
+
+def start_https_members(request, certs, peer_tls, extra_args=()):
+    if is_etcd(server_under_test_binary()):
+        pytest.skip("ketch's peer transport, log and tools")
+    ms = [HttpsClientMember("m%d" % (i + 1), "https-m%d" % (i + 1), certs, peer_tls, extra_args)
+          for i in range(3)]
+    ic = ",".join("%s=%s" % (m.name, m.peer_url) for m in ms)
+    for m in ms:
+        request.addfinalizer(m.cleanup)
+        m.initial_cluster = ic
+    for m in ms:
+        m.start(wait=False)
+    for m in ms:
+        m.wait_ready(timeout=max(READY_TIMEOUT, 30))
+    return ms
+
+
+def damage_store(member):
+    """tests/tools/corrupt_store: one value byte flipped behind Raft's back."""
+    import subprocess
+    tool = os.path.join(os.path.dirname(member.binary), "tools", "corrupt_store")
+    out = subprocess.run([tool, os.path.join(member.data_dir, "member", "kv")],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+
+
+@pytest.mark.parametrize("peer_tls", [False, True], ids=["cleartext-peers", "peer-tls"])
+def test_corruption_checks_with_https_clients(request, certs, peer_tls):
+    """--experimental-corrupt-check-time and --experimental-initial-corrupt-check
+    with https client URLs: the leader asks the others for HashKV over their
+    peer URLs (with peer TLS when on), so a member whose store was damaged
+    behind Raft's back gets the CORRUPT alarm; restarted with the start-up
+    check, it refuses to start."""
+    ms = start_https_members(request, certs, peer_tls,
+                             ["--experimental-corrupt-check-time", "300ms"])
+    for i in range(20):
+        r = ms[0].etcdctl("put", "k%d" % i, "value%d" % i)
+        assert r.returncode == 0, r.stderr
+    leader = leader_of(ms)
+    victim = [m for m in ms if m is not leader][0]
+    vid = ctl_json(victim, "endpoint", "status")[0]["Status"]["header"]["member_id"]
+    # caught up before it stops (the damage flips the newest put)
+    wait_for(lambda: victim.etcdctl("get", "k19", "--print-value-only",
+                                    "--consistency=s").stdout == "value19\n",
+             what="the victim caught up")
+    assert all(m.etcdctl("alarm", "list").stdout == "" for m in ms)
+    victim.stop()
+    damage_store(victim)
+    victim.start()
+    want = "memberID:%d alarm:CORRUPT \n" % vid
+    wait_for(lambda: leader.etcdctl("alarm", "list").stdout == want, timeout=30,
+             what="the CORRUPT alarm")
+    r = leader.etcdctl("put", "x", "y")
+    assert "etcdserver: corrupt cluster" in r.stderr, r.stderr
+    assert "HashKV differs" in log_text(leader)
+
+    # the start-up check asks the same peer URLs: the damaged member stops
+    victim.stop()
+    victim.extra_args.append("--experimental-initial-corrupt-check")
+    victim.start(wait=False)
+    assert victim._wait_exit(60), victim.log_tail()
+    assert victim.proc.returncode == 1
+    log = log_text(victim)
+    assert "%x found data inconsistency with peers" % vid in log, log[-3000:]
+    assert any("remote-peer-endpoints=%s " % m.peer_url in log for m in ms if m is not victim)
+
+
+def test_removed_member_learns_it_over_peer_tls(request, certs):
+    """A removed member restarted on its old data dir (which never saw its
+    removal) hears no leader, asks another member's peer port for the
+    member list (peer TLS; its client URLs are https) and stops itself."""
+    ms = start_https_members(request, certs, True)
+    leader = leader_of(ms)
+    victim = [m for m in ms if m is not leader][0]
+    for i in range(5):
+        assert leader.etcdctl("put", "r%d" % i, "x").returncode == 0
+    victim.stop()
+    vid = [x["ID"] for x in ctl_json(leader, "member", "list")["members"]
+           if x["name"] == victim.name][0]
+    r = leader.etcdctl("member", "remove", "%x" % vid)
+    assert r.returncode == 0, r.stderr
+    victim.start(wait=False)
+    wait_for(lambda: not victim.running(), timeout=60, what="the removed member to stop")
+    assert "permanently removed from the cluster" in log_text(victim)
+    others = [m for m in ms if m is not victim]
+    assert others[1].etcdctl("put", "after", "1").returncode == 0
