@@ -1,8 +1,8 @@
 /* Test tool: damages a stopped member's store the way a bad disk would,
  * without going through Raft: the value of the newest put in the history
  * gets one byte flipped (its KeyValue still decodes). Used by
- * tests/integration/test_maintenance.py to see the corruption check raise
- * CORRUPT.
+ * tests/integration/test_maintenance.py and test_peer_tls.py to see the
+ * corruption checks raise CORRUPT.
  *
  *   corrupt_store <data-dir>/member/kv */
 #include <stdio.h>
