@@ -31,6 +31,7 @@
 #include <raft.h>
 #include <raft/uv.h>
 
+#include "util/endian.h"
 #include "util/log.h"
 
 #define HANDSHAKE_PROTOCOL 1
@@ -321,8 +322,6 @@ static void send_net(struct link *l, const void *p, size_t n)
 
 /* ---- the plaintext side ---- */
 
-static uint64_t get64(const uint8_t *p);
-
 /* Cleartext incoming: how many bytes the sniffer still needs, so that no
  * read takes more than the handshake (the socket itself is then handed to
  * libraft, with nothing of the Raft stream read). */
@@ -330,7 +329,7 @@ static size_t sniff_want(const struct link *l)
 {
     if (l->sniff_len < 24) return 24 - l->sniff_len;
     if (l->sniff[0] == 'P') return 1;
-    uint64_t alen = get64(l->sniff + 16);
+    uint64_t alen = get_le64(l->sniff + 16);
     if (alen == 0 || alen > MAX_ADDRESS_LEN || l->sniff_len >= 24 + alen) return 1;
     return (size_t)(24 + alen - l->sniff_len);
 }
@@ -425,13 +424,6 @@ static void pipe_read_cb(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
 
 /* ---- incoming: what the first bytes say ---- */
 
-static uint64_t get64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    for (int i = 7; i >= 0; i--) v = v << 8 | p[i];
-    return v;
-}
-
 static void refuse(struct link *l, const char *why)
 {
     log_warn("peer: closing connection from %s: %s", l->who, why);
@@ -459,15 +451,15 @@ static void sniff(struct link *l, const uint8_t *p, size_t n)
         start_relay(l);
         return;
     }
-    if (len >= 8 && get64(s) != HANDSHAKE_PROTOCOL) return refuse(l, "neither Raft nor HTTP/2");
+    if (len >= 8 && get_le64(s) != HANDSHAKE_PROTOCOL) return refuse(l, "neither Raft nor HTTP/2");
     if (len < 24) return;
-    uint64_t alen = get64(s + 16);
+    uint64_t alen = get_le64(s + 16);
     if (alen == 0 || alen > MAX_ADDRESS_LEN) return refuse(l, "bad Raft handshake");
     if (len < 24 + alen) return;
     char address[MAX_ADDRESS_LEN + 1];
     memcpy(address, s + 24, alen);
     address[alen] = '\0';
-    raft_id id = get64(s + 8);
+    raft_id id = get_le64(s + 8);
     if (pn->accept_cb == NULL || pn->closing) return refuse(l, "not listening for Raft");
     if (l->tls == NULL && len == 24 + alen) {
         uv_stream_t *st = steal_tcp(l);
@@ -517,9 +509,9 @@ static uint8_t *encode_handshake(const peer_net *pn, size_t *len)
     alen = (alen + 7) / 8 * 8;
     uint8_t *hs = calloc(1, 24 + alen);
     if (hs == NULL) return NULL;
-    uint64_t v[3] = {HANDSHAKE_PROTOCOL, pn->id, alen};
-    for (int k = 0; k < 3; k++)
-        for (int i = 0; i < 8; i++) hs[k * 8 + i] = (uint8_t)(v[k] >> (8 * i));
+    put_le64(hs, HANDSHAKE_PROTOCOL);
+    put_le64(hs + 8, pn->id);
+    put_le64(hs + 16, alen);
     memcpy(hs + 24, pn->address, strlen(pn->address));
     *len = 24 + alen;
     return hs;
