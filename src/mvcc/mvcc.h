@@ -94,8 +94,9 @@ int mvcc_sync(mvcc_store *s);
 /* Unmaps the database file's pages from this process (they stay in the page
  * cache) when its file-backed RSS is over the budget, or always with
  * `force`; 1 if it did. The store calls it itself (without force) after a
- * commit when the file grew by 8 MiB since it last did, and after a commit
- * or a read once a second (mvcc_set_clock's clock). */
+ * commit when 1024 requests were committed or the file grew by 8 MiB since
+ * it last did, and after a commit or a read once a second (mvcc_set_clock's
+ * clock). */
 int mvcc_map_trim(mvcc_store *s, int force);
 
 /* The clock (monotonic milliseconds) behind the store's periodic checks;

@@ -64,6 +64,7 @@ struct mvcc_store {
      * process's file-backed RSS was last checked */
     uint32_t trim_work;
     uint64_t trim_checked_ms;
+    size_t trim_applies; /* requests committed since */
     size_t trim_pgno;
     size_t page_size;
     uint64_t (*now_ms)(void *ctx); /* mvcc_set_clock */
