@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "k8s.h"
+#include "util/endian.h"
 
 
 
@@ -442,9 +443,7 @@ static void dump(const uint8_t *p, const uint8_t *end, int ind)
                 printf("%*s%u: (truncated fixed%zu)\n", ind, "", f, w * 8);
                 return;
             }
-            uint64_t x = 0;
-            for (size_t i = 0; i < w; i++)
-                x |= (uint64_t)p[i] << (8 * i);
+            uint64_t x = w == 8 ? get_le64(p) : get_le32(p);
             printf("%*s%u: 0x%0*" PRIx64 "\n", ind, "", f, (int)w * 2, x);
             p += w;
             break;

@@ -18,6 +18,7 @@
 
 #include "k8s.h"
 #include "k8s/k8s.pb-c.h"
+#include "util/endian.h"
 
 static const struct {
     const char *group, *kind; /* group without version; "" = core */
@@ -510,9 +511,7 @@ static json_t *generic(const uint8_t *p, const uint8_t *end, int depth)
                 json_object_set_new(o, "truncated", json_true());
                 return o;
             }
-            uint64_t x = 0;
-            for (size_t i = 0; i < w; i++)
-                x |= (uint64_t)p[i] << (8 * i);
+            uint64_t x = w == 8 ? get_le64(p) : get_le32(p);
             p += w;
             val = json_integer((json_int_t)x);
             break;

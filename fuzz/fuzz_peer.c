@@ -77,9 +77,9 @@ static void on_raft(struct raft_uv_transport *t, raft_id id, const char *address
     sink(stream);
 }
 
-static void on_http2(void *ctx, uv_os_sock_t fd)
+static void on_http2(void *ctx, uv_os_sock_t fd, const uint8_t *pre, size_t n)
 {
-    (void)ctx;
+    (void)ctx, (void)pre, (void)n;
     uv_pipe_t *p = raft_malloc(sizeof *p);
     if (p == NULL || uv_pipe_init(&loop, p, 0) != 0) abort();
     if (uv_pipe_open(p, fd) != 0) abort();

@@ -200,7 +200,7 @@ void auth_api_applied(api_server *s, uint64_t index, const Ketchpb__InternalRequ
         if (req == NULL) return api_fail_unmarshal(call);                                          \
         Ketchpb__InternalRequest ir = KETCHPB__INTERNAL_REQUEST__INIT;                        \
         ir.auth_##field = req;                                                                 \
-        api_propose(ctx, call, &ir);                                                           \
+        api_propose_auth(ctx, call, &ir);                                                      \
         etcdserverpb__##field##__free_unpacked(req, NULL);                                     \
     }
 
@@ -310,7 +310,7 @@ static void hash_done(uv_work_t *w, int status)
         char *save_pw = *pw, *save_hashed = *hashed;
         *pw = (char *)"";
         *hashed = j->hash;
-        api_propose(j->s, j->call, &ir);
+        api_propose_auth(j->s, j->call, &ir);
         *pw = save_pw;
         *hashed = save_hashed;
     }
@@ -358,7 +358,7 @@ void auth_user_add(grpc_call *call, const uint8_t *msg, size_t len, void *ctx)
         char *save_pw = req->password;
         req->password = (char *)"";
         ir.auth_user_add = req;
-        api_propose(ctx, call, &ir);
+        api_propose_auth(ctx, call, &ir);
         req->password = save_pw;
         etcdserverpb__auth_user_add_request__free_unpacked(req, NULL);
         return;

@@ -25,6 +25,7 @@
 #include "client/client.h"
 #include "member/peer.h"
 #include "util/errors.h"
+#include "util/endian.h"
 #include "util/log.h"
 
 #define META_KEY "members"
@@ -616,15 +617,13 @@ static uint64_t new_member_id(char **sorted, size_t n, int64_t unix_s)
     snprintf(t, sizeof t, "%" PRId64, unix_s);
     unsigned char md[EVP_MAX_MD_SIZE];
     EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-    uint64_t v = 0;
     if (ctx == NULL) return 0;
     EVP_DigestInit_ex(ctx, EVP_sha1(), NULL);
     for (size_t i = 0; i < n; i++) EVP_DigestUpdate(ctx, sorted[i], strlen(sorted[i]));
     EVP_DigestUpdate(ctx, t, strlen(t));
     EVP_DigestFinal_ex(ctx, md, NULL);
     EVP_MD_CTX_free(ctx);
-    for (int i = 0; i < 8; i++) v = v << 8 | md[i];
-    return v;
+    return get_be64(md);
 }
 
 static int cmp_str(const void *a, const void *b)

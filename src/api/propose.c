@@ -12,6 +12,7 @@
 #include "api/maintenance.h"
 #include "api/cluster.h"
 #include "util/arena.h"
+#include "util/endian.h"
 #include "util/errors.h"
 #include "util/log.h"
 
@@ -22,34 +23,40 @@ struct proposal {
     void *cb_data;
     uint64_t id;
     int err;        /* KERR_* set by apply */
-    uint8_t *resp;  /* packed response, set by apply */
+    uint8_t *resp;  /* packed response, set by apply (local_only: after the
+                     * 8-byte index prefix, see resp_alloc) */
     size_t resp_len;
     uint8_t *buf;   /* the packed InternalRequest */
     size_t len;
     bool local_only; /* from ketchpb.Internal/Propose: never forward again */
     uint64_t index;  /* the Raft index it was applied at (set by apply) */
-    bool wait_apply; /* forwarded: answer once applied here too */
+    /* Forwarded: answer once applied here too. Set by the caller that
+     * knows the request (api_propose_auth, api_propose_as): auth requests
+     * (Authenticate, user/role changes, enable/disable), so the token a
+     * follower hands out, or the change, holds on this member at once
+     * (etcd's members answer after their own apply), and the server's own
+     * proposals (lock and election read the local store right after).
+     * Other writes are answered as soon as the leader has applied them:
+     * libraft tells followers of a commit only with its next message, so
+     * waiting for every write would stall a busy follower's clients for up
+     * to a heartbeat each. */
+    bool wait_apply;
 };
 
-/* Auth requests (Authenticate, user/role changes, enable/disable): a
- * follower that forwarded one answers only once it has applied it, so the
- * token it hands out, or the change, holds on this member at once (etcd's
- * members answer after their own apply). Other writes are answered as soon
- * as the leader has applied them: libraft tells followers of a commit only
- * with its next message, so waiting for every write would stall a busy
- * follower's clients for up to a heartbeat each. The server's own
- * proposals (api_propose_as) wait too: lock and election read the local
- * store right after. */
-static bool is_auth(const Ketchpb__InternalRequest *r)
+/* ketchpb.Internal/Propose's reply (a proposal with local_only) is the
+ * entry's Raft index (8 bytes, little endian), then the response, so the
+ * follower answers its client only once it has applied the entry too (as
+ * etcd's member answers after its own apply). The response is packed
+ * right after the prefix, so the reply is sent from p->resp as it is.
+ * Returns where the len-byte message goes, or NULL (out of memory). */
+static uint8_t *resp_alloc(struct proposal *p, size_t len)
 {
-    const ProtobufCMessageDescriptor *d = r->base.descriptor;
-    for (unsigned i = 0; i < d->n_fields; i++) {
-        const ProtobufCFieldDescriptor *f = &d->fields[i];
-        if (f->type == PROTOBUF_C_TYPE_MESSAGE && strncmp(f->name, "auth", 4) == 0 &&
-            *(void **)((char *)r + f->offset) != NULL)
-            return true;
-    }
-    return false;
+    size_t pre = p->local_only ? 8 : 0;
+    p->resp = malloc(pre + len ? pre + len : 1);
+    if (p->resp == NULL) return NULL;
+    if (pre) put_le64(p->resp, p->index);
+    p->resp_len = pre + len;
+    return p->resp + pre;
 }
 
 static void proposal_free(struct proposal *p)
@@ -71,22 +78,8 @@ static void proposal_done(void *data, int status)
         grpc_call_fail(p->call, status);
     } else if (p->err != 0) {
         grpc_call_fail(p->call, p->err);
-    } else if (p->resp != NULL && p->local_only) {
-        /* ketchpb.Internal/Propose's reply: the entry's index (8 bytes,
-         * little endian), then the response, so the follower answers its
-         * client only once it has applied the entry too (as etcd's member
-         * answers after its own apply) */
-        uint8_t *out = malloc(8 + p->resp_len);
-        if (out == NULL) {
-            grpc_call_fail(p->call, KERR_NOMEM);
-        } else {
-            for (int i = 0; i < 8; i++) out[i] = (uint8_t)(p->index >> (8 * i));
-            memcpy(out + 8, p->resp, p->resp_len);
-            grpc_call_send(p->call, out, 8 + p->resp_len);
-            grpc_call_finish(p->call, GRPC_OK, NULL);
-            free(out);
-        }
     } else if (p->resp != NULL) {
+        /* with local_only, the index prefix is in p->resp already */
         grpc_call_send(p->call, p->resp, p->resp_len);
         grpc_call_finish(p->call, GRPC_OK, NULL);
     } else {
@@ -140,10 +133,16 @@ static void forwarded_applied(void *data, int status)
 static void forwarded(api_server *s, void *data, int kerr, const struct client_reply *r)
 {
     struct proposal *p = data;
+    size_t n = r->data != NULL ? r->len : 0;
+    if (kerr == 0 && r->status == 0 && n >= 8 && !p->wait_apply && p->cb == NULL) {
+        /* answered at once: straight from the reply, no copy of it kept */
+        grpc_call_send(p->call, r->data + 8, n - 8);
+        grpc_call_finish(p->call, GRPC_OK, NULL);
+        proposal_free(p);
+        return;
+    }
     if (kerr == 0 && r->status == 0) {
-        uint64_t index = 0;
-        size_t n = r->data != NULL ? r->len : 0;
-        for (int i = 7; n >= 8 && i >= 0; i--) index = index << 8 | r->data[i];
+        uint64_t index = n >= 8 ? get_le64(r->data) : 0;
         p->resp = n >= 8 ? malloc(n - 8 + 1) : NULL;
         if (p->resp != NULL) {
             p->resp_len = n - 8;
@@ -220,12 +219,11 @@ static struct proposal *prepare(api_server *s, Ketchpb__InternalRequest *req, in
         return NULL;
     }
     ketchpb__internal_request__pack(req, p->buf);
-    p->wait_apply = is_auth(req);
     return p;
 }
 
 static void propose_call(api_server *s, grpc_call *call, Ketchpb__InternalRequest *req,
-                         bool local_only)
+                         bool local_only, bool wait_apply)
 {
     /* as etcd's processInternalRaftRequestOnce: who asks goes in the entry
      * (a forwarded entry was stamped by the member that took the call) */
@@ -241,6 +239,7 @@ static void propose_call(api_server *s, grpc_call *call, Ketchpb__InternalReques
         return;
     }
     p->local_only = local_only;
+    p->wait_apply = wait_apply;
     p->call = call;
     grpc_call_ref(call);
     rv = submit(p);
@@ -252,12 +251,17 @@ static void propose_call(api_server *s, grpc_call *call, Ketchpb__InternalReques
 
 void api_propose(api_server *s, grpc_call *call, Ketchpb__InternalRequest *req)
 {
-    propose_call(s, call, req, false);
+    propose_call(s, call, req, false, false);
+}
+
+void api_propose_auth(api_server *s, grpc_call *call, Ketchpb__InternalRequest *req)
+{
+    propose_call(s, call, req, false, true);
 }
 
 void api_propose_local(api_server *s, grpc_call *call, Ketchpb__InternalRequest *req)
 {
-    propose_call(s, call, req, true);
+    propose_call(s, call, req, true, false);
 }
 
 int api_propose_internal(api_server *s, Ketchpb__InternalRequest *req, api_propose_fn cb,
@@ -333,12 +337,12 @@ static void deliver(api_server *s, struct proposal *p, struct mvcc_result *res, 
         return;
     }
     size_t len = protobuf_c_message_get_packed_size(msg);
-    p->resp = malloc(len ? len : 1);
-    if (p->resp == NULL) {
+    uint8_t *out = resp_alloc(p, len);
+    if (out == NULL) {
         p->err = KERR_NOMEM;
         return;
     }
-    p->resp_len = protobuf_c_message_pack(msg, p->resp);
+    protobuf_c_message_pack(msg, out);
 }
 
 void api_apply(void *ctx, uint64_t index, const uint8_t *buf, size_t len)
@@ -374,8 +378,8 @@ void api_apply(void *ctx, uint64_t index, const uint8_t *buf, size_t len)
         struct proposal *p = u64map_get(&s->proposals, req->id);
         if (p != NULL) p->index = index;
         if (p != NULL && membership) {
-            p->resp = malloc(1); /* no response message: the caller builds it */
-            if (p->resp == NULL) p->err = KERR_NOMEM;
+            /* no response message: the caller builds it */
+            if (resp_alloc(p, 0) == NULL) p->err = KERR_NOMEM;
         } else if (p != NULL) {
             deliver(s, p, &res, &a);
         }

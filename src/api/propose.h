@@ -20,6 +20,13 @@ void api_strip_unknown(ProtobufCMessage *m);
  * propose, the call is failed right away. */
 void api_propose(api_server *s, grpc_call *call, Ketchpb__InternalRequest *req);
 
+/* As api_propose, for auth requests (Authenticate, user and role changes,
+ * enable/disable): on a follower, the call is answered only once this
+ * member has applied the entry too, so the token it hands out or the
+ * change holds here at once (etcd's members answer after their own
+ * apply). Other writes are answered as soon as the leader applied them. */
+void api_propose_auth(api_server *s, grpc_call *call, Ketchpb__InternalRequest *req);
+
 /* As api_propose, but never forwarded: fails with KERR_NOT_LEADER /
  * KERR_NO_LEADER unless this member leads (ketchpb.Internal/Propose, so a
  * request is forwarded at most once). */

@@ -23,6 +23,7 @@
 
 #include "client/client.h"
 #include "net/tls.h"
+#include "util/endian.h"
 
 #define READ_BUF_SIZE (256 * 1024)
 #define WRITE_BATCH_MAX (1024 * 1024)
@@ -101,11 +102,6 @@ static int grow(uint8_t **buf, size_t *cap, size_t need)
     *buf = p;
     *cap = n;
     return 0;
-}
-
-static uint32_t be32(const uint8_t *p)
-{
-    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
 
 static int hexval(int ch)
@@ -291,7 +287,7 @@ static void deliver(struct client_stream *s)
     struct client_conn *c = s->conn;
     while (s->in_len - s->in_off >= GRPC_PREFIX) {
         const uint8_t *p = s->in + s->in_off;
-        uint32_t len = be32(p + 1);
+        uint32_t len = get_be32(p + 1);
         if (s->in_len - s->in_off - GRPC_PREFIX < len)
             break;
         s->in_off += GRPC_PREFIX + len;
@@ -356,7 +352,7 @@ static int on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t
     const uint8_t *data = NULL;
     size_t len = 0;
     if (!s->is_stream && s->in_len >= GRPC_PREFIX) {
-        uint32_t n = be32(s->in + 1);
+        uint32_t n = get_be32(s->in + 1);
         if (s->in[0] != 0) {
             if (status == 0) {
                 status = CLIENT_STATUS_INTERNAL;
@@ -976,10 +972,7 @@ static int frame_msg(struct client_stream *s, const ProtobufCMessage *msg, const
         return CLIENT_ENOMEM;
     uint8_t *p = s->out + s->out_len;
     p[0] = 0;
-    p[1] = (uint8_t)(len >> 24);
-    p[2] = (uint8_t)(len >> 16);
-    p[3] = (uint8_t)(len >> 8);
-    p[4] = (uint8_t)len;
+    put_be32(p + 1, (uint32_t)len);
     if (msg)
         protobuf_c_message_pack(msg, p + GRPC_PREFIX);
     else if (len)

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "grpc/grpc_int.h"
+#include "util/endian.h"
 #include "util/errors.h"
 
 #define NV(n, v)                                                                        \
@@ -186,7 +187,7 @@ static int kick(struct grpc_call *call)
         struct grpc_local *l = call->local;
         while (call->resp.len - call->resp_off >= 5 && grpc_call_alive(call)) {
             const uint8_t *p = call->resp.p + call->resp_off;
-            size_t mlen = (size_t)p[1] << 24 | (size_t)p[2] << 16 | (size_t)p[3] << 8 | p[4];
+            size_t mlen = get_be32(p + 1);
             call->resp_off += 5 + mlen;
             l->on_msg(p + 5, mlen, l->data);
         }
@@ -211,10 +212,7 @@ static uint8_t *resp_prepare(struct grpc_call *call, size_t len)
     if (grpc_buf_reserve(&call->resp, 5 + len)) return NULL;
     uint8_t *p = call->resp.p + call->resp.len;
     p[0] = 0;
-    p[1] = (uint8_t)(len >> 24);
-    p[2] = (uint8_t)(len >> 16);
-    p[3] = (uint8_t)(len >> 8);
-    p[4] = (uint8_t)len;
+    put_be32(p + 1, (uint32_t)len);
     return p + 5;
 }
 

@@ -78,6 +78,13 @@ int grpc_server_listen_tls(grpc_server *s, const char *host, int port, struct tl
  * negative libuv code) fd is left open for the caller. */
 int grpc_server_adopt(grpc_server *s, uv_os_sock_t fd, struct tls_ctx *tls);
 
+/* As grpc_server_adopt, with `data` (n bytes, borrowed for the call) taken
+ * as the first bytes received, before anything read from fd: what the
+ * caller read to tell the protocol (the peer port's HTTP/2 preface).
+ * Cleartext only: with `tls` and n > 0, UV_EINVAL. */
+int grpc_server_adopt_data(grpc_server *s, uv_os_sock_t fd, struct tls_ctx *tls,
+                           const uint8_t *data, size_t n);
+
 /* Closes connections that have not completed their handshake within ms
  * milliseconds of being accepted: for HTTP/2 the client preface and first
  * SETTINGS frame (over TLS, the TLS handshake too), as grpc-go's

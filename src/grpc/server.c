@@ -583,9 +583,10 @@ static void on_connection(uv_stream_t *ls, int status)
     conn_start(c, l->tls);
 }
 
-int grpc_server_adopt(grpc_server *s, uv_os_sock_t fd, struct tls_ctx *tls)
+int grpc_server_adopt_data(grpc_server *s, uv_os_sock_t fd, struct tls_ctx *tls,
+                           const uint8_t *data, size_t n)
 {
-    if (s->closing) return UV_EINVAL;
+    if (s->closing || (tls && n > 0)) return UV_EINVAL;
     struct grpc_conn *c = conn_new(s);
     if (!c) return UV_ENOMEM;
     int rv = uv_tcp_open(&c->tcp, fd);
@@ -594,7 +595,14 @@ int grpc_server_adopt(grpc_server *s, uv_os_sock_t fd, struct tls_ctx *tls)
         return rv;
     }
     conn_start(c, tls);
+    /* as if read: conn_input closes c itself if the bytes are bad */
+    if (n > 0 && !c->closing && conn_input(c, data, n) == 0) grpc_conn_mark_dirty(c);
     return 0;
+}
+
+int grpc_server_adopt(grpc_server *s, uv_os_sock_t fd, struct tls_ctx *tls)
+{
+    return grpc_server_adopt_data(s, fd, tls, NULL, 0);
 }
 
 size_t grpc_server_conn_count(const grpc_server *s)

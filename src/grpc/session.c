@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "grpc/grpc_int.h"
+#include "util/endian.h"
 #include "util/errors.h"
 #include "util/log.h"
 
@@ -126,7 +127,7 @@ static void headers_done(struct grpc_call *call)
 /* Checks the 5-byte prefix at p: 0 and the length, or -1 (call rejected). */
 static int check_prefix(struct grpc_call *call, const uint8_t *p, uint32_t *len)
 {
-    *len = (uint32_t)p[1] << 24 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 8 | p[4];
+    *len = get_be32(p + 1);
     if (p[0] != 0) {
         char text[256];
         if (p[0] != 1) {
@@ -221,8 +222,7 @@ static int on_data_chunk(nghttp2_session *h2, uint8_t flags, int32_t stream_id,
     if (call->req.len >= 5) {
         uint32_t mlen;
         if (before < 5 && check_prefix(call, call->req.p, &mlen)) return 0;
-        mlen = (uint32_t)call->req.p[1] << 24 | (uint32_t)call->req.p[2] << 16 |
-               (uint32_t)call->req.p[3] << 8 | call->req.p[4];
+        mlen = get_be32(call->req.p + 1);
         if (call->req.len > 5 + (size_t)mlen)
             rx_reject(call, GRPC_INTERNAL,
                       "grpc: unary request with more than one message");
@@ -237,10 +237,7 @@ static void remote_end(struct grpc_call *call)
     if (!call->method) return;
     if (call->method->kind == GRPC_UNARY) {
         if (call->rx_failed || !grpc_call_alive(call)) return;
-        if (call->req.len < 5 || call->req.len != 5 + ((size_t)call->req.p[1] << 24 |
-                                                         (size_t)call->req.p[2] << 16 |
-                                                         (size_t)call->req.p[3] << 8 |
-                                                         call->req.p[4])) {
+        if (call->req.len < 5 || call->req.len != 5 + (size_t)get_be32(call->req.p + 1)) {
             rx_reject(call, GRPC_INTERNAL, "grpc: request message missing or incomplete");
             return;
         }

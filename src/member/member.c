@@ -78,6 +78,7 @@
 #include <raft/uv.h>
 
 #include "member/bigheap.h"
+#include "util/endian.h"
 #include "util/errors.h"
 #include "util/log.h"
 
@@ -244,27 +245,12 @@ static int fsm_snapshot(struct raft_fsm *fsm, struct raft_buffer *bufs[],
         return RAFT_NOMEM;
     }
     memcpy(p, SNAP_MAGIC, 8);
-    for (int i = 0; i < 8; i++)
-        p[8 + i] = (uint8_t)(index >> (8 * i));
+    put_le64(p + 8, index);
     (*bufs)[0].base = p;
     (*bufs)[0].len = SNAP_LEN;
     *n_bufs = 1;
     log_debug("member: snapshot at index %" PRIu64, index);
     return 0;
-}
-
-static uint64_t get_le64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++)
-        v |= (uint64_t)p[i] << (8 * i);
-    return v;
-}
-
-static void put_le64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
 }
 
 static int write_all(int fd, const uint8_t *p, size_t n)

@@ -9,8 +9,16 @@
  *   out_raft:  libraft's connect → TCP connect → [TLS handshake] →
  *              socketpair; our handshake preamble sent; the far end to
  *              libraft (connect cb) → relay
- *   out_dial:  socketpair at once (the caller's end returned) → TCP
- *              connect → [TLS handshake] → dial cb → relay
+ *   out_dial:  TLS: socketpair at once (the caller's end returned) → TCP
+ *              connect → TLS handshake → dial cb → relay.
+ *              Cleartext: the TCP socket itself returned at once (its
+ *              connect goes on through a duplicate held by the link) →
+ *              connected → dial cb → the link closes its duplicate
+ *
+ * Cleartext incoming connections are handed over as the TCP socket itself
+ * too (a duplicate; the link then closes its own): to libraft after the
+ * Raft handshake, to the gRPC server with the HTTP/2 preface read so far.
+ * Only TLS connections are relayed (TLS ends here).
  *
  * A link closes when either side ends or fails; libraft and the gRPC server
  * then see EOF on their end. Callbacks still owed (libraft's connect, a
@@ -31,6 +39,7 @@
 #include <raft.h>
 #include <raft/uv.h>
 
+#include "util/endian.h"
 #include "util/log.h"
 
 #define HANDSHAKE_PROTOCOL 1
@@ -69,6 +78,7 @@ struct link {
     bool up;       /* relaying */
     bool closing;
     bool cn_checked; /* incoming TLS: --peer-cert-allowed-cn done */
+    bool direct;     /* out_dial, cleartext: the caller holds the socket */
     bool tcp_paused, pipe_paused; /* reading stopped: the other side is behind */
     uint64_t started; /* uv_now() at accept / dial */
     int handles; /* open libuv handles */
@@ -221,6 +231,9 @@ static void link_close(struct link *l, int status)
     if (l->closing) return;
     l->closing = true;
     if (l->status == 0) l->status = status;
+    uv_os_fd_t fd;
+    if (l->direct && !l->up && uv_fileno((uv_handle_t *)&l->tcp, &fd) == 0)
+        shutdown(fd, SHUT_RDWR); /* the caller's socket too: it sees the end */
     uv_close((uv_handle_t *)&l->tcp, link_handle_closed);
     if (l->pipe_open) uv_close((uv_handle_t *)&l->pipe, link_handle_closed);
 }
@@ -321,8 +334,6 @@ static void send_net(struct link *l, const void *p, size_t n)
 
 /* ---- the plaintext side ---- */
 
-static uint64_t get64(const uint8_t *p);
-
 /* Cleartext incoming: how many bytes the sniffer still needs, so that no
  * read takes more than the handshake (the socket itself is then handed to
  * libraft, with nothing of the Raft stream read). */
@@ -330,7 +341,7 @@ static size_t sniff_want(const struct link *l)
 {
     if (l->sniff_len < 24) return 24 - l->sniff_len;
     if (l->sniff[0] == 'P') return 1;
-    uint64_t alen = get64(l->sniff + 16);
+    uint64_t alen = get_le64(l->sniff + 16);
     if (alen == 0 || alen > MAX_ADDRESS_LEN || l->sniff_len >= 24 + alen) return 1;
     return (size_t)(24 + alen - l->sniff_len);
 }
@@ -346,15 +357,24 @@ static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     buf->len = buf->base != NULL ? n : 0;
 }
 
-/* Cleartext Raft needs no relay: a duplicate of the TCP socket becomes
- * libraft's stream (raft_malloc'd: it uv_close()s and raft_free()s it),
- * and the link then closes its own descriptor. Reading stops here, so
- * nothing of the Raft stream is taken. NULL on failure. */
-static uv_stream_t *steal_tcp(struct link *l)
+/* A duplicate of the link's TCP socket, for whoever takes the connection
+ * over (the link then closes its own descriptor). Reading stops here, so
+ * nothing more of the stream is taken. -1 on failure. */
+static int dup_tcp(struct link *l)
 {
     uv_os_fd_t fd;
-    if (uv_fileno((uv_handle_t *)&l->tcp, &fd) != 0) return NULL;
+    if (uv_fileno((uv_handle_t *)&l->tcp, &fd) != 0) return -1;
     int nfd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (nfd >= 0) uv_read_stop((uv_stream_t *)&l->tcp);
+    return nfd;
+}
+
+/* Cleartext Raft needs no relay: a duplicate of the TCP socket becomes
+ * libraft's stream (raft_malloc'd: it uv_close()s and raft_free()s it).
+ * NULL on failure. */
+static uv_stream_t *steal_tcp(struct link *l)
+{
+    int nfd = dup_tcp(l);
     if (nfd < 0) return NULL;
     uv_tcp_t *t = raft_malloc(sizeof *t);
     if (t == NULL) {
@@ -368,7 +388,6 @@ static uv_stream_t *steal_tcp(struct link *l)
         return NULL;
     }
     uv_tcp_nodelay(t, 1);
-    uv_read_stop((uv_stream_t *)&l->tcp);
     return (uv_stream_t *)t;
 }
 
@@ -425,13 +444,6 @@ static void pipe_read_cb(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
 
 /* ---- incoming: what the first bytes say ---- */
 
-static uint64_t get64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    for (int i = 7; i >= 0; i--) v = v << 8 | p[i];
-    return v;
-}
-
 static void refuse(struct link *l, const char *why)
 {
     log_warn("peer: closing connection from %s: %s", l->who, why);
@@ -452,22 +464,32 @@ static void sniff(struct link *l, const uint8_t *p, size_t n)
         size_t k = len < 24 ? len : 24;
         if (memcmp(s, h2_preface, k) != 0) return refuse(l, "neither Raft nor HTTP/2");
         if (len < 24) return;
-        if (pn->on_http2 == NULL || make_pair(l, &theirs) != 0)
-            return refuse(l, "cannot serve HTTP/2");
-        pn->on_http2(pn->ctx, theirs);
+        if (pn->on_http2 == NULL) return refuse(l, "cannot serve HTTP/2");
+        if (l->tls == NULL && len == 24) {
+            /* cleartext: the gRPC server gets the socket itself, and the
+             * preface read so far (sniff_want read no more) */
+            int fd = dup_tcp(l);
+            if (fd < 0) return refuse(l, "cannot serve HTTP/2");
+            l->up = true;
+            link_close(l, 0);
+            pn->on_http2(pn->ctx, fd, s, len);
+            return;
+        }
+        if (make_pair(l, &theirs) != 0) return refuse(l, "cannot serve HTTP/2");
+        pn->on_http2(pn->ctx, theirs, NULL, 0);
         stream_write(l, (uv_stream_t *)&l->pipe, s, len);
         start_relay(l);
         return;
     }
-    if (len >= 8 && get64(s) != HANDSHAKE_PROTOCOL) return refuse(l, "neither Raft nor HTTP/2");
+    if (len >= 8 && get_le64(s) != HANDSHAKE_PROTOCOL) return refuse(l, "neither Raft nor HTTP/2");
     if (len < 24) return;
-    uint64_t alen = get64(s + 16);
+    uint64_t alen = get_le64(s + 16);
     if (alen == 0 || alen > MAX_ADDRESS_LEN) return refuse(l, "bad Raft handshake");
     if (len < 24 + alen) return;
     char address[MAX_ADDRESS_LEN + 1];
     memcpy(address, s + 24, alen);
     address[alen] = '\0';
-    raft_id id = get64(s + 8);
+    raft_id id = get_le64(s + 8);
     if (pn->accept_cb == NULL || pn->closing) return refuse(l, "not listening for Raft");
     if (l->tls == NULL && len == 24 + alen) {
         uv_stream_t *st = steal_tcp(l);
@@ -517,9 +539,9 @@ static uint8_t *encode_handshake(const peer_net *pn, size_t *len)
     alen = (alen + 7) / 8 * 8;
     uint8_t *hs = calloc(1, 24 + alen);
     if (hs == NULL) return NULL;
-    uint64_t v[3] = {HANDSHAKE_PROTOCOL, pn->id, alen};
-    for (int k = 0; k < 3; k++)
-        for (int i = 0; i < 8; i++) hs[k * 8 + i] = (uint8_t)(v[k] >> (8 * i));
+    put_le64(hs, HANDSHAKE_PROTOCOL);
+    put_le64(hs + 8, pn->id);
+    put_le64(hs + 16, alen);
     memcpy(hs + 24, pn->address, strlen(pn->address));
     *len = 24 + alen;
     return hs;
@@ -695,6 +717,15 @@ static void on_connect(uv_connect_t *req, int status)
     if (l->closing) return;
     if (status < 0) return link_close(l, status);
     uv_tcp_nodelay(&l->tcp, 1);
+    if (l->direct) {
+        /* the caller's socket is connected: nothing to relay */
+        l->up = true;
+        peer_dial *d = l->dial;
+        l->dial = NULL;
+        if (d != NULL && d->cb != NULL) d->cb(d->arg, 0);
+        free(d);
+        return link_close(l, 0);
+    }
     if (uv_read_start((uv_stream_t *)&l->tcp, alloc_cb, tcp_read_cb) != 0)
         return link_close(l, UV_EIO);
     if (l->pn->client_tls == NULL) return out_up(l);
@@ -705,7 +736,11 @@ static void on_connect(uv_connect_t *req, int status)
     flush_tls(l);
 }
 
-static struct link *dial(peer_net *pn, enum link_kind kind, const char *address)
+/* A link connecting to `address`. With `direct` (a cleartext dial), the
+ * socket is made here and a duplicate of it put into *direct for the
+ * caller; the link connects it. */
+static struct link *dial(peer_net *pn, enum link_kind kind, const char *address,
+                         uv_os_sock_t *direct)
 {
     struct sockaddr_storage sa;
     char *host = NULL;
@@ -717,7 +752,21 @@ static struct link *dial(peer_net *pn, enum link_kind kind, const char *address)
     }
     l->host = host;
     snprintf(l->who, sizeof l->who, "%s", address);
+    if (direct != NULL) {
+        int fd = socket(sa.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        int ours = fd >= 0 ? fcntl(fd, F_DUPFD_CLOEXEC, 0) : -1;
+        if (ours < 0 || uv_tcp_open(&l->tcp, ours) != 0) {
+            if (fd >= 0) close(fd);
+            if (ours >= 0) close(ours);
+            link_close(l, UV_EIO);
+            return NULL;
+        }
+        l->direct = true;
+        *direct = fd;
+    }
     if (uv_tcp_connect(&l->connect, &l->tcp, (struct sockaddr *)&sa, on_connect) != 0) {
+        if (l->direct) close(*direct);
+        l->direct = false;
         link_close(l, UV_ECONNREFUSED);
         return NULL; /* freed from the close callback; nothing owed */
     }
@@ -799,7 +848,7 @@ static int tr_connect(struct raft_uv_transport *t, struct raft_uv_connect *req, 
                       const char *address, raft_uv_connect_cb cb)
 {
     peer_net *pn = t->impl;
-    struct link *l = dial(pn, LINK_OUT_RAFT, address);
+    struct link *l = dial(pn, LINK_OUT_RAFT, address, NULL);
     if (l == NULL) return RAFT_NOCONNECTION;
     l->req = req;
     l->rcb = cb;
@@ -864,13 +913,14 @@ int peer_net_dial(peer_net *pn, const char *address, peer_dial_fn cb, void *arg,
 {
     peer_dial *d = calloc(1, sizeof *d);
     if (d == NULL) return -1;
-    struct link *l = dial(pn, LINK_OUT_DIAL, address);
+    uv_os_sock_t theirs;
+    bool direct = pn->client_tls == NULL;
+    struct link *l = dial(pn, LINK_OUT_DIAL, address, direct ? &theirs : NULL);
     if (l == NULL) {
         free(d);
         return -1;
     }
-    uv_os_sock_t theirs;
-    if (make_pair(l, &theirs) != 0) {
+    if (!direct && make_pair(l, &theirs) != 0) {
         free(d);
         link_close(l, UV_EIO);
         return -1;

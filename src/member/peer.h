@@ -3,14 +3,17 @@
  * serving HTTP/2 (the ketchpb.Internal gRPC service followers forward to)
  * next to Raft traffic.
  *
- * Every peer connection is relayed: the network side is a TCP socket (with
- * an OpenSSL connection over memory BIOs, net/tls.h, when TLS is on), the
+ * With TLS, every peer connection is relayed: the network side is a TCP
+ * socket with an OpenSSL connection over memory BIOs (net/tls.h), the
  * plaintext side one end of a socketpair; the other end is handed, as a
  * uv_pipe_t, to libraft (Raft traffic) or to the gRPC server (HTTP/2), who
- * never see TLS.
+ * never see TLS. Cleartext connections are handed over as the TCP socket
+ * itself once it is known what they carry: no relay, no copy.
  *
- *   TCP ─ [TLS] ─ relay ─ socketpair ─┬─ libraft's stream (raft_malloc'd uv_pipe_t)
- *                                     └─ grpc_server_adopt (HTTP/2: ketchpb.Internal)
+ *   TCP ─ TLS ─ relay ─ socketpair ─┬─ libraft's stream (raft_malloc'd uv_pipe_t)
+ *                                   └─ grpc_server_adopt (HTTP/2: ketchpb.Internal)
+ *   TCP (cleartext) ────────────────┬─ libraft's stream (raft_malloc'd uv_tcp_t)
+ *                                   └─ grpc_server_adopt_data (with the preface read)
  *
  * An incoming connection is sniffed on its first plaintext bytes: the
  * HTTP/2 client preface goes to the gRPC server; otherwise it must be a
@@ -33,6 +36,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <uv.h>
 
 #include "net/tls.h"
@@ -40,9 +44,12 @@
 struct raft_uv_transport;
 typedef struct peer_net peer_net;
 
-/* Serves an HTTP/2 connection: `fd` is one end of a socketpair, owned by
- * the callee from then on (it must close it if it cannot serve it). */
-typedef void (*peer_http2_fn)(void *ctx, uv_os_sock_t fd);
+/* Serves an HTTP/2 connection: `fd` is one end of a socketpair (TLS) or the
+ * TCP socket itself (cleartext), owned by the callee from then on (it must
+ * close it if it cannot serve it). `pre` (n bytes, borrowed for the call;
+ * NULL if n is 0) is what was already read from fd: the client preface,
+ * which the callee must take as the connection's first bytes. */
+typedef void (*peer_http2_fn)(void *ctx, uv_os_sock_t fd, const uint8_t *pre, size_t n);
 
 /* `server_tls` (accepting) and `client_tls` (dialling) are borrowed and
  * must outlive the peer_net; both NULL for cleartext peers. Returns 0 or
@@ -77,13 +84,17 @@ struct raft_uv_transport *peer_net_transport(peer_net *pn);
 typedef struct peer_dial peer_dial;
 typedef void (*peer_dial_fn)(void *arg, int status);
 
-/* Opens a relayed connection to `address` (host:port) and puts the local
- * end of it into *fd (a stream socket, owned by the caller, to be served
- * e.g. by client_conn_adopt): bytes written to it go to the peer once the
- * connection is up. If the connection fails or ends, *fd sees EOF. `cb`
- * reports when it is up (or failed); *out is the handle to cancel it with
- * until then. Returns 0, or -1 (bad address, out of memory, closed); then
- * cb never runs and *fd is not set. */
+/* Opens a connection to `address` (host:port) and puts a stream socket
+ * into *fd at once (owned by the caller, to be served e.g. by
+ * client_conn_adopt): bytes written to it go to the peer once the
+ * connection is up. Cleartext, it is the TCP socket itself, still
+ * connecting (writes wait for the connection; the peer_net keeps a
+ * duplicate only until then); with TLS, the local end of a relayed
+ * socketpair. If the connection fails, times out or the peer_net closes
+ * before it is up, *fd sees an error or EOF. `cb` reports when it is up
+ * (or failed); *out is the handle to cancel it with until then. Returns
+ * 0, or -1 (bad address, out of memory, closed); then cb never runs and
+ * *fd is not set. */
 int peer_net_dial(peer_net *pn, const char *address, peer_dial_fn cb, void *arg,
                   uv_os_sock_t *fd, peer_dial **out);
 

@@ -20,28 +20,8 @@
 #include <stdlib.h>
 
 #include "mvcc/mvcc_int.h"
+#include "util/crc32c.h"
 #include "util/errors.h"
-
-static uint32_t crc_table[256];
-
-static void crc_init(void)
-{
-    if (crc_table[1] != 0) return;
-    for (uint32_t i = 0; i < 256; i++) {
-        uint32_t c = i;
-        for (int k = 0; k < 8; k++) c = c & 1 ? 0x82F63B78u ^ (c >> 1) : c >> 1;
-        crc_table[i] = c;
-    }
-}
-
-/* Go's crc32.Update with the Castagnoli table. */
-static uint32_t crc32c(uint32_t crc, const void *buf, size_t len)
-{
-    const uint8_t *p = buf;
-    crc = ~crc;
-    for (size_t i = 0; i < len; i++) crc = crc_table[(crc ^ p[i]) & 0xFF] ^ (crc >> 8);
-    return ~crc;
-}
 
 /* Whether some key's newest change at or below rev is a put (Keep(rev) is
  * not empty). Returns 1, 0 or KERR_*. */
@@ -85,7 +65,7 @@ static int hash_txn(MDB_txn *txn, mvcc_store *s, int64_t rev, int64_t crev, uint
     int keep = crev >= 0 ? any_alive(txn, s, rev) : 1;
     if (keep < 0) return keep;
     if ((rc = mdb_cursor_open(txn, s->hist, &cur)) != 0) return mdb_to_kerr(rc);
-    uint32_t h = crc32c(0, "key", 3);
+    uint32_t h = crc32c_update(0, "key", 3);
     MDB_val k, d;
     int ret = 0;
     for (rc = mdb_cursor_get(cur, &k, &d, MDB_FIRST); rc == 0;
@@ -118,7 +98,7 @@ static int hash_txn(MDB_txn *txn, mvcc_store *s, int64_t rev, int64_t crev, uint
         put_be64(rk + 9, (uint64_t)sub);
         if (kind == CH_TOMBSTONE) {
             rk[17] = 't';
-            h = crc32c(h, rk, 18);
+            h = crc32c_update(h, rk, 18);
             Mvccpb__KeyValue *kv = mvccpb__key_value__unpack(NULL, d.mv_size - 9, v + 9);
             if (kv == NULL) {
                 ret = KERR_CORRUPT;
@@ -134,12 +114,12 @@ static int hash_txn(MDB_txn *txn, mvcc_store *s, int64_t rev, int64_t crev, uint
                 break;
             }
             mvccpb__key_value__pack(&t, buf);
-            h = crc32c(h, buf, n);
+            h = crc32c_update(h, buf, n);
             free(buf);
             mvccpb__key_value__free_unpacked(kv, NULL);
         } else {
-            h = crc32c(h, rk, 17);
-            h = crc32c(h, v + 9, d.mv_size - 9);
+            h = crc32c_update(h, rk, 17);
+            h = crc32c_update(h, v + 9, d.mv_size - 9);
         }
     }
     if (ret == 0 && rc != 0 && rc != MDB_NOTFOUND) ret = mdb_to_kerr(rc);
@@ -153,7 +133,6 @@ static int hash_all_txn(MDB_txn *txn, mvcc_store *s, uint32_t *hash);
 /* etcd's checks, and the revision to hash at. */
 static int hash_args(mvcc_store *s, int64_t *rev, int64_t *current, int64_t *compact)
 {
-    crc_init();
     *current = s->rev;
     *compact = s->compact_rev; /* -1 if never compacted, as etcd's compactMainRev */
     if (*rev > 0 && *rev <= s->compact_rev) return KERR_COMPACTED;
@@ -242,14 +221,14 @@ static int hash_all_txn(MDB_txn *txn, mvcc_store *s, uint32_t *hash)
             ret = mdb_to_kerr(rc);
             break;
         }
-        h = crc32c(h, names[i], strlen(names[i]));
+        h = crc32c_update(h, names[i], strlen(names[i]));
         MDB_val k, d;
         for (rc = mdb_cursor_get(cur, &k, &d, MDB_FIRST); rc == 0;
              rc = mdb_cursor_get(cur, &k, &d, MDB_NEXT)) {
             if (dbis[i] == s->meta && k.mv_size == 13 && memcmp(k.mv_data, "applied_index", 13) == 0)
                 continue;
-            h = crc32c(h, k.mv_data, k.mv_size);
-            h = crc32c(h, d.mv_data, d.mv_size);
+            h = crc32c_update(h, k.mv_data, k.mv_size);
+            h = crc32c_update(h, d.mv_data, d.mv_size);
         }
         if (rc != MDB_NOTFOUND) ret = mdb_to_kerr(rc);
         mdb_cursor_close(cur);
@@ -260,7 +239,6 @@ static int hash_all_txn(MDB_txn *txn, mvcc_store *s, uint32_t *hash)
 
 int mvcc_hash(mvcc_store *s, uint32_t *hash)
 {
-    crc_init();
     MDB_txn *txn;
     int rc = store_rtxn_begin(s, &txn);
     if (rc != 0) return rc;
@@ -271,7 +249,6 @@ int mvcc_hash(mvcc_store *s, uint32_t *hash)
 
 int mvcc_hash_start(mvcc_store *s, struct mvcc_hash_job **job)
 {
-    crc_init();
     int rc = mvcc_flush(s);
     if (rc != 0) return rc;
     struct mvcc_hash_job *j = calloc(1, sizeof *j);

@@ -93,8 +93,15 @@ int mvcc_sync(mvcc_store *s);
 
 /* Unmaps the database file's pages from this process (they stay in the page
  * cache) when its file-backed RSS is over the budget, or always with
- * `force`; 1 if it did. Called by the store itself every so often. */
+ * `force`; 1 if it did. The store calls it itself (without force) after a
+ * commit when 1024 requests were committed or the file grew by 8 MiB since
+ * it last did, and after a commit or a read once a second (mvcc_set_clock's
+ * clock). */
 int mvcc_map_trim(mvcc_store *s, int force);
+
+/* The clock (monotonic milliseconds) behind the store's periodic checks;
+ * NULL: the default (CLOCK_MONOTONIC_COARSE). For tests. */
+void mvcc_set_clock(mvcc_store *s, uint64_t (*now_ms)(void *ctx), void *ctx);
 
 /* Range with every RangeRequest field honoured (range_end forms, limit,
  * revision, sort, keys_only, count_only, min/max mod/create revision);

@@ -11,6 +11,7 @@
 
 #include "kv.pb-c.h"
 #include "mvcc/mvcc.h"
+#include "util/endian.h"
 
 /* User keys up to KEY_PREFIX bytes are LMDB keys of the keys table as they
  * are; longer keys live in a bucket under their first KEY_PREFIX bytes. */
@@ -58,9 +59,16 @@ struct mvcc_store {
     int offloop_readers;
     /* defragmentation in progress (defrag.c); NULL if none */
     struct defrag *defrag;
-    /* resident-map trimming (store.c, store_map_trim): work since the last
-     * check of the process's file-backed RSS */
+    /* resident-map trimming (store.c, store_map_tick): reads since the
+     * last look at the clock; when and at which file size (last page) the
+     * process's file-backed RSS was last checked */
     uint32_t trim_work;
+    uint64_t trim_checked_ms;
+    size_t trim_applies; /* requests committed since */
+    size_t trim_pgno;
+    size_t page_size;
+    uint64_t (*now_ms)(void *ctx); /* mvcc_set_clock */
+    void *now_ctx;
     void *map_addr; /* the env's map (NULL: not looked up yet) */
 };
 
@@ -87,27 +95,6 @@ struct op_ctx {
 static inline int64_t ctx_rev(const struct op_ctx *c)
 {
     return c->begin_rev + (c->nchanges > 0 ? 1 : 0);
-}
-
-/* Big-endian integers as one load/store and a byte swap: the byte loops
- * were not turned into bswap by gcc -O2, and a range's count decodes a krec
- * per key (a third of range-s's profile was krec_decode). */
-static inline void put_be64(uint8_t *p, uint64_t v)
-{
-#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-    v = __builtin_bswap64(v);
-#endif
-    memcpy(p, &v, 8);
-}
-
-static inline uint64_t get_be64(const uint8_t *p)
-{
-    uint64_t v;
-    memcpy(&v, p, 8);
-#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-    v = __builtin_bswap64(v);
-#endif
-    return v;
 }
 
 /* Bytewise order of Go's bytes.Compare. */

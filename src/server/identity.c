@@ -12,13 +12,7 @@
 #include <unistd.h>
 
 #include "server/config.h"
-
-static uint64_t be64(const unsigned char *p)
-{
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++) v = v << 8 | p[i];
-    return v;
-}
+#include "util/endian.h"
 
 uint64_t identity_member_id(char *const *urls, size_t n, const char *token)
 {
@@ -29,7 +23,7 @@ uint64_t identity_member_id(char *const *urls, size_t n, const char *token)
     EVP_DigestUpdate(ctx, token, strlen(token));
     EVP_DigestFinal_ex(ctx, md, NULL);
     EVP_MD_CTX_free(ctx);
-    return be64(md);
+    return get_be64(md);
 }
 
 static int cmp_u64(const void *a, const void *b)
@@ -50,7 +44,7 @@ uint64_t identity_cluster_id(const uint64_t *ids, size_t n)
     SHA1(buf, n * 8, md);
     free(sorted);
     free(buf);
-    return be64(md);
+    return get_be64(md);
 }
 
 static int cmp_str(const void *a, const void *b)

@@ -286,10 +286,11 @@ static int init_members(struct server *srv)
 }
 
 /* HTTP/2 on the peer port: a follower forwarding to us. */
-static void serve_peer_http2(void *ctx, uv_os_sock_t fd)
+static void serve_peer_http2(void *ctx, uv_os_sock_t fd, const uint8_t *pre, size_t n)
 {
     struct server *srv = ctx;
-    if (srv->peer_grpc == NULL || grpc_server_adopt(srv->peer_grpc, fd, NULL) != 0) close(fd);
+    if (srv->peer_grpc == NULL || grpc_server_adopt_data(srv->peer_grpc, fd, NULL, pre, n) != 0)
+        close(fd);
 }
 
 /* The peer port: TLS from the --peer-* flags when the peer URLs are https,

@@ -46,6 +46,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "util/endian.h"
 #include "util/errors.h"
 
 enum {
@@ -63,27 +64,6 @@ enum {
 #define BBOLT_MAGIC 0xED0CDAEDu
 #define BBOLT_VERSION 2u
 #define NO_FREELIST UINT64_MAX
-
-static void le16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)v, p[1] = (uint8_t)(v >> 8); }
-static void le32(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
-}
-static void le64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i));
-}
-static uint16_t rd16(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
-static uint32_t rd32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-static uint64_t rd64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    for (int i = 7; i >= 0; i--) v = v << 8 | p[i];
-    return v;
-}
 
 static uint64_t fnv64a(const uint8_t *p, size_t n)
 {
@@ -205,10 +185,10 @@ static int node_write(bbolt_writer *w, uint16_t flags, uint16_t count, size_t np
                       uint64_t *pgid)
 {
     *pgid = w->next;
-    le64(w->page, *pgid);
-    le16(w->page + 8, flags);
-    le16(w->page + 10, count);
-    le32(w->page + 12, (uint32_t)(npages - 1));
+    put_le64(w->page, *pgid);
+    put_le16(w->page + 8, flags);
+    put_le16(w->page + 10, count);
+    put_le32(w->page + 12, (uint32_t)(npages - 1));
     w->next += npages;
     return write_all(w->fd, w->page, npages * BBOLT_PAGE_SIZE, *pgid * BBOLT_PAGE_SIZE);
 }
@@ -224,10 +204,10 @@ static int leaf_build(bbolt_writer *w, size_t *npages)
     for (size_t i = 0; i < w->nent; i++) {
         uint8_t *e = w->page + PAGE_HDR + i * ELEM;
         size_t at = dpos + doff;
-        le32(e, w->ents[i].flags);
-        le32(e + 4, (uint32_t)(at - (PAGE_HDR + i * ELEM)));
-        le32(e + 8, (uint32_t)w->ents[i].klen);
-        le32(e + 12, (uint32_t)w->ents[i].vlen);
+        put_le32(e, w->ents[i].flags);
+        put_le32(e + 4, (uint32_t)(at - (PAGE_HDR + i * ELEM)));
+        put_le32(e + 8, (uint32_t)w->ents[i].klen);
+        put_le32(e + 12, (uint32_t)w->ents[i].vlen);
         doff += w->ents[i].klen + w->ents[i].vlen;
     }
     if (w->dlen) memcpy(w->page + dpos, w->data, w->dlen);
@@ -247,9 +227,9 @@ static int branch_flush(bbolt_writer *w, int level)
     size_t dpos = PAGE_HDR + l->n * ELEM;
     for (size_t k = 0; k < l->n; k++) {
         uint8_t *e = w->page + PAGE_HDR + k * ELEM;
-        le32(e, (uint32_t)(dpos - (size_t)(e - w->page)));
-        le32(e + 4, (uint32_t)l->v[k].klen);
-        le64(e + 8, l->v[k].pgid);
+        put_le32(e, (uint32_t)(dpos - (size_t)(e - w->page)));
+        put_le32(e + 4, (uint32_t)l->v[k].klen);
+        put_le64(e + 8, l->v[k].pgid);
         memcpy(w->page + dpos, l->v[k].key, l->v[k].klen);
         dpos += l->v[k].klen;
     }
@@ -308,8 +288,8 @@ static int bucket_close(bbolt_writer *w, bool allow_inline)
     if (allow_inline && !w->lv_used[0] && leaf_size(w) <= BBOLT_PAGE_SIZE / 4) {
         size_t npages, n = leaf_size(w);
         if ((rc = leaf_build(w, &npages)) != 0) goto out;
-        le16(w->page + 8, F_LEAF);
-        le16(w->page + 10, (uint16_t)w->nent);
+        put_le16(w->page + 8, F_LEAF);
+        put_le16(w->page + 10, (uint16_t)w->nent);
         rec.inl_len = BUCKET_HDR + n;
         if ((rec.inl = calloc(1, rec.inl_len)) == NULL) {
             rc = KERR_NOMEM;
@@ -434,19 +414,19 @@ void bbolt_writer_abort(bbolt_writer *w)
 static void meta_page(uint8_t *p, uint64_t txid, uint64_t root, uint64_t hwm)
 {
     memset(p, 0, BBOLT_PAGE_SIZE);
-    le64(p, txid % 2);
-    le16(p + 8, F_META);
+    put_le64(p, txid % 2);
+    put_le16(p + 8, F_META);
     uint8_t *m = p + PAGE_HDR;
-    le32(m, BBOLT_MAGIC);
-    le32(m + 4, BBOLT_VERSION);
-    le32(m + 8, BBOLT_PAGE_SIZE);
-    le32(m + 12, 0);
-    le64(m + 16, root);
-    le64(m + 24, 0);
-    le64(m + 32, 2); /* freelist */
-    le64(m + 40, hwm);
-    le64(m + 48, txid);
-    le64(m + 56, fnv64a(m, META_CHECKSUMMED));
+    put_le32(m, BBOLT_MAGIC);
+    put_le32(m + 4, BBOLT_VERSION);
+    put_le32(m + 8, BBOLT_PAGE_SIZE);
+    put_le32(m + 12, 0);
+    put_le64(m + 16, root);
+    put_le64(m + 24, 0);
+    put_le64(m + 32, 2); /* freelist */
+    put_le64(m + 40, hwm);
+    put_le64(m + 48, txid);
+    put_le64(m + 56, fnv64a(m, META_CHECKSUMMED));
 }
 
 int bbolt_writer_finish(bbolt_writer *w, uint64_t *size)
@@ -458,8 +438,8 @@ int bbolt_writer_finish(bbolt_writer *w, uint64_t *size)
     if (w->nb) qsort(w->buckets, w->nb, sizeof *w->buckets, cmp_bucket);
     for (size_t i = 0; i < w->nb; i++) {
         uint8_t hdr[BUCKET_HDR];
-        le64(hdr, w->buckets[i].root);
-        le64(hdr + 8, 0);
+        put_le64(hdr, w->buckets[i].root);
+        put_le64(hdr + 8, 0);
         w->in_bucket = 1;
         w->last_len = 0;
         const char *nm = w->buckets[i].name;
@@ -485,8 +465,8 @@ int bbolt_writer_finish(bbolt_writer *w, uint64_t *size)
     /* empty freelist at page 2 */
     size_t np;
     if ((rc = node_buf(w, PAGE_HDR, &np)) != 0) goto out;
-    le64(w->page, 2);
-    le16(w->page + 8, F_FREELIST);
+    put_le64(w->page, 2);
+    put_le16(w->page + 8, F_FREELIST);
     if ((rc = write_all(w->fd, w->page, BBOLT_PAGE_SIZE, 2 * BBOLT_PAGE_SIZE)) != 0) goto out;
     if ((rc = node_buf(w, 2 * BBOLT_PAGE_SIZE, &np)) != 0) goto out;
     /* meta 0 with txid 2, meta 1 with txid 3: both valid, 1 current */
@@ -507,8 +487,8 @@ out:
 
 static int meta_ok(const uint8_t *m)
 {
-    if (rd32(m) != BBOLT_MAGIC || rd32(m + 4) != BBOLT_VERSION) return 0;
-    uint64_t sum = rd64(m + 56);
+    if (get_le32(m) != BBOLT_MAGIC || get_le32(m + 4) != BBOLT_VERSION) return 0;
+    uint64_t sum = get_le64(m + 56);
     return sum == 0 || sum == fnv64a(m, META_CHECKSUMMED);
 }
 
@@ -538,7 +518,7 @@ int bbolt_open(bbolt_db *db, const char *path, uint64_t limit)
     /* meta 0 tells the page size; if it is bad, try meta 1 at 4096 as bbolt
      * falls back to the OS page size */
     const uint8_t *m0 = db->map + PAGE_HDR;
-    uint32_t ps0 = rd32(m0 + 8);
+    uint32_t ps0 = get_le32(m0 + 8);
     if (meta_ok(m0) && ps0 >= 512 && ps0 <= 65536 && (ps0 & (ps0 - 1)) == 0) {
         best = m0;
         psize = ps0;
@@ -546,19 +526,19 @@ int bbolt_open(bbolt_db *db, const char *path, uint64_t limit)
     uint32_t try_ps = psize ? psize : BBOLT_PAGE_SIZE;
     if ((uint64_t)try_ps + PAGE_HDR + 64 <= size) {
         const uint8_t *m1 = db->map + try_ps + PAGE_HDR;
-        if (meta_ok(m1) && rd32(m1 + 8) == try_ps && (best == NULL || rd64(m1 + 48) > rd64(best + 48))) {
+        if (meta_ok(m1) && get_le32(m1 + 8) == try_ps && (best == NULL || get_le64(m1 + 48) > get_le64(best + 48))) {
             best = m1;
             psize = try_ps;
         }
     }
     if (best == NULL) goto corrupt;
     db->psize = psize;
-    db->root = rd64(best + 16);
-    db->hwm = rd64(best + 40);
-    db->txid = rd64(best + 48);
+    db->root = get_le64(best + 16);
+    db->hwm = get_le64(best + 40);
+    db->txid = get_le64(best + 48);
     /* every page below the high-water mark must be in the file */
     if (db->hwm < 2 || db->hwm > size / psize || db->root >= db->hwm) goto corrupt;
-    uint64_t fl = rd64(best + 32);
+    uint64_t fl = get_le64(best + 32);
     if (fl != NO_FREELIST && fl >= db->hwm) goto corrupt;
     return 0;
 corrupt:
@@ -577,7 +557,7 @@ static int page_at(const bbolt_db *db, uint64_t id, const uint8_t **p, size_t *l
 {
     if (id < 2 || id >= db->hwm) return KERR_CORRUPT;
     const uint8_t *pg = db->map + id * db->psize;
-    uint64_t ov = rd32(pg + 12);
+    uint64_t ov = get_le32(pg + 12);
     if (id + ov + 1 > db->hwm) return KERR_CORRUPT;
     *p = pg;
     *len = (size_t)((ov + 1) * db->psize);
@@ -591,19 +571,19 @@ static int walk_node(const bbolt_db *db, const uint8_t *p, size_t len, int depth
     /* a tree visits each page once: more visits than pages means a cycle
      * (a corrupt file), which must not turn into an endless walk */
     if (depth > MAX_DEPTH || len < PAGE_HDR || (*budget)-- == 0) return KERR_CORRUPT;
-    uint16_t flags = rd16(p + 8), count = rd16(p + 10);
+    uint16_t flags = get_le16(p + 8), count = get_le16(p + 10);
     if ((uint64_t)PAGE_HDR + (uint64_t)count * ELEM > len) return KERR_CORRUPT;
     for (uint16_t i = 0; i < count; i++) {
         const uint8_t *e = p + PAGE_HDR + (size_t)i * ELEM;
         uint64_t at = (uint64_t)(e - p);
         if (flags & F_LEAF) {
-            uint64_t pos = rd32(e + 4), ks = rd32(e + 8), vs = rd32(e + 12);
+            uint64_t pos = get_le32(e + 4), ks = get_le32(e + 8), vs = get_le32(e + 12);
             if (at + pos + ks + vs > len) return KERR_CORRUPT;
             const uint8_t *k = e + pos;
-            int rc = fn(ctx, k, (size_t)ks, k + ks, (size_t)vs, (rd32(e) & BUCKET_LEAF) != 0);
+            int rc = fn(ctx, k, (size_t)ks, k + ks, (size_t)vs, (get_le32(e) & BUCKET_LEAF) != 0);
             if (rc != 0) return rc;
         } else if (flags & F_BRANCH) {
-            uint64_t pos = rd32(e), ks = rd32(e + 4), child = rd64(e + 8);
+            uint64_t pos = get_le32(e), ks = get_le32(e + 4), child = get_le64(e + 8);
             if (at + pos + ks > len) return KERR_CORRUPT;
             const uint8_t *cp;
             size_t cl;
@@ -637,7 +617,7 @@ void bbolt_root(const bbolt_db *db, bbolt_bucket *b) { *b = (bbolt_bucket){db->r
 int bbolt_bucket_from_value(const uint8_t *val, size_t vlen, bbolt_bucket *b)
 {
     if (vlen < BUCKET_HDR) return KERR_CORRUPT;
-    b->root = rd64(val);
+    b->root = get_le64(val);
     b->inl = NULL;
     b->inl_len = 0;
     if (b->root == 0) {
@@ -727,10 +707,10 @@ static int check_pages(struct check *c, uint64_t id, int depth)
         problem(c, "page %llu: out of bounds", (unsigned long long)id);
         return rc;
     }
-    mark(c, id, rd32(p + 12));
+    mark(c, id, get_le32(p + 12));
     if (c->err) return c->err;
-    uint16_t flags = rd16(p + 8), count = rd16(p + 10);
-    if (rd64(p) != id) problem(c, "page %llu: wrong id in header", (unsigned long long)id);
+    uint16_t flags = get_le16(p + 8), count = get_le16(p + 10);
+    if (get_le64(p) != id) problem(c, "page %llu: wrong id in header", (unsigned long long)id);
     if (!(flags & (F_LEAF | F_BRANCH))) {
         problem(c, "page %llu: invalid type", (unsigned long long)id);
         return KERR_CORRUPT;
@@ -738,7 +718,7 @@ static int check_pages(struct check *c, uint64_t id, int depth)
     if (flags & F_BRANCH) {
         if ((uint64_t)PAGE_HDR + (uint64_t)count * ELEM > len) return KERR_CORRUPT;
         for (uint16_t i = 0; i < count; i++)
-            if ((rc = check_pages(c, rd64(p + PAGE_HDR + (size_t)i * ELEM + 8), depth + 1)) != 0)
+            if ((rc = check_pages(c, get_le64(p + PAGE_HDR + (size_t)i * ELEM + 8), depth + 1)) != 0)
                 return rc;
     }
     return c->err;
@@ -763,26 +743,26 @@ int bbolt_check(const bbolt_db *db, char *why, size_t whylen)
     const uint8_t *m = NULL;
     for (int i = 0; i < 2; i++) {
         const uint8_t *mi = db->map + (size_t)i * db->psize + PAGE_HDR;
-        if (meta_ok(mi) && rd64(mi + 48) == db->txid) m = mi;
+        if (meta_ok(mi) && get_le64(mi + 48) == db->txid) m = mi;
     }
-    uint64_t fl = m ? rd64(m + 32) : NO_FREELIST;
+    uint64_t fl = m ? get_le64(m + 32) : NO_FREELIST;
     if (fl != NO_FREELIST) {
         const uint8_t *p;
         size_t len;
-        if (page_at(db, fl, &p, &len) != 0 || !(rd16(p + 8) & F_FREELIST)) {
+        if (page_at(db, fl, &p, &len) != 0 || !(get_le16(p + 8) & F_FREELIST)) {
             problem(&c, "page %llu: invalid freelist page", (unsigned long long)fl);
         } else {
-            mark(&c, fl, rd32(p + 12));
-            uint64_t n = rd16(p + 10), idx = 0;
+            mark(&c, fl, get_le32(p + 12));
+            uint64_t n = get_le16(p + 10), idx = 0;
             if (n == 0xFFFF) {
-                n = len >= PAGE_HDR + 8 ? rd64(p + PAGE_HDR) : 0;
+                n = len >= PAGE_HDR + 8 ? get_le64(p + PAGE_HDR) : 0;
                 idx = 1;
             }
             if (PAGE_HDR + (idx + n) * 8 > len) {
                 problem(&c, "page %llu: freelist too long", (unsigned long long)fl);
             } else {
                 for (uint64_t i = 0; i < n && !c.err; i++) {
-                    uint64_t id = rd64(p + PAGE_HDR + (idx + i) * 8);
+                    uint64_t id = get_le64(p + PAGE_HDR + (idx + i) * 8);
                     if (id >= db->hwm) problem(&c, "page %llu: freed page out of bounds", id);
                     else if (c.seen[id] == 2) problem(&c, "page %llu: already freed", id);
                     else if (c.seen[id] == 1) problem(&c, "page %llu: reachable freed", id);

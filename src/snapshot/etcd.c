@@ -41,18 +41,9 @@
 #include "kv.pb-c.h"
 #include "mvcc/export.h"
 #include "snapshot/bbolt.h"
+#include "util/crc32c.h"
+#include "util/endian.h"
 #include "util/errors.h"
-
-static void be64(uint8_t *p, uint64_t v)
-{
-    for (int i = 7; i >= 0; i--) p[i] = (uint8_t)v, v >>= 8;
-}
-static uint64_t rdbe64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++) v = v << 8 | p[i];
-    return v;
-}
 
 const char *snapshot_strerror(int e)
 {
@@ -85,9 +76,9 @@ static int put_rev(void *ctx, int64_t main, int64_t sub, int tombstone, const ui
 {
     struct wctx *c = ctx;
     uint8_t k[18];
-    be64(k, (uint64_t)main);
+    put_be64(k, (uint64_t)main);
     k[8] = '_';
-    be64(k + 9, (uint64_t)sub);
+    put_be64(k + 9, (uint64_t)sub);
     c->last_main = main;
     if (!tombstone) return bbolt_writer_put(c->w, k, 17, kv, len);
     /* etcd's tombstone value: a KeyValue holding only the key */
@@ -124,7 +115,7 @@ static int put_lease(void *ctx, int64_t id, int64_t ttl, int64_t remaining)
     struct wctx *c = ctx;
     uint8_t k[8], v[33];
     size_t n = 0;
-    be64(k, (uint64_t)id);
+    put_be64(k, (uint64_t)id);
     /* leasepb.Lease as gogoproto marshals it: zero fields left out */
     if (id) v[n++] = 0x08, n += put_varint(v + n, (uint64_t)id);
     if (ttl) v[n++] = 0x10, n += put_varint(v + n, (uint64_t)ttl);
@@ -330,7 +321,7 @@ static int write_file(mvcc_store *s, const char *path, const uint8_t *members, s
     if ((rc = bbolt_writer_bucket(w, "alarm")) != 0 || (rc = put_alarms(w, e)) != 0) goto fail;
     if ((rc = bbolt_writer_bucket(w, "auth")) != 0) goto fail;
     uint8_t en = info.auth_enabled ? 1 : 0;
-    be64(b, info.auth_rev);
+    put_be64(b, info.auth_rev);
     if ((rc = bbolt_writer_put(w, (const uint8_t *)"authEnabled", 11, &en, 1)) != 0 ||
         (rc = bbolt_writer_put(w, (const uint8_t *)"authRevision", 12, b, 8)) != 0)
         goto fail;
@@ -355,12 +346,12 @@ static int write_file(mvcc_store *s, const char *path, const uint8_t *members, s
         goto fail;
     if ((rc = write_members(w, members, members_len)) != 0) goto fail;
     if ((rc = bbolt_writer_bucket(w, "meta")) != 0) goto fail;
-    be64(b, info.applied);
+    put_be64(b, info.applied);
     if ((rc = bbolt_writer_put(w, (const uint8_t *)"consistent_index", 16, b, 8)) != 0) goto fail;
     if (info.compact_rev > 0) {
-        be64(b, (uint64_t)info.compact_rev);
+        put_be64(b, (uint64_t)info.compact_rev);
         b[8] = '_';
-        be64(b + 9, 0);
+        put_be64(b + 9, 0);
         if ((rc = bbolt_writer_put(w, (const uint8_t *)"finishedCompactRev", 18, b, 17)) != 0 ||
             (rc = bbolt_writer_put(w, (const uint8_t *)"scheduledCompactRev", 19, b, 17)) != 0)
             goto fail;
@@ -429,45 +420,6 @@ void snapshot_clean_temp(const char *dir)
 
 /* ================= status ================= */
 
-static uint32_t crc32c_table[256];
-
-static void crc32c_init(void)
-{
-    for (uint32_t i = 0; i < 256; i++) {
-        uint32_t c = i;
-        for (int k = 0; k < 8; k++) c = c & 1 ? 0x82F63B78u ^ (c >> 1) : c >> 1;
-        crc32c_table[i] = c;
-    }
-}
-
-#if defined(__x86_64__)
-/* The SSE4.2 crc32 instruction computes CRC-32C (Castagnoli, reflected, as
- * Go's crc32.Castagnoli): ~8x the table's speed. */
-__attribute__((target("sse4.2"))) static uint32_t crc32c_hw(uint32_t crc, const uint8_t *p,
-                                                           size_t n)
-{
-    uint64_t c = ~crc;
-    for (; n >= 8; p += 8, n -= 8) {
-        uint64_t v;
-        memcpy(&v, p, 8);
-        c = __builtin_ia32_crc32di(c, v);
-    }
-    uint32_t c32 = (uint32_t)c;
-    for (; n > 0; n--) c32 = __builtin_ia32_crc32qi(c32, *p++);
-    return ~c32;
-}
-#endif
-
-static uint32_t crc32c(uint32_t crc, const uint8_t *p, size_t n)
-{
-#if defined(__x86_64__)
-    if (__builtin_cpu_supports("sse4.2")) return crc32c_hw(crc, p, n);
-#endif
-    crc = ~crc;
-    for (size_t i = 0; i < n; i++) crc = crc32c_table[(crc ^ p[i]) & 0xff] ^ (crc >> 8);
-    return ~crc;
-}
-
 struct st_ctx {
     const bbolt_db *db;
     struct snapshot_status *st;
@@ -477,10 +429,10 @@ struct st_ctx {
 static int st_entry(void *ctx, const uint8_t *k, size_t kl, const uint8_t *v, size_t vl, int isb)
 {
     struct st_ctx *c = ctx;
-    c->st->hash = crc32c(c->st->hash, k, kl);
+    c->st->hash = crc32c_update(c->st->hash, k, kl);
     /* a nested bucket's value is nil in bbolt's ForEach */
-    if (!isb) c->st->hash = crc32c(c->st->hash, v, vl);
-    if (c->is_key && kl >= 8) c->st->revision = (int64_t)rdbe64(k);
+    if (!isb) c->st->hash = crc32c_update(c->st->hash, v, vl);
+    if (c->is_key && kl >= 8) c->st->revision = (int64_t)get_be64(k);
     c->st->total_keys++;
     return 0;
 }
@@ -492,14 +444,13 @@ static int st_bucket(void *ctx, const uint8_t *k, size_t kl, const uint8_t *v, s
     bbolt_bucket b;
     int rc = bbolt_bucket_from_value(v, vl, &b);
     if (rc != 0) return rc;
-    c->st->hash = crc32c(c->st->hash, k, kl);
+    c->st->hash = crc32c_update(c->st->hash, k, kl);
     struct st_ctx sub = {c->db, c->st, kl == 3 && memcmp(k, "key", 3) == 0};
     return bbolt_foreach(c->db, &b, st_entry, &sub);
 }
 
 int snapshot_status(const char *path, struct snapshot_status *st, char *err, size_t errlen)
 {
-    crc32c_init();
     memset(st, 0, sizeof *st);
     bbolt_db db;
     int rc = bbolt_open(&db, path, 0);
@@ -543,7 +494,7 @@ static int rs_key(void *ctx, const uint8_t *k, size_t kl, const uint8_t *v, size
     if (isb || (kl != 17 && kl != 18) || k[8] != '_') return KERR_CORRUPT;
     int tomb = kl == 18;
     if (tomb && k[17] != 't') return KERR_CORRUPT;
-    return mvcc_import_rev(c->im, (int64_t)rdbe64(k), (int64_t)rdbe64(k + 9), tomb, v, vl);
+    return mvcc_import_rev(c->im, (int64_t)get_be64(k), (int64_t)get_be64(k + 9), tomb, v, vl);
 }
 
 static int rs_meta(void *ctx, const uint8_t *k, size_t kl, const uint8_t *v, size_t vl, int isb)
@@ -555,7 +506,7 @@ static int rs_meta(void *ctx, const uint8_t *k, size_t kl, const uint8_t *v, siz
     if (kl == 19 && memcmp(k, "scheduledCompactRev", 19) == 0) dst = &c->scheduled;
     if (dst == NULL) return 0;
     if (vl < 8) return KERR_CORRUPT;
-    *dst = (int64_t)rdbe64(v);
+    *dst = (int64_t)get_be64(v);
     return 0;
 }
 
@@ -591,7 +542,7 @@ static int rs_lease(void *ctx, const uint8_t *k, size_t kl, const uint8_t *v, si
         }
     }
     int64_t id = (int64_t)f[1];
-    if (id == 0 && kl == 8) id = (int64_t)rdbe64(k);
+    if (id == 0 && kl == 8) id = (int64_t)get_be64(k);
     return mvcc_import_lease(c->im, id, (int64_t)f[2], (int64_t)f[3]);
 }
 
@@ -600,7 +551,7 @@ static int rs_auth(void *ctx, const uint8_t *k, size_t kl, const uint8_t *v, siz
     struct rs_ctx *c = ctx;
     if (isb) return 0;
     if (kl == 11 && memcmp(k, "authEnabled", 11) == 0 && vl >= 1) c->auth_enabled = v[0] == 1;
-    if (kl == 12 && memcmp(k, "authRevision", 12) == 0 && vl == 8) c->auth_rev = rdbe64(v);
+    if (kl == 12 && memcmp(k, "authRevision", 12) == 0 && vl == 8) c->auth_rev = get_be64(v);
     return 0;
 }
 

@@ -468,3 +468,35 @@ def test_removed_member_learns_it_over_peer_tls(request, certs):
     assert "permanently removed from the cluster" in log_text(victim)
     others = [m for m in ms if m is not victim]
     assert others[1].etcdctl("put", "after", "1").returncode == 0
+
+
+def unix_sockets(pid):
+    """How many AF_UNIX sockets process pid holds (socketpair ends count)."""
+    with open("/proc/net/unix") as f:
+        inodes = {line.split()[6] for line in list(f)[1:] if len(line.split()) >= 7}
+    n = 0
+    for fd in os.listdir("/proc/%d/fd" % pid):
+        try:
+            target = os.readlink("/proc/%d/fd/%s" % (pid, fd))
+        except OSError:
+            continue
+        if target.startswith("socket:[") and target[8:-1] in inodes:
+            n += 1
+    return n
+
+
+def test_cleartext_forwarding_not_relayed(request):
+    """Cleartext peers: a follower's forwarded writes go to the leader over
+    the TCP connection itself, as Raft's do; no socketpair relay (with its
+    extra copies) on either side. Only TLS peers are relayed."""
+    from harness import start_cluster
+    ms = start_cluster(request, 3, label="peerdirect")
+    leader = leader_of(ms)
+    follower = next(m for m in ms if m is not leader)
+    for i in range(5):
+        r = follower.etcdctl("put", "fwd%d" % i, "v")
+        assert r.returncode == 0 and r.stdout.strip() == "OK", r.stderr
+    r = leader.etcdctl("get", "fwd", "--prefix", "--keys-only")
+    assert r.returncode == 0 and r.stdout.split() == ["fwd%d" % i for i in range(5)], r.stdout
+    for m in ms:
+        assert unix_sockets(m.proc.pid) == 0, m.name

@@ -1325,12 +1325,34 @@ static long rss_file_kb(void)
     return kb;
 }
 
+static uint64_t fake_now;
+static uint64_t fake_clock(void *ctx)
+{
+    (void)ctx;
+    return fake_now;
+}
+
+/* Reads every big/ value through the map (~48 MB of pages) and checks it. */
+static void read_big(struct fx *f, int n, size_t vlen)
+{
+    Etcdserverpb__RangeRequest r = rreq("big/", "big0");
+    Etcdserverpb__RangeResponse resp = range(f, &r, 0);
+    assert_int_equal(resp.count, n);
+    assert_int_equal(resp.kvs[n - 1]->value.len, vlen);
+    assert_int_equal(resp.kvs[7]->value.data[0], 'x');
+    arena_free(&f->a);
+}
+
 /* issue 6: the pages of data.mdb a read maps stay resident (RssFile) until
- * the store unmaps them; the data stays readable after. */
+ * the store unmaps them; the data stays readable after. The check of the
+ * RSS (/proc/self/statm) runs once a second, or at once after 1024
+ * committed requests or 8 MiB of file growth: not at every commit. */
 static void test_map_trim(void **state)
 {
     struct fx *f = *state;
     enum { N = 1500, VLEN = 32 * 1024 };
+    fake_now = 1000000;
+    mvcc_set_clock(f->s, fake_clock, NULL);
     char *v = malloc(VLEN + 1);
     memset(v, 'x', VLEN);
     v[VLEN] = 0;
@@ -1343,24 +1365,47 @@ static void test_map_trim(void **state)
     assert_int_equal(mvcc_flush(f->s), 0);
     assert_int_equal(mvcc_map_trim(f->s, 1), 1);
     long before = rss_file_kb();
-    /* read every value through the map: ~48 MB of pages mapped */
-    Etcdserverpb__RangeRequest r = rreq("big/", "big0");
-    Etcdserverpb__RangeResponse resp = range(f, &r, 0);
-    assert_int_equal(resp.count, N);
-    assert_int_equal(resp.kvs[N - 1]->value.len, VLEN);
+    read_big(f, N, VLEN);
     long read = rss_file_kb();
     assert_true(read - before > 40 * 1024);
-    arena_free(&f->a);
-    /* over the 32 MiB budget: the next commit unmaps them */
+    /* a small commit within the second: no check, the pages stay mapped */
+    fake_now += 999;
+    put(f, "small", "v");
+    assert_int_equal(mvcc_flush(f->s), 0);
+    assert_true(rss_file_kb() - before > 40 * 1024);
+    /* a second after the last check: over the 32 MiB budget, unmapped */
+    fake_now += 1;
     put(f, "small", "v");
     assert_int_equal(mvcc_flush(f->s), 0);
     long after = rss_file_kb();
     assert_true(read - after > 40 * 1024);
     /* and everything reads back the same */
-    resp = range(f, &r, 0);
-    assert_int_equal(resp.count, N);
-    assert_memory_equal(resp.kvs[7]->value.data, v, VLEN);
-    arena_free(&f->a);
+    read_big(f, N, VLEN);
+    assert_true(rss_file_kb() - after > 40 * 1024);
+    /* the file growing by 8 MiB (here 9.4 MiB of new values) makes the
+     * next commit check at once, with the clock standing still */
+    for (int i = 0; i < 300; i++) {
+        snprintf(k, sizeof k, "grow/%05d", i);
+        put(f, k, v);
+        arena_free(&f->a);
+    }
+    assert_int_equal(mvcc_flush(f->s), 0);
+    long grown = rss_file_kb();
+    assert_true(read - grown > 40 * 1024);
+    read_big(f, N, VLEN);
+    assert_true(rss_file_kb() - grown > 40 * 1024);
+    /* so do 1024 requests committed since the last check, small ones too */
+    for (int i = 0; i < 1023; i++) {
+        snprintf(k, sizeof k, "n/%05d", i);
+        put(f, k, "v");
+        arena_free(&f->a);
+    }
+    assert_int_equal(mvcc_flush(f->s), 0);
+    assert_true(rss_file_kb() - grown > 40 * 1024); /* 1023: not yet */
+    put(f, "n/last", "v");
+    assert_int_equal(mvcc_flush(f->s), 0);
+    assert_true(read - rss_file_kb() > 40 * 1024);
+    read_big(f, N, VLEN);
     free(v);
 }
 
