@@ -130,6 +130,8 @@ struct fix {
     size_t done[2];     /* done count, target */
     int bad_status;
     bool stopped;
+    member **stopped_members; /* member_free'd in teardown */
+    size_t n_stopped;
 };
 
 static int setup(void **state)
@@ -160,7 +162,10 @@ static int teardown(void **state)
         printf("  kept %s\n", f->dir);
     else
         nftw(f->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-    uv_run(&f->loop, UV_RUN_NOWAIT);
+    uv_run(&f->loop, UV_RUN_DEFAULT); /* libraft's last handles close */
+    for (size_t i = 0; i < f->n_stopped; i++)
+        member_free(f->stopped_members[i]);
+    free(f->stopped_members);
     assert_int_equal(uv_loop_close(&f->loop), 0);
     free(f->fsm);
     free(f);
@@ -212,10 +217,17 @@ static void stop_cb(void *data)
 
 static void stop(struct fix *f)
 {
+    member *m = f->m;
+
     f->stopped = false;
-    member_stop(f->m, stop_cb, f);
+    member_stop(m, stop_cb, f);
     f->m = NULL;
     assert_true(run_until(&f->loop, flag_set, &f->stopped, 5000));
+    /* freed in teardown, once the loop has run dry (other members of a
+     * cluster test share it) */
+    f->stopped_members = realloc(f->stopped_members,
+                                 (f->n_stopped + 1) * sizeof *f->stopped_members);
+    f->stopped_members[f->n_stopped++] = m;
 }
 
 /* Proposals: each completion starts the next one until to_propose runs out. */
