@@ -19,6 +19,7 @@ struct fcall {
     uint8_t *msg;
     size_t len;
     uint64_t deadline;
+    int timeout_kerr; /* what it fails with when no leader took it in time */
     api_forward_fn cb;
     void *data;
     struct client_conn *conn; /* the connection it was last sent on */
@@ -183,7 +184,7 @@ static void fcall_try(struct fcall *c)
         c->conn = conn;
         return;
     }
-    if (uv_now(s->loop) >= c->deadline) return fcall_finish(c, KERR_TIMEOUT, NULL);
+    if (uv_now(s->loop) >= c->deadline) return fcall_finish(c, c->timeout_kerr, NULL);
     c->next = f->retry;
     f->retry = c;
     arm(f);
@@ -213,7 +214,7 @@ static void fcall_reply(void *arg, const struct client_reply *r)
         arm(f);
         return;
     }
-    if (again) return fcall_finish(c, f == NULL || f->stopped ? KERR_STOPPED : KERR_TIMEOUT, NULL);
+    if (again) return fcall_finish(c, f == NULL || f->stopped ? KERR_STOPPED : c->timeout_kerr, NULL);
     fcall_finish(c, kerr, r);
 }
 
@@ -234,6 +235,14 @@ int api_forward_unary(api_server *s, const char *path, const uint8_t *msg, size_
     if (len) memcpy(c->msg, msg, len);
     c->len = len;
     c->deadline = deadline ? deadline : api_forward_deadline(s, NULL);
+    /* As etcd: raft's Propose (and ProposeConfChange) block while there is
+     * no leader, and etcd hands the context error back untranslated; a
+     * ReadIndex or a lease call that finds no leader is "request timed
+     * out" (requestCurrentIndex, LeaseRenew). */
+    c->timeout_kerr = strcmp(path, "/ketchpb.Internal/Propose") == 0 ||
+                              strncmp(path, "/etcdserverpb.Cluster/Member", 28) == 0
+                          ? KERR_PROPOSE_DEADLINE
+                          : KERR_TIMEOUT;
     c->cb = cb;
     c->data = data;
     struct client_conn *conn = leader_conn(s);
