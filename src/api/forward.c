@@ -31,6 +31,7 @@ struct fcall {
 struct rwait {
     member_done_fn cb;
     void *data;
+    bool (*ready)(void *data); /* NULL, or: done before `index` is applied */
     uint64_t deadline;
     uint64_t index; /* the leader's applied index, once known */
     struct rwait *next;
@@ -342,12 +343,19 @@ int api_forward_read_index(api_server *s, uint64_t deadline, member_done_fn cb, 
 int api_forward_wait_applied(api_server *s, uint64_t index, uint64_t deadline, member_done_fn cb,
                              void *data)
 {
+    return api_forward_wait_until(s, index, deadline, NULL, cb, data);
+}
+
+int api_forward_wait_until(api_server *s, uint64_t index, uint64_t deadline,
+                           bool (*ready)(void *data), member_done_fn cb, void *data)
+{
     struct fwd_api *f = s->fwd;
     if (f == NULL || f->stopped) return KERR_STOPPED;
     struct rwait *w = calloc(1, sizeof *w);
     if (w == NULL) return KERR_NOMEM;
     w->cb = cb;
     w->data = data;
+    w->ready = ready;
     w->deadline = deadline;
     w->index = index;
     w->next = f->applied;
@@ -367,9 +375,10 @@ static void on_check(uv_check_t *h)
     struct rwait **pp = &f->applied, *ready = NULL, *late = NULL;
     while (*pp != NULL) {
         struct rwait *w = *pp;
-        if (w->index <= applied || now >= w->deadline) {
+        bool done = w->index <= applied || (w->ready != NULL && w->ready(w->data));
+        if (done || now >= w->deadline) {
             *pp = w->next;
-            if (w->index <= applied) {
+            if (done) {
                 w->next = ready;
                 ready = w;
             } else {

@@ -53,6 +53,11 @@ int api_forward_read_index(api_server *s, uint64_t deadline, member_done_fn cb, 
 int api_forward_wait_applied(api_server *s, uint64_t index, uint64_t deadline, member_done_fn cb,
                              void *data);
 
+/* As api_forward_wait_applied, but `cb` runs with 0 as soon as
+ * `ready(data)` (asked after each turn of the loop) returns true, too. */
+int api_forward_wait_until(api_server *s, uint64_t index, uint64_t deadline,
+                           bool (*ready)(void *data), member_done_fn cb, void *data);
+
 /* etcd's request timeout from now (uv_now() ms), or `call`'s deadline if
  * sooner (call may be NULL). */
 uint64_t api_forward_deadline(api_server *s, grpc_call *call);

@@ -29,6 +29,9 @@ struct proposal {
     bool local_only; /* from ketchpb.Internal/Propose: never forward again */
     uint64_t index;  /* the Raft index it was applied at (set by apply) */
     bool wait_apply; /* forwarded: answer once applied here too */
+    uint64_t deadline;   /* uv_now() ms: etcd's request timeout, or the call's */
+    uint64_t raft_index; /* where this member appended it (as leader), or 0 */
+    bool orphan;         /* its leader was lost: waiting for a later commit */
 };
 
 /* Auth requests (Authenticate, user/role changes, enable/disable): a
@@ -60,9 +63,43 @@ static void proposal_free(struct proposal *p)
     free(p);
 }
 
+static void orphan_done(void *data, int status);
+
+static bool delivered(void *data)
+{
+    const struct proposal *p = data;
+    return p->resp != NULL || p->err != 0;
+}
+
+/* The leader that took `p` was lost before the entry committed (this
+ * member stepped down, or the connection to the leader broke with the
+ * request sent). A later leader may still commit it, so as etcd (whose
+ * proposer waits for the apply of its entry until the request timeout,
+ * then answers "etcdserver: request timed out, possibly due to previous
+ * leader failure") wait for the entry to be applied here. Returns true if
+ * p waits (orphan_done completes it). */
+static bool adopt_orphan(struct proposal *p)
+{
+    api_server *s = p->s;
+    if (p->orphan || s->fwd == NULL) return false;
+    if (u64map_get(&s->proposals, p->id) == NULL && u64map_put(&s->proposals, p->id, p) != 0)
+        return false;
+    /* appended here at raft_index: once the store has applied that far
+     * without delivering p, another entry took its place */
+    uint64_t index = p->raft_index ? p->raft_index : UINT64_MAX;
+    if (api_forward_wait_until(s, index, p->deadline, delivered, orphan_done, p) != 0) {
+        u64map_del(&s->proposals, p->id);
+        return false;
+    }
+    p->orphan = true;
+    return true;
+}
+
 static void proposal_done(void *data, int status)
 {
     struct proposal *p = data;
+    if (status == KERR_LEADER_CHANGED && !delivered(p) && adopt_orphan(p)) return;
+    if (status == KERR_LEADER_CHANGED && delivered(p)) status = 0;
     u64map_del(&p->s->proposals, p->id);
     if (p->cb != NULL) {
         int err = status != 0 ? status : p->err != 0 ? p->err : p->resp ? 0 : KERR_INTERNAL;
@@ -95,6 +132,16 @@ static void proposal_done(void *data, int status)
         grpc_call_fail(p->call, KERR_INTERNAL);
     }
     proposal_free(p);
+}
+
+static void orphan_done(void *data, int status)
+{
+    struct proposal *p = data;
+    if (delivered(p)) status = 0;
+    else if (status != KERR_STOPPED) status = KERR_TIMEOUT_LEADER_FAIL;
+    /* (a leader's answer to a forwarded proposal still carries the index
+     * it was applied at: api_apply set p->index) */
+    proposal_done(p, status);
 }
 
 void api_strip_unknown(ProtobufCMessage *m)
@@ -160,6 +207,7 @@ static void forwarded(api_server *s, void *data, int kerr, const struct client_r
         }
         kerr = KERR_INTERNAL;
     }
+    if (kerr == KERR_LEADER_CHANGED && adopt_orphan(p)) return;
     if (p->cb != NULL) {
         p->cb(p->s, p->cb_data, kerr != 0 ? kerr : r->status != 0 ? KERR_INTERNAL : 0,
               r->status == 0 ? r->data : NULL, r->status == 0 ? r->len : 0);
@@ -179,15 +227,16 @@ static int submit(struct proposal *p)
 {
     api_server *s = p->s;
     if (s->member == NULL) return KERR_STOPPED;
+    if (p->deadline == 0) p->deadline = api_forward_deadline(s, p->call);
     if (member_is_leader(s->member) || p->local_only) {
         if (u64map_put(&s->proposals, p->id, p) != 0) return KERR_NOMEM;
-        int rv = member_propose(s->member, p->buf, p->len, proposal_done, p);
+        int rv = member_propose_at(s->member, p->buf, p->len, proposal_done, p, &p->raft_index);
         if (rv == 0) return 0;
         u64map_del(&s->proposals, p->id);
         if (p->local_only || (rv != KERR_NOT_LEADER && rv != KERR_NO_LEADER)) return rv;
     }
-    return api_forward_unary(s, "/ketchpb.Internal/Propose", p->buf, p->len,
-                             api_forward_deadline(s, p->call), forwarded, p);
+    return api_forward_unary(s, "/ketchpb.Internal/Propose", p->buf, p->len, p->deadline,
+                             forwarded, p);
 }
 
 /* Packs req into a new proposal. Returns it, or NULL with *err set. */
@@ -391,11 +440,19 @@ struct read_wait {
     grpc_call *call;
     api_read_fn exec;
     ProtobufCMessage *req;
+    bool asked_leader; /* api_forward_read_index was used */
 };
 
 static void read_ready(void *data, int status)
 {
     struct read_wait *w = data;
+    /* the barrier failed because this member stopped leading, or hands
+     * the leadership over: ask the leader (waiting for one) instead */
+    if ((status == KERR_NOT_LEADER || status == KERR_NO_LEADER) && !w->asked_leader &&
+        api_forward_read_index(w->s, api_forward_deadline(w->s, w->call), read_ready, w) == 0) {
+        w->asked_leader = true;
+        return;
+    }
     if (status != 0) {
         grpc_call_fail(w->call, status);
     } else if (grpc_call_alive(w->call)) {
@@ -421,11 +478,17 @@ void api_read(api_server *s, grpc_call *call, ProtobufCMessage *req, bool serial
         free(w);
         return;
     }
-    *w = (struct read_wait){s, call, exec, req};
+    *w = (struct read_wait){s, call, exec, req, false};
     grpc_call_ref(call);
-    int rv = member_is_leader(s->member)
-                 ? member_read_barrier(s->member, read_ready, w)
-                 : api_forward_read_index(s, api_forward_deadline(s, call), read_ready, w);
+    int rv = member_is_leader(s->member) ? member_read_barrier(s->member, read_ready, w)
+                                         : KERR_NOT_LEADER;
+    /* not leading (or handing the leadership over: libraft takes no
+     * barrier then): confirm with the leader, waiting for one, as a
+     * follower does; etcd's leader serves ReadIndex during a transfer */
+    if (rv == KERR_NOT_LEADER || rv == KERR_NO_LEADER) {
+        w->asked_leader = true;
+        rv = api_forward_read_index(s, api_forward_deadline(s, call), read_ready, w);
+    }
     if (rv != 0) {
         grpc_call_fail(call, rv);
         protobuf_c_message_free_unpacked(req, NULL);

@@ -52,6 +52,8 @@ enum grpc_status {
     X(KERR_LEADER_CHANGED, GRPC_UNAVAILABLE, "etcdserver: leader changed")                \
     X(KERR_STOPPED, GRPC_UNAVAILABLE, "etcdserver: server stopped")                       \
     X(KERR_TIMEOUT, GRPC_UNAVAILABLE, "etcdserver: request timed out")                    \
+    X(KERR_TIMEOUT_LEADER_FAIL, GRPC_UNAVAILABLE,                                          \
+      "etcdserver: request timed out, possibly due to previous leader failure")            \
     /* a proposal that found no leader for etcd's whole request timeout: etcd's   */     \
     /* raft Propose blocks while there is none and etcd returns the context error */     \
     /* untranslated (grpc-go >= 1.45, as in etcd 3.5: DeadlineExceeded; the      */     \
