@@ -57,6 +57,7 @@ static bool is_auth(const Ketchpb__InternalRequest *r)
 
 static void proposal_free(struct proposal *p)
 {
+    if (u64map_get(&p->s->proposals, p->id) == p) u64map_del(&p->s->proposals, p->id);
     if (p->call != NULL) grpc_call_unref(p->call);
     free(p->resp);
     free(p->buf);
@@ -188,6 +189,10 @@ static void forwarded(api_server *s, void *data, int kerr, const struct client_r
 {
     struct proposal *p = data;
     if (kerr == 0 && r->status == 0) {
+        /* the leader's answer, not what this member's apply made of it */
+        free(p->resp);
+        p->resp = NULL;
+        p->err = 0;
         uint64_t index = 0;
         size_t n = r->data != NULL ? r->len : 0;
         for (int i = 7; n >= 8 && i >= 0; i--) index = index << 8 | r->data[i];
@@ -207,6 +212,8 @@ static void forwarded(api_server *s, void *data, int kerr, const struct client_r
         }
         kerr = KERR_INTERNAL;
     }
+    /* applied here already: that is the answer */
+    if (kerr != 0 && kerr != KERR_STOPPED && delivered(p)) return proposal_done(p, 0);
     if (kerr == KERR_LEADER_CHANGED && adopt_orphan(p)) return;
     if (p->cb != NULL) {
         p->cb(p->s, p->cb_data, kerr != 0 ? kerr : r->status != 0 ? KERR_INTERNAL : 0,
@@ -235,8 +242,14 @@ static int submit(struct proposal *p)
         u64map_del(&s->proposals, p->id);
         if (p->local_only || (rv != KERR_NOT_LEADER && rv != KERR_NO_LEADER)) return rv;
     }
-    return api_forward_unary(s, "/ketchpb.Internal/Propose", p->buf, p->len, p->deadline,
-                             forwarded, p);
+    /* Known here too, so that if the connection to the leader breaks
+     * before its answer, this member's own apply of the entry still
+     * answers it (api_apply delivers it; see adopt_orphan). */
+    if (u64map_put(&s->proposals, p->id, p) != 0) return KERR_NOMEM;
+    int rv = api_forward_unary(s, "/ketchpb.Internal/Propose", p->buf, p->len, p->deadline,
+                               forwarded, p);
+    if (rv != 0) u64map_del(&s->proposals, p->id);
+    return rv;
 }
 
 /* Packs req into a new proposal. Returns it, or NULL with *err set. */
@@ -252,7 +265,12 @@ static struct proposal *prepare(api_server *s, Ketchpb__InternalRequest *req, in
         return NULL;
     }
     p->s = s;
-    p->id = ++s->next_request_id;
+    /* A request a follower forwarded keeps the follower's ID, so that the
+     * follower's own apply of the entry answers it if the leader's answer
+     * is lost (adopt_orphan). IDs carry their member's ID (api_init): a
+     * follower's never collide with this member's. */
+    p->id = req->id != 0 && u64map_get(&s->proposals, req->id) == NULL ? req->id
+                                                                       : ++s->next_request_id;
     req->id = p->id;
     api_strip_unknown(&req->base);
     p->len = ketchpb__internal_request__get_packed_size(req);
@@ -336,6 +354,7 @@ int api_propose_as(api_server *s, Ketchpb__InternalRequest *req, api_propose_fn 
 /* Packs the response of `res` into the waiting proposal, header filled. */
 static void deliver(api_server *s, struct proposal *p, struct mvcc_result *res, arena *a)
 {
+    if (p->resp != NULL || p->err != 0) return; /* a forwarded one the leader answered */
     if (res->err != 0) {
         p->err = res->err;
         return;
@@ -423,6 +442,7 @@ void api_apply(void *ctx, uint64_t index, const uint8_t *buf, size_t len)
         struct proposal *p = u64map_get(&s->proposals, req->id);
         if (p != NULL) p->index = index;
         if (p != NULL && membership) {
+            free(p->resp);
             p->resp = malloc(1); /* no response message: the caller builds it */
             if (p->resp == NULL) p->err = KERR_NOMEM;
         } else if (p != NULL) {

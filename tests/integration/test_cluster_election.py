@@ -240,6 +240,7 @@ def test_requests_in_flight_during_move_leader(request, impl):
             th.join()
         assert agreed_leader(ms) is target
     acked = []
+    failed = []
     for kind, key, f in futs:
         try:
             f.result()
@@ -248,16 +249,25 @@ def test_requests_in_flight_during_move_leader(request, impl):
                 acked.append(key)
         except grpc.RpcError as e:
             seen[(kind, e.code(), e.details())] = seen.get((kind, e.code(), e.details()), 0) + 1
+            if kind == "put":
+                failed.append(key)
     print("\n%s, three move-leaders under load: %s" % (impl, seen))
     for k in seen:
         if k[1] != "OK":
             assert (k[1], k[2]) in ETCD_ANSWERS[k[0]], k
-    got = set()
     r = stubs[0].Range(rpc_pb2.RangeRequest(key=b"mv/", range_end=b"mv0", keys_only=True),
                        timeout=10)
     got = {x.key for x in r.kvs}
     assert not [k for k in acked if k not in got], "acknowledged writes lost"
-    assert len(acked) > 100
+    print("failed writes that were applied after all: %d of %d" % (
+        len([k for k in failed if k in got]), len(failed)))
+    if impl == "ketch":
+        # ketch fails such a write only once its entry is gone or the request
+        # timeout (7 s) has passed; the leader moves within a second here.
+        # (The member that forwarded it answers from its own apply when the
+        # leader's answer is lost: it keeps its request ID in the entry.)
+        assert not [k for k in failed if k in got], "a write reported failed was applied"
+    assert len(acked) > 50
 
 
 # -- 4. pre-vote: a member cut off and healed does not disturb the leader -----
