@@ -19,6 +19,7 @@ struct fcall {
     uint8_t *msg;
     size_t len;
     uint64_t deadline;
+    int timeout_kerr; /* what it fails with when no leader took it in time */
     api_forward_fn cb;
     void *data;
     struct client_conn *conn; /* the connection it was last sent on */
@@ -30,6 +31,7 @@ struct fcall {
 struct rwait {
     member_done_fn cb;
     void *data;
+    bool (*ready)(void *data); /* NULL, or: done before `index` is applied */
     uint64_t deadline;
     uint64_t index; /* the leader's applied index, once known */
     struct rwait *next;
@@ -183,7 +185,7 @@ static void fcall_try(struct fcall *c)
         c->conn = conn;
         return;
     }
-    if (uv_now(s->loop) >= c->deadline) return fcall_finish(c, KERR_TIMEOUT, NULL);
+    if (uv_now(s->loop) >= c->deadline) return fcall_finish(c, c->timeout_kerr, NULL);
     c->next = f->retry;
     f->retry = c;
     arm(f);
@@ -213,7 +215,7 @@ static void fcall_reply(void *arg, const struct client_reply *r)
         arm(f);
         return;
     }
-    if (again) return fcall_finish(c, f == NULL || f->stopped ? KERR_STOPPED : KERR_TIMEOUT, NULL);
+    if (again) return fcall_finish(c, f == NULL || f->stopped ? KERR_STOPPED : c->timeout_kerr, NULL);
     fcall_finish(c, kerr, r);
 }
 
@@ -234,6 +236,14 @@ int api_forward_unary(api_server *s, const char *path, const uint8_t *msg, size_
     if (len) memcpy(c->msg, msg, len);
     c->len = len;
     c->deadline = deadline ? deadline : api_forward_deadline(s, NULL);
+    /* As etcd: raft's Propose (and ProposeConfChange) block while there is
+     * no leader, and etcd hands the context error back untranslated; a
+     * ReadIndex or a lease call that finds no leader is "request timed
+     * out" (requestCurrentIndex, LeaseRenew). */
+    c->timeout_kerr = strcmp(path, "/ketchpb.Internal/Propose") == 0 ||
+                              strncmp(path, "/etcdserverpb.Cluster/Member", 28) == 0
+                          ? KERR_PROPOSE_DEADLINE
+                          : KERR_TIMEOUT;
     c->cb = cb;
     c->data = data;
     struct client_conn *conn = leader_conn(s);
@@ -333,12 +343,19 @@ int api_forward_read_index(api_server *s, uint64_t deadline, member_done_fn cb, 
 int api_forward_wait_applied(api_server *s, uint64_t index, uint64_t deadline, member_done_fn cb,
                              void *data)
 {
+    return api_forward_wait_until(s, index, deadline, NULL, cb, data);
+}
+
+int api_forward_wait_until(api_server *s, uint64_t index, uint64_t deadline,
+                           bool (*ready)(void *data), member_done_fn cb, void *data)
+{
     struct fwd_api *f = s->fwd;
     if (f == NULL || f->stopped) return KERR_STOPPED;
     struct rwait *w = calloc(1, sizeof *w);
     if (w == NULL) return KERR_NOMEM;
     w->cb = cb;
     w->data = data;
+    w->ready = ready;
     w->deadline = deadline;
     w->index = index;
     w->next = f->applied;
@@ -358,9 +375,10 @@ static void on_check(uv_check_t *h)
     struct rwait **pp = &f->applied, *ready = NULL, *late = NULL;
     while (*pp != NULL) {
         struct rwait *w = *pp;
-        if (w->index <= applied || now >= w->deadline) {
+        bool done = w->index <= applied || (w->ready != NULL && w->ready(w->data));
+        if (done || now >= w->deadline) {
             *pp = w->next;
-            if (w->index <= applied) {
+            if (done) {
                 w->next = ready;
                 ready = w;
             } else {

@@ -11,8 +11,10 @@
  *
  * While there is no leader (an election), requests wait, up to their
  * deadline: the gRPC deadline, bounded by etcd's request timeout
- * (5 s + 2 × --election-timeout); then they fail with "etcdserver:
- * request timed out", as etcd's do. */
+ * (5 s + 2 × --election-timeout); then they fail as etcd's do: a write
+ * or a membership change with "context deadline exceeded"
+ * (DeadlineExceeded), a read index or a lease call with "etcdserver:
+ * request timed out". */
 #ifndef KETCH_API_FORWARD_H
 #define KETCH_API_FORWARD_H
 
@@ -22,7 +24,8 @@
 /* Completion of api_forward_unary. `r` (borrowed for the call) is the
  * leader's reply: r->status 0 and the response message in r->data/len, or
  * an error status and message. `kerr` is the KERR_* code matching the
- * message (KERR_TIMEOUT when the deadline passed without a leader,
+ * message (KERR_PROPOSE_DEADLINE for Propose and Cluster/Member*, else
+ * KERR_TIMEOUT, when the deadline passed without a leader,
  * KERR_LEADER_CHANGED when the connection to the leader broke with the
  * request sent, KERR_STOPPED when the server stops), or 0. */
 typedef void (*api_forward_fn)(api_server *s, void *data, int kerr,
@@ -49,6 +52,11 @@ int api_forward_read_index(api_server *s, uint64_t deadline, member_done_fn cb, 
  * KERR_STOPPED. */
 int api_forward_wait_applied(api_server *s, uint64_t index, uint64_t deadline, member_done_fn cb,
                              void *data);
+
+/* As api_forward_wait_applied, but `cb` runs with 0 as soon as
+ * `ready(data)` (asked after each turn of the loop) returns true, too. */
+int api_forward_wait_until(api_server *s, uint64_t index, uint64_t deadline,
+                           bool (*ready)(void *data), member_done_fn cb, void *data);
 
 /* etcd's request timeout from now (uv_now() ms), or `call`'s deadline if
  * sooner (call may be NULL). */

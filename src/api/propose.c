@@ -41,6 +41,9 @@ struct proposal {
      * waiting for every write would stall a busy follower's clients for up
      * to a heartbeat each. */
     bool wait_apply;
+    uint64_t deadline;   /* uv_now() ms: etcd's request timeout, or the call's */
+    uint64_t raft_index; /* where this member appended it (as leader), or 0 */
+    bool orphan;         /* its leader was lost: waiting for a later commit */
 };
 
 /* ketchpb.Internal/Propose's reply (a proposal with local_only) is the
@@ -61,15 +64,50 @@ static uint8_t *resp_alloc(struct proposal *p, size_t len)
 
 static void proposal_free(struct proposal *p)
 {
+    if (u64map_get(&p->s->proposals, p->id) == p) u64map_del(&p->s->proposals, p->id);
     if (p->call != NULL) grpc_call_unref(p->call);
     free(p->resp);
     free(p->buf);
     free(p);
 }
 
+static void orphan_done(void *data, int status);
+
+static bool delivered(void *data)
+{
+    const struct proposal *p = data;
+    return p->resp != NULL || p->err != 0;
+}
+
+/* The leader that took `p` was lost before the entry committed (this
+ * member stepped down, or the connection to the leader broke with the
+ * request sent). A later leader may still commit it, so as etcd (whose
+ * proposer waits for the apply of its entry until the request timeout,
+ * then answers "etcdserver: request timed out, possibly due to previous
+ * leader failure") wait for the entry to be applied here. Returns true if
+ * p waits (orphan_done completes it). */
+static bool adopt_orphan(struct proposal *p)
+{
+    api_server *s = p->s;
+    if (p->orphan || s->fwd == NULL) return false;
+    if (u64map_get(&s->proposals, p->id) == NULL && u64map_put(&s->proposals, p->id, p) != 0)
+        return false;
+    /* appended here at raft_index: once the store has applied that far
+     * without delivering p, another entry took its place */
+    uint64_t index = p->raft_index ? p->raft_index : UINT64_MAX;
+    if (api_forward_wait_until(s, index, p->deadline, delivered, orphan_done, p) != 0) {
+        u64map_del(&s->proposals, p->id);
+        return false;
+    }
+    p->orphan = true;
+    return true;
+}
+
 static void proposal_done(void *data, int status)
 {
     struct proposal *p = data;
+    if (status == KERR_LEADER_CHANGED && !delivered(p) && adopt_orphan(p)) return;
+    if (status == KERR_LEADER_CHANGED && delivered(p)) status = 0;
     u64map_del(&p->s->proposals, p->id);
     if (p->cb != NULL) {
         int err = status != 0 ? status : p->err != 0 ? p->err : p->resp ? 0 : KERR_INTERNAL;
@@ -88,6 +126,16 @@ static void proposal_done(void *data, int status)
         grpc_call_fail(p->call, KERR_INTERNAL);
     }
     proposal_free(p);
+}
+
+static void orphan_done(void *data, int status)
+{
+    struct proposal *p = data;
+    if (delivered(p)) status = 0;
+    else if (status != KERR_STOPPED) status = KERR_TIMEOUT_LEADER_FAIL;
+    /* (a leader's answer to a forwarded proposal still carries the index
+     * it was applied at: api_apply set p->index) */
+    proposal_done(p, status);
 }
 
 void api_strip_unknown(ProtobufCMessage *m)
@@ -142,6 +190,10 @@ static void forwarded(api_server *s, void *data, int kerr, const struct client_r
         return;
     }
     if (kerr == 0 && r->status == 0) {
+        /* the leader's answer, not what this member's apply made of it */
+        free(p->resp);
+        p->resp = NULL;
+        p->err = 0;
         uint64_t index = n >= 8 ? get_le64(r->data) : 0;
         p->resp = n >= 8 ? malloc(n - 8 + 1) : NULL;
         if (p->resp != NULL) {
@@ -159,6 +211,9 @@ static void forwarded(api_server *s, void *data, int kerr, const struct client_r
         }
         kerr = KERR_INTERNAL;
     }
+    /* applied here already: that is the answer */
+    if (kerr != 0 && kerr != KERR_STOPPED && delivered(p)) return proposal_done(p, 0);
+    if (kerr == KERR_LEADER_CHANGED && adopt_orphan(p)) return;
     if (p->cb != NULL) {
         p->cb(p->s, p->cb_data, kerr != 0 ? kerr : r->status != 0 ? KERR_INTERNAL : 0,
               r->status == 0 ? r->data : NULL, r->status == 0 ? r->len : 0);
@@ -178,15 +233,22 @@ static int submit(struct proposal *p)
 {
     api_server *s = p->s;
     if (s->member == NULL) return KERR_STOPPED;
+    if (p->deadline == 0) p->deadline = api_forward_deadline(s, p->call);
     if (member_is_leader(s->member) || p->local_only) {
         if (u64map_put(&s->proposals, p->id, p) != 0) return KERR_NOMEM;
-        int rv = member_propose(s->member, p->buf, p->len, proposal_done, p);
+        int rv = member_propose_at(s->member, p->buf, p->len, proposal_done, p, &p->raft_index);
         if (rv == 0) return 0;
         u64map_del(&s->proposals, p->id);
         if (p->local_only || (rv != KERR_NOT_LEADER && rv != KERR_NO_LEADER)) return rv;
     }
-    return api_forward_unary(s, "/ketchpb.Internal/Propose", p->buf, p->len,
-                             api_forward_deadline(s, p->call), forwarded, p);
+    /* Known here too, so that if the connection to the leader breaks
+     * before its answer, this member's own apply of the entry still
+     * answers it (api_apply delivers it; see adopt_orphan). */
+    if (u64map_put(&s->proposals, p->id, p) != 0) return KERR_NOMEM;
+    int rv = api_forward_unary(s, "/ketchpb.Internal/Propose", p->buf, p->len, p->deadline,
+                               forwarded, p);
+    if (rv != 0) u64map_del(&s->proposals, p->id);
+    return rv;
 }
 
 /* Packs req into a new proposal. Returns it, or NULL with *err set. */
@@ -202,7 +264,12 @@ static struct proposal *prepare(api_server *s, Ketchpb__InternalRequest *req, in
         return NULL;
     }
     p->s = s;
-    p->id = ++s->next_request_id;
+    /* A request a follower forwarded keeps the follower's ID, so that the
+     * follower's own apply of the entry answers it if the leader's answer
+     * is lost (adopt_orphan). IDs carry their member's ID (api_init): a
+     * follower's never collide with this member's. */
+    p->id = req->id != 0 && u64map_get(&s->proposals, req->id) == NULL ? req->id
+                                                                       : ++s->next_request_id;
     req->id = p->id;
     api_strip_unknown(&req->base);
     p->len = ketchpb__internal_request__get_packed_size(req);
@@ -291,6 +358,7 @@ int api_propose_as(api_server *s, Ketchpb__InternalRequest *req, api_propose_fn 
 /* Packs the response of `res` into the waiting proposal, header filled. */
 static void deliver(api_server *s, struct proposal *p, struct mvcc_result *res, arena *a)
 {
+    if (p->resp != NULL || p->err != 0) return; /* a forwarded one the leader answered */
     if (res->err != 0) {
         p->err = res->err;
         return;
@@ -379,6 +447,8 @@ void api_apply(void *ctx, uint64_t index, const uint8_t *buf, size_t len)
         if (p != NULL) p->index = index;
         if (p != NULL && membership) {
             /* no response message: the caller builds it */
+            free(p->resp);
+            p->resp = NULL;
             if (resp_alloc(p, 0) == NULL) p->err = KERR_NOMEM;
         } else if (p != NULL) {
             deliver(s, p, &res, &a);
@@ -395,11 +465,19 @@ struct read_wait {
     grpc_call *call;
     api_read_fn exec;
     ProtobufCMessage *req;
+    bool asked_leader; /* api_forward_read_index was used */
 };
 
 static void read_ready(void *data, int status)
 {
     struct read_wait *w = data;
+    /* the barrier failed because this member stopped leading, or hands
+     * the leadership over: ask the leader (waiting for one) instead */
+    if ((status == KERR_NOT_LEADER || status == KERR_NO_LEADER) && !w->asked_leader &&
+        api_forward_read_index(w->s, api_forward_deadline(w->s, w->call), read_ready, w) == 0) {
+        w->asked_leader = true;
+        return;
+    }
     if (status != 0) {
         grpc_call_fail(w->call, status);
     } else if (grpc_call_alive(w->call)) {
@@ -425,11 +503,17 @@ void api_read(api_server *s, grpc_call *call, ProtobufCMessage *req, bool serial
         free(w);
         return;
     }
-    *w = (struct read_wait){s, call, exec, req};
+    *w = (struct read_wait){s, call, exec, req, false};
     grpc_call_ref(call);
-    int rv = member_is_leader(s->member)
-                 ? member_read_barrier(s->member, read_ready, w)
-                 : api_forward_read_index(s, api_forward_deadline(s, call), read_ready, w);
+    int rv = member_is_leader(s->member) ? member_read_barrier(s->member, read_ready, w)
+                                         : KERR_NOT_LEADER;
+    /* not leading (or handing the leadership over: libraft takes no
+     * barrier then): confirm with the leader, waiting for one, as a
+     * follower does; etcd's leader serves ReadIndex during a transfer */
+    if (rv == KERR_NOT_LEADER || rv == KERR_NO_LEADER) {
+        w->asked_leader = true;
+        rv = api_forward_read_index(s, api_forward_deadline(s, call), read_ready, w);
+    }
     if (rv != 0) {
         grpc_call_fail(call, rv);
         protobuf_c_message_free_unpacked(req, NULL);

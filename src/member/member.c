@@ -730,6 +730,12 @@ static void propose_cb(struct raft_apply *req, int status, void *result)
 int member_propose(member *m, const uint8_t *buf, size_t len, member_done_fn cb,
                    void *data)
 {
+    return member_propose_at(m, buf, len, cb, data, NULL);
+}
+
+int member_propose_at(member *m, const uint8_t *buf, size_t len, member_done_fn cb,
+                      void *data, uint64_t *index)
+{
     struct proposal *p;
     struct raft_buffer rb;
     int rv;
@@ -759,6 +765,8 @@ int member_propose(member *m, const uint8_t *buf, size_t len, member_done_fn cb,
         free(p);
         return map_raft_error(m, rv);
     }
+    if (index != NULL)
+        *index = p->req.index; /* set by raft_apply: the entry is appended */
     return 0;
 }
 

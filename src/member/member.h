@@ -100,11 +100,16 @@ struct member_config {
 int member_start(member **out, uv_loop_t *loop, const struct member_config *cfg);
 
 /* Proposes `buf` (copied; len may be 0) as a new log entry. `cb` runs once,
- * after the entry was applied locally (status 0), or with an error. Returns
- * 0, KERR_NOT_LEADER (a leader is known: ask it), KERR_NO_LEADER,
+ * after the entry was applied locally (status 0), or with an error
+ * (KERR_LEADER_CHANGED: this member stopped leading before the entry
+ * committed; a later leader may still commit it). Returns 0,
+ * KERR_NOT_LEADER (a leader is known: ask it), KERR_NO_LEADER,
  * KERR_STOPPED or KERR_NOMEM; if this returns non-zero, cb never runs. */
 int member_propose(member *m, const uint8_t *buf, size_t len, member_done_fn cb,
                    void *data);
+/* As member_propose, and on success `*index` is the entry's Raft index. */
+int member_propose_at(member *m, const uint8_t *buf, size_t len, member_done_fn cb,
+                      void *data, uint64_t *index);
 
 /* Linearizable read barrier: cb runs once everything committed before the
  * call has been applied here. Concurrent barriers are batched behind one

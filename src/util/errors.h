@@ -52,6 +52,13 @@ enum grpc_status {
     X(KERR_LEADER_CHANGED, GRPC_UNAVAILABLE, "etcdserver: leader changed")                \
     X(KERR_STOPPED, GRPC_UNAVAILABLE, "etcdserver: server stopped")                       \
     X(KERR_TIMEOUT, GRPC_UNAVAILABLE, "etcdserver: request timed out")                    \
+    X(KERR_TIMEOUT_LEADER_FAIL, GRPC_UNAVAILABLE,                                          \
+      "etcdserver: request timed out, possibly due to previous leader failure")            \
+    /* a proposal that found no leader for etcd's whole request timeout: etcd's   */     \
+    /* raft Propose blocks while there is none and etcd returns the context error */     \
+    /* untranslated (grpc-go >= 1.45, as in etcd 3.5: DeadlineExceeded; the      */     \
+    /* Debian etcd 3.4's grpc-go 1.33 sends it as Unknown)                          */     \
+    X(KERR_PROPOSE_DEADLINE, GRPC_DEADLINE_EXCEEDED, "context deadline exceeded")         \
     X(KERR_CORRUPT, GRPC_DATA_LOSS, "etcdserver: corrupt cluster")                         \
     /* auth (src/mvcc/auth.c, src/api/auth.c): rpctypes/error.go */                       \
     X(KERR_ROOT_USER_NOT_EXIST, GRPC_FAILED_PRECONDITION, "etcdserver: root user does not exist") \

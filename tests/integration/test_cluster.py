@@ -306,7 +306,13 @@ def test_membership_changes_while_writing(request):
         t.start()
     try:
         wait_for(lambda: len(acked) >= 20, what="writes")
-        # a learner joins, replicates, answers serializable reads, is promoted
+        # a learner joins under writes, replicates, answers serializable
+        # reads, is promoted. That a learner does not vote and a promoted
+        # one does is proven in test_cluster_election.py
+        # (test_learner_does_not_vote_until_promoted); here the promoted
+        # member must at least take the leadership below (libraft hands it
+        # only to a voter) and keep the writes going after the old leader
+        # is removed.
         m4, id4 = add_member(request, ms, "m4", learner=True)
         # (member list is served locally: a follower may apply the add a
         # moment after the leader answered it)
@@ -335,6 +341,7 @@ def test_membership_changes_while_writing(request):
         # move the leadership to the new member, then remove the old leader
         everyone = ms + [m4]
         old = leader_of(everyone)
+        # (if m4 already leads, it won an election: a voter too)
         target = m4 if old is not m4 else ms[1]
         tid = ctl_json(target, "endpoint", "status")[0]["Status"]["header"]["member_id"]
         eps = ",".join(m.endpoint for m in everyone)
