@@ -1,7 +1,6 @@
 /* member add/update/remove/promote, defrag, endpoint hashkv, move-leader
  * (etcdctl's member_command.go, defrag_command.go, ep_command.go,
  * move_leader_command.go and their printers). */
-#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <lmdb.h>
@@ -13,6 +12,7 @@
 
 #include "ctl.h"
 #include "util/dirlock.h"
+#include "util/errors.h"
 
 #define FEND {NULL, 0, 0, NULL, false}
 
@@ -208,9 +208,7 @@ static int defrag_data_dir(const char *dir, char *err, size_t errlen)
     struct stat st;
     if (stat(db, &st) != 0) {
         char e[128];
-        snprintf(e, sizeof e, "%s", strerror(errno));
-        e[0] = (char)tolower((unsigned char)e[0]); /* as Go's errno texts */
-        snprintf(err, errlen, "open %s: %s", db, e);
+        snprintf(err, errlen, "open %s: %s", db, errno_text_go(e, sizeof e, errno));
         return -1;
     }
     int lock = dirlock_take(dir, false);
