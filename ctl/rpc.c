@@ -425,6 +425,52 @@ void ctl_reply_free(struct ctl_reply *r)
     memset(r, 0, sizeof *r);
 }
 
+ProtobufCMessage *ctl_rpc_at(const char *endpoint, const char *path, const ProtobufCMessage *req,
+                             const ProtobufCMessageDescriptor *resp, int code, const char *wrap)
+{
+    struct ctl_reply r;
+    if (endpoint ? ctl_call_ep(endpoint, path, req, &r) : ctl_call(path, req, &r)) {
+        const char *t = ctl_err_text(r.status, r.message);
+        if (wrap)
+            ctl_die(code, wrap, t);
+        ctl_die(code, "%s", t);
+    }
+    ProtobufCMessage *m = protobuf_c_message_unpack(resp, NULL, r.len, r.data);
+    if (!m)
+        ctl_die(EXIT_ERR, "cannot decode the reply");
+    ctl_reply_free(&r);
+    return m;
+}
+
+ProtobufCMessage *ctl_rpc_each(const char *endpoint, const char *path, const ProtobufCMessage *req,
+                               const ProtobufCMessageDescriptor *resp, const char *fail_fmt,
+                               char **err)
+{
+    struct ctl_reply r;
+    ProtobufCMessage *m = NULL;
+    const char *t = "cannot decode the reply";
+    if (ctl_call_ep(endpoint, path, req, &r))
+        t = ctl_err_text(r.status, r.message);
+    else
+        m = protobuf_c_message_unpack(resp, NULL, r.len, r.data);
+    if (!m) {
+        fflush(stdout);
+        fprintf(stderr, fail_fmt, endpoint, t);
+        if (err) {
+            free(*err);
+            *err = strdup(t);
+        }
+    }
+    ctl_reply_free(&r);
+    return m;
+}
+
+ProtobufCMessage *ctl_rpc(const char *path, const ProtobufCMessage *req,
+                          const ProtobufCMessageDescriptor *resp)
+{
+    return ctl_rpc_at(NULL, path, req, resp, EXIT_ERR, NULL);
+}
+
 /* ---- streams ---- */
 
 struct strm {
