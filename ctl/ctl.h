@@ -278,5 +278,9 @@ static inline int ctl_parse(int argc, char **argv, struct flag *flags)
  * returns -1 when the flags do not parse. */
 int kv_parse_op(int argc, char **argv, Etcdserverpb__RequestOp *op);
 char *prefix_end(const uint8_t *k, size_t n, size_t *out_len);
+/* clientv3.WithPrefix on key: [key, prefix_end(key)) into *k and *end; the
+ * empty key means every key ("\0", "\0"). Returns what to free (the range
+ * end), or NULL. */
+char *prefix_range(const char *key, ProtobufCBinaryData *k, ProtobufCBinaryData *end);
 
 #endif

@@ -42,17 +42,7 @@ char *ctl_watch_create(Etcdserverpb__WatchCreateRequest *cr, const char *key, co
     cr->key = (ProtobufCBinaryData){strlen(key), (uint8_t *)key};
     if (end)
         cr->range_end = (ProtobufCBinaryData){strlen(end), (uint8_t *)end};
-    char *e = NULL;
-    if (prefix) {
-        if (!*key) {
-            cr->key = (ProtobufCBinaryData){1, (uint8_t *)"\0"};
-            cr->range_end = (ProtobufCBinaryData){1, (uint8_t *)"\0"};
-        } else {
-            size_t l;
-            e = prefix_end((const uint8_t *)key, strlen(key), &l);
-            cr->range_end = (ProtobufCBinaryData){l, (uint8_t *)e};
-        }
-    }
+    char *e = prefix ? prefix_range(key, &cr->key, &cr->range_end) : NULL;
     cr->start_revision = rev;
     cr->prev_kv = prev;
     return e;
