@@ -1,7 +1,6 @@
 /* member add/update/remove/promote, defrag, endpoint hashkv, move-leader
  * (etcdctl's member_command.go, defrag_command.go, ep_command.go,
  * move_leader_command.go and their printers). */
-#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <lmdb.h>
@@ -13,6 +12,7 @@
 
 #include "ctl.h"
 #include "util/dirlock.h"
+#include "util/errors.h"
 
 #define FEND {NULL, 0, 0, NULL, false}
 
@@ -51,15 +51,7 @@ static char **split_urls(const char *s, size_t *n)
     return v;
 }
 
-static void print_member_line(const ProtobufCMessage *m, const char *fmt, uint64_t id,
-                              const Etcdserverpb__ResponseHeader *h)
-{
-    if (print_generic(m))
-        return;
-    if (g.out == OUT_FIELDS)
-        ctl_die(EXIT_BAD_FEATURE, "fields not supported as output format");
-    printf(fmt, id, h ? h->cluster_id : 0);
-}
+static uint64_t cluster_id(const Etcdserverpb__ResponseHeader *h) { return h ? h->cluster_id : 0; }
 
 static int member_add(int argc, char **argv)
 {
@@ -85,13 +77,10 @@ static int member_add(int argc, char **argv)
     Etcdserverpb__MemberAddResponse *r = (Etcdserverpb__MemberAddResponse *)ctl_rpc(
         "/etcdserverpb.Cluster/MemberAdd", &req.base, &etcdserverpb__member_add_response__descriptor);
     uint64_t id = r->member ? r->member->id : 0;
-    if (print_generic(&r->base))
+    if (print_rpc(&r->base, false))
         return 0;
-    if (g.out == OUT_FIELDS)
-        ctl_die(EXIT_BAD_FEATURE, "fields not supported as output format");
     /* etcdctl 3.4's printer says nothing about learners (3.5 says "as learner") */
-    printf("Member %16" PRIx64 " added to cluster %16" PRIx64 "\n", id,
-           r->header ? r->header->cluster_id : 0);
+    printf("Member %16" PRIx64 " added to cluster %16" PRIx64 "\n", id, cluster_id(r->header));
     /* the simple printer then shows the new member's configuration */
     Etcdserverpb__MemberListRequest lr = ETCDSERVERPB__MEMBER_LIST_REQUEST__INIT;
     Etcdserverpb__MemberListResponse *l = (Etcdserverpb__MemberListResponse *)ctl_rpc(
@@ -120,20 +109,24 @@ static int member_add(int argc, char **argv)
     return 0;
 }
 
-static int member_remove(int argc, char **argv)
+/* remove and promote: a member ID, the same one-line answer */
+static int member_remove_or_promote(int argc, char **argv, bool promote)
 {
     int n = ctl_parse(argc, argv, (struct flag[]){FEND});
     if (n != 1)
         ctl_die(EXIT_BAD_ARGS, "member ID is not provided");
     uint64_t id = member_id_arg(argv[0]);
     ctl_init_display();
-    Etcdserverpb__MemberRemoveRequest req = ETCDSERVERPB__MEMBER_REMOVE_REQUEST__INIT;
-    req.id = id;
-    Etcdserverpb__MemberRemoveResponse *r = (Etcdserverpb__MemberRemoveResponse *)ctl_rpc(
-        "/etcdserverpb.Cluster/MemberRemove", &req.base,
-        &etcdserverpb__member_remove_response__descriptor);
-    print_member_line(&r->base, "Member %16" PRIx64 " removed from cluster %16" PRIx64 "\n", id,
-                      r->header);
+    Etcdserverpb__MemberRemoveRequest rm = ETCDSERVERPB__MEMBER_REMOVE_REQUEST__INIT;
+    Etcdserverpb__MemberPromoteRequest pr = ETCDSERVERPB__MEMBER_PROMOTE_REQUEST__INIT;
+    rm.id = pr.id = id;
+    ProtobufCMessage *m =
+        promote ? ctl_rpc("/etcdserverpb.Cluster/MemberPromote", &pr.base,
+                          &etcdserverpb__member_promote_response__descriptor)
+                : ctl_rpc("/etcdserverpb.Cluster/MemberRemove", &rm.base,
+                          &etcdserverpb__member_remove_response__descriptor);
+    print_line(m, false, "Member %16" PRIx64 " %s cluster %16" PRIx64, id,
+               promote ? "promoted in" : "removed from", cluster_id(resp_header(m)));
     return 0;
 }
 
@@ -157,25 +150,8 @@ static int member_update(int argc, char **argv)
     Etcdserverpb__MemberUpdateResponse *r = (Etcdserverpb__MemberUpdateResponse *)ctl_rpc(
         "/etcdserverpb.Cluster/MemberUpdate", &req.base,
         &etcdserverpb__member_update_response__descriptor);
-    print_member_line(&r->base, "Member %16" PRIx64 " updated in cluster %16" PRIx64 "\n", id,
-                      r->header);
-    return 0;
-}
-
-static int member_promote(int argc, char **argv)
-{
-    int n = ctl_parse(argc, argv, (struct flag[]){FEND});
-    if (n != 1)
-        ctl_die(EXIT_BAD_ARGS, "member ID is not provided");
-    uint64_t id = member_id_arg(argv[0]);
-    ctl_init_display();
-    Etcdserverpb__MemberPromoteRequest req = ETCDSERVERPB__MEMBER_PROMOTE_REQUEST__INIT;
-    req.id = id;
-    Etcdserverpb__MemberPromoteResponse *r = (Etcdserverpb__MemberPromoteResponse *)ctl_rpc(
-        "/etcdserverpb.Cluster/MemberPromote", &req.base,
-        &etcdserverpb__member_promote_response__descriptor);
-    print_member_line(&r->base, "Member %16" PRIx64 " promoted in cluster %16" PRIx64 "\n", id,
-                      r->header);
+    print_line(&r->base, false, "Member %16" PRIx64 " updated in cluster %16" PRIx64, id,
+               cluster_id(r->header));
     return 0;
 }
 
@@ -183,12 +159,10 @@ int ctl_member_admin(const char *sub, int argc, char **argv)
 {
     if (!strcmp(sub, "add"))
         return member_add(argc, argv);
-    if (!strcmp(sub, "remove"))
-        return member_remove(argc, argv);
+    if (!strcmp(sub, "remove") || !strcmp(sub, "promote"))
+        return member_remove_or_promote(argc, argv, sub[0] == 'p');
     if (!strcmp(sub, "update"))
         return member_update(argc, argv);
-    if (!strcmp(sub, "promote"))
-        return member_promote(argc, argv);
     return -1;
 }
 
@@ -208,9 +182,7 @@ static int defrag_data_dir(const char *dir, char *err, size_t errlen)
     struct stat st;
     if (stat(db, &st) != 0) {
         char e[128];
-        snprintf(e, sizeof e, "%s", strerror(errno));
-        e[0] = (char)tolower((unsigned char)e[0]); /* as Go's errno texts */
-        snprintf(err, errlen, "open %s: %s", db, e);
+        snprintf(err, errlen, "open %s: %s", db, errno_text_go(e, sizeof e, errno));
         return -1;
     }
     int lock = dirlock_take(dir, false);
@@ -277,32 +249,20 @@ int cmd_defrag(int argc, char **argv)
     int failures = 0;
     for (size_t i = 0; i < n; i++) {
         Etcdserverpb__DefragmentRequest req = ETCDSERVERPB__DEFRAGMENT_REQUEST__INIT;
-        struct ctl_reply r;
-        if (ctl_call_ep(eps[i], "/etcdserverpb.Maintenance/Defragment", &req.base, &r)) {
-            fflush(stdout);
-            fprintf(stderr, "Failed to defragment etcd member[%s] (%s)\n", eps[i],
-                    ctl_err_text(r.status, r.message));
-            failures++;
-        } else {
+        ProtobufCMessage *m = ctl_rpc_each(eps[i], "/etcdserverpb.Maintenance/Defragment",
+                                           &req.base, &etcdserverpb__defragment_response__descriptor,
+                                           "Failed to defragment etcd member[%s] (%s)\n", NULL);
+        if (m)
             printf("Finished defragmenting etcd member[%s]\n", eps[i]);
-        }
-        ctl_reply_free(&r);
+        else
+            failures++;
+        protobuf_c_message_free_unpacked(m, NULL);
     }
     fflush(stdout);
     return failures ? EXIT_ERR : 0;
 }
 
 /* ---- endpoint hashkv ---- */
-
-/* HashKVResponse as the etcdctl we match (3.4) knows it: without etcd
- * 3.5's hash_revision, which 3.4 drops when it prints (json, fields,
- * protobuf). */
-static Etcdserverpb__HashKVResponse *etcdserver_hash_kv_unpack_34(size_t len, const uint8_t *data)
-{
-    Etcdserverpb__HashKVResponse *r = etcdserverpb__hash_kvresponse__unpack(NULL, len, data);
-    if (r) r->hash_revision = 0;
-    return r;
-}
 
 int ctl_endpoint_hashkv(char **eps, size_t n, int64_t rev)
 {
@@ -313,20 +273,16 @@ int ctl_endpoint_hashkv(char **eps, size_t n, int64_t rev)
     for (size_t i = 0; i < n; i++) {
         Etcdserverpb__HashKVRequest req = ETCDSERVERPB__HASH_KVREQUEST__INIT;
         req.revision = rev;
-        struct ctl_reply r;
-        if (ctl_call_ep(eps[i], "/etcdserverpb.Maintenance/HashKV", &req.base, &r)) {
-            fflush(stdout);
-            const char *t = ctl_err_text(r.status, r.message);
-            fprintf(stderr, "Failed to get the hash of endpoint %s (%s)\n", eps[i], t);
-            free(last_err);
-            last_err = strdup(t);
-            ctl_reply_free(&r);
+        resp[ok] = (Etcdserverpb__HashKVResponse *)ctl_rpc_each(
+            eps[i], "/etcdserverpb.Maintenance/HashKV", &req.base,
+            &etcdserverpb__hash_kvresponse__descriptor,
+            "Failed to get the hash of endpoint %s (%s)\n", &last_err);
+        if (!resp[ok])
             continue;
-        }
-        resp[ok] = etcdserver_hash_kv_unpack_34(r.len, r.data);
-        if (resp[ok])
-            ok_eps[ok++] = eps[i];
-        ctl_reply_free(&r);
+        /* as the etcdctl we match (3.4) knows the reply: without etcd
+         * 3.5's hash_revision, which 3.4 drops when it prints */
+        resp[ok]->hash_revision = 0;
+        ok_eps[ok++] = eps[i];
     }
     struct buf b = {0};
     if (g.out == OUT_SIMPLE) {
@@ -395,15 +351,14 @@ int cmd_move_leader(int argc, char **argv)
     uint64_t leader = 0;
     for (size_t i = 0; i < g.n_endpoints && !leader_ep; i++) {
         Etcdserverpb__StatusRequest req = ETCDSERVERPB__STATUS_REQUEST__INIT;
-        struct ctl_reply r;
-        if (ctl_call_ep(g.endpoints[i], "/etcdserverpb.Maintenance/Status", &req.base, &r))
-            ctl_die(EXIT_ERR, "%s", ctl_err_text(r.status, r.message));
-        Etcdserverpb__StatusResponse *s = etcdserverpb__status_response__unpack(NULL, r.len, r.data);
-        if (s && s->header && s->header->member_id == s->leader) {
+        Etcdserverpb__StatusResponse *s = (Etcdserverpb__StatusResponse *)ctl_rpc_at(
+            g.endpoints[i], "/etcdserverpb.Maintenance/Status", &req.base,
+            &etcdserverpb__status_response__descriptor, EXIT_ERR, NULL);
+        if (s->header && s->header->member_id == s->leader) {
             leader_ep = g.endpoints[i];
             leader = s->leader;
         }
-        ctl_reply_free(&r);
+        etcdserverpb__status_response__free_unpacked(s, NULL);
     }
     if (!leader_ep) {
         struct buf b = {0};
@@ -413,18 +368,9 @@ int cmd_move_leader(int argc, char **argv)
     }
     Etcdserverpb__MoveLeaderRequest req = ETCDSERVERPB__MOVE_LEADER_REQUEST__INIT;
     req.targetid = target;
-    struct ctl_reply r;
-    if (ctl_call_ep(leader_ep, "/etcdserverpb.Maintenance/MoveLeader", &req.base, &r))
-        ctl_die(EXIT_ERR, "%s", ctl_err_text(r.status, r.message));
-    Etcdserverpb__MoveLeaderResponse *m = etcdserverpb__move_leader_response__unpack(NULL, r.len, r.data);
-    if (!m)
-        ctl_die(EXIT_ERR, "cannot decode the reply");
-    if (print_generic(&m->base))
-        return 0;
-    if (g.out == OUT_FIELDS) {
-        print_fields_header(m->header);
-        return 0;
-    }
-    printf("Leadership transferred from %" PRIx64 " to %" PRIx64 "\n", leader, target);
+    ProtobufCMessage *m = ctl_rpc_at(leader_ep, "/etcdserverpb.Maintenance/MoveLeader", &req.base,
+                                     &etcdserverpb__move_leader_response__descriptor, EXIT_ERR,
+                                     NULL);
+    print_line(m, true, "Leadership transferred from %" PRIx64 " to %" PRIx64, leader, target);
     return 0;
 }

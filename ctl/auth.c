@@ -10,38 +10,6 @@
 
 #define FEND {NULL, 0, 0, NULL, false}
 
-ProtobufCMessage *ctl_rpc(const char *path, const ProtobufCMessage *req,
-                          const ProtobufCMessageDescriptor *resp)
-{
-    struct ctl_reply r;
-    if (ctl_call(path, req, &r))
-        ctl_die(EXIT_ERR, "%s", ctl_err_text(r.status, r.message));
-    ProtobufCMessage *m = protobuf_c_message_unpack(resp, NULL, r.len, r.data);
-    if (!m)
-        ctl_die(EXIT_ERR, "cannot decode the reply");
-    ctl_reply_free(&r);
-    return m;
-}
-
-#define HDR(m) (((const Etcdserverpb__AuthUserAddResponse *)(m))->header)
-
-/* A reply whose simple form is one line and fields form the header. */
-static void print_line(const ProtobufCMessage *m, const char *line)
-{
-    if (print_generic(m))
-        return;
-    if (g.out == OUT_FIELDS)
-        print_fields_header(HDR(m));
-    else
-        printf("%s\n", line);
-}
-
-static void fields_unsupported(void)
-{
-    if (g.out == OUT_FIELDS)
-        ctl_die(EXIT_BAD_FEATURE, "fields not supported as output format");
-}
-
 /* ---- passwords ---- */
 
 /* speakeasy.Ask: the prompt on stdout, the answer from the terminal. */
@@ -199,7 +167,6 @@ int cmd_user(int argc, char **argv)
     else
         fl[0].name = "-", fl[1].name = "-", fl[2].name = "-", fl[3].name = "-";
     int n = ctl_parse(argc - 1, argv + 1, fl);
-    char line[1024];
     if (!strcmp(sub, "add")) {
         if (n != 1)
             ctl_die(EXIT_BAD_ARGS, "user add command requires user name as its argument");
@@ -230,8 +197,7 @@ int cmd_user(int argc, char **argv)
         }
         ProtobufCMessage *m = ctl_rpc("/etcdserverpb.Auth/UserAdd", &req.base,
                                       &etcdserverpb__auth_user_add_response__descriptor);
-        snprintf(line, sizeof line, "User %s created", user);
-        print_line(m, line);
+        print_line(m, true, "User %s created", user);
         return 0;
     }
     if (!strcmp(sub, "delete")) {
@@ -242,8 +208,7 @@ int cmd_user(int argc, char **argv)
         req.name = argv[1];
         ProtobufCMessage *m = ctl_rpc("/etcdserverpb.Auth/UserDelete", &req.base,
                                       &etcdserverpb__auth_user_delete_response__descriptor);
-        snprintf(line, sizeof line, "User %s deleted", argv[1]);
-        print_line(m, line);
+        print_line(m, true, "User %s deleted", argv[1]);
         return 0;
     }
     if (!strcmp(sub, "get")) {
@@ -263,9 +228,8 @@ int cmd_user(int argc, char **argv)
             }
             return 0;
         }
-        if (print_generic(&r->base))
+        if (print_rpc(&r->base, false))
             return 0;
-        fields_unsupported();
         printf("User: %s\nRoles:", argv[1]);
         for (size_t i = 0; i < r->n_roles; i++)
             printf(" %s", r->roles[i]);
@@ -280,9 +244,8 @@ int cmd_user(int argc, char **argv)
         Etcdserverpb__AuthUserListResponse *r = (Etcdserverpb__AuthUserListResponse *)ctl_rpc(
             "/etcdserverpb.Auth/UserList", &req.base,
             &etcdserverpb__auth_user_list_response__descriptor);
-        if (print_generic(&r->base))
+        if (print_rpc(&r->base, false))
             return 0;
-        fields_unsupported();
         for (size_t i = 0; i < r->n_users; i++)
             printf("%s\n", r->users[i]);
         return 0;
@@ -298,7 +261,7 @@ int cmd_user(int argc, char **argv)
         req.password = pw;
         ProtobufCMessage *m = ctl_rpc("/etcdserverpb.Auth/UserChangePassword", &req.base,
                                       &etcdserverpb__auth_user_change_password_response__descriptor);
-        print_line(m, "Password updated");
+        print_line(m, true, "Password updated");
         return 0;
     }
     if (!strcmp(sub, "grant-role") || !strcmp(sub, "revoke-role")) {
@@ -314,16 +277,15 @@ int cmd_user(int argc, char **argv)
             req.role = argv[2];
             m = ctl_rpc("/etcdserverpb.Auth/UserGrantRole", &req.base,
                         &etcdserverpb__auth_user_grant_role_response__descriptor);
-            snprintf(line, sizeof line, "Role %s is granted to user %s", argv[2], argv[1]);
+            print_line(m, true, "Role %s is granted to user %s", argv[2], argv[1]);
         } else {
             Etcdserverpb__AuthUserRevokeRoleRequest req = ETCDSERVERPB__AUTH_USER_REVOKE_ROLE_REQUEST__INIT;
             req.name = argv[1];
             req.role = argv[2];
             m = ctl_rpc("/etcdserverpb.Auth/UserRevokeRole", &req.base,
                         &etcdserverpb__auth_user_revoke_role_response__descriptor);
-            snprintf(line, sizeof line, "Role %s is revoked from user %s", argv[2], argv[1]);
+            print_line(m, true, "Role %s is revoked from user %s", argv[2], argv[1]);
         }
-        print_line(m, line);
         return 0;
     }
     ctl_die(EXIT_ERR, "unknown command \"%s\" for \"ketchctl user\"", sub);
@@ -385,7 +347,6 @@ int cmd_role(int argc, char **argv)
         fl[0].name = "-", fl[1].name = "-";
     int n = ctl_parse(argc - 1, argv + 1, fl);
     char **a = argv + 1;
-    char line[2048];
     if (!strcmp(sub, "add") || !strcmp(sub, "delete")) {
         bool add = sub[0] == 'a';
         if (n != 1)
@@ -403,8 +364,7 @@ int cmd_role(int argc, char **argv)
             m = ctl_rpc("/etcdserverpb.Auth/RoleDelete", &req.base,
                         &etcdserverpb__auth_role_delete_response__descriptor);
         }
-        snprintf(line, sizeof line, "Role %s %s", a[0], add ? "created" : "deleted");
-        print_line(m, line);
+        print_line(m, true, "Role %s %s", a[0], add ? "created" : "deleted");
         return 0;
     }
     if (!strcmp(sub, "get")) {
@@ -467,8 +427,7 @@ int cmd_role(int argc, char **argv)
         req.perm = &p;
         ProtobufCMessage *m = ctl_rpc("/etcdserverpb.Auth/RoleGrantPermission", &req.base,
                                       &etcdserverpb__auth_role_grant_permission_response__descriptor);
-        snprintf(line, sizeof line, "Role %s updated", a[0]);
-        print_line(m, line);
+        print_line(m, true, "Role %s updated", a[0]);
         return 0;
     }
     if (!strcmp(sub, "revoke-permission")) {
@@ -486,14 +445,13 @@ int cmd_role(int argc, char **argv)
         ProtobufCMessage *m = ctl_rpc("/etcdserverpb.Auth/RoleRevokePermission", &req.base,
                                       &etcdserverpb__auth_role_revoke_permission_response__descriptor);
         if (el == 0)
-            snprintf(line, sizeof line, "Permission of key %s is revoked from role %s", a[1], a[0]);
+            print_line(m, true, "Permission of key %s is revoked from role %s", a[1], a[0]);
         else if (!(el == 1 && end[0] == 0))
-            snprintf(line, sizeof line, "Permission of range [%s, %.*s) is revoked from role %s",
-                     a[1], (int)el, end, a[0]);
+            print_line(m, true, "Permission of range [%s, %.*s) is revoked from role %s", a[1],
+                       (int)el, end, a[0]);
         else
-            snprintf(line, sizeof line, "Permission of range [%s, <open ended> is revoked from role %s",
-                     a[1], a[0]);
-        print_line(m, line);
+            print_line(m, true, "Permission of range [%s, <open ended> is revoked from role %s",
+                       a[1], a[0]);
         return 0;
     }
     ctl_die(EXIT_ERR, "unknown command \"%s\" for \"ketchctl role\"", sub);

@@ -70,8 +70,22 @@ const char *ctl_err_text(int status, const char *message);
 /* Prints clientv3's "retrying of unary invoker failed" warn line. */
 void ctl_warn_line(const char *endpoint, int status, const char *message);
 void ctl_reply_free(struct ctl_reply *r);
-/* ctl_call, then the reply unpacked as resp; on an error prints etcdctl's
- * "Error: <text>" and exits 1. The message is the caller's (never freed). */
+/* A command's call: ctl_call (or ctl_call_ep at endpoint, when not NULL),
+ * then the reply unpacked as resp. On a gRPC error prints etcdctl's
+ * "Error: <text>" (the text put into wrap's %s, when given: "failed to
+ * grant lease (%s)") and exits with code; exits 1 when the reply does not
+ * decode. The message is the caller's (never freed). */
+ProtobufCMessage *ctl_rpc_at(const char *endpoint, const char *path, const ProtobufCMessage *req,
+                             const ProtobufCMessageDescriptor *resp, int code, const char *wrap);
+/* One endpoint's call for the commands that ask every endpoint (endpoint
+ * status / hashkv, defrag): the reply unpacked, or NULL after printing
+ * fail_fmt (its %s: the endpoint, then the error text) on stderr, as
+ * etcdctl reports one endpoint and goes on. With err, the text replaces
+ * *err (malloc'd). */
+ProtobufCMessage *ctl_rpc_each(const char *endpoint, const char *path, const ProtobufCMessage *req,
+                               const ProtobufCMessageDescriptor *resp, const char *fail_fmt,
+                               char **err);
+/* ctl_rpc_at with failover, the bare text and exit code 1. */
 ProtobufCMessage *ctl_rpc(const char *path, const ProtobufCMessage *req,
                           const ProtobufCMessageDescriptor *resp);
 
@@ -171,6 +185,9 @@ void print_ep_health(const struct ep_health *h, size_t n);
 void print_need_rpc_printer(void);
 
 /* ---- pbout.c: any message by its descriptor ---- */
+/* Whether a singular field (at p) holds its zero value: encoding/json's
+ * omitempty test (so -0.0 is empty too). */
+bool pb_field_empty(const ProtobufCFieldDescriptor *f, const void *p);
 /* Go's encoding/json of the gogo struct (no newline). */
 void out_pb_json(struct buf *b, const ProtobufCMessage *m);
 /* printer_protobuf.go: the marshalled message, raw on stdout. */
@@ -178,6 +195,16 @@ void out_pb_raw(const ProtobufCMessage *m);
 /* -w json / protobuf: prints m and returns true; -w table: exits with
  * etcdctl's "table not supported"; simple / fields: returns false. */
 bool print_generic(const ProtobufCMessage *m);
+/* The header of an etcd reply (its field 1), or NULL. */
+const Etcdserverpb__ResponseHeader *resp_header(const ProtobufCMessage *m);
+/* print_generic, and -w fields: the reply's header, or, when etcdctl's
+ * fields printer has no method for it (!fields), its "fields not supported
+ * as output format" exit. false: the simple printer's turn. */
+bool print_rpc(const ProtobufCMessage *m, bool fields);
+/* A reply whose simple form is one line (fmt, without the newline):
+ * print_rpc, else the line. */
+void print_line(const ProtobufCMessage *m, bool fields, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 /* The fields printer's header lines. */
 void print_fields_header(const Etcdserverpb__ResponseHeader *h);
 
@@ -200,6 +227,11 @@ int cmd_defrag(int argc, char **argv);
 int cmd_lock(int argc, char **argv);
 int cmd_make_mirror(int argc, char **argv);
 int cmd_check(int argc, char **argv);
+/* other.c: etcdctl's watch of key [end] --prefix --rev --prev-kv as a
+ * create request (borrowing key and end); returns what to free once it is
+ * sent (the prefix's range end), or NULL. */
+char *ctl_watch_create(Etcdserverpb__WatchCreateRequest *cr, const char *key, const char *end,
+                       bool prefix, int64_t rev, bool prev);
 /* watchi.c: watch -i with the command line's --prefix/--rev/--prev-kv. */
 int ctl_watch_interactive(bool prefix, int64_t rev, bool prev);
 int cmd_elect(int argc, char **argv);
@@ -246,5 +278,9 @@ static inline int ctl_parse(int argc, char **argv, struct flag *flags)
  * returns -1 when the flags do not parse. */
 int kv_parse_op(int argc, char **argv, Etcdserverpb__RequestOp *op);
 char *prefix_end(const uint8_t *k, size_t n, size_t *out_len);
+/* clientv3.WithPrefix on key: [key, prefix_end(key)) into *k and *end; the
+ * empty key means every key ("\0", "\0"). Returns what to free (the range
+ * end), or NULL. */
+char *prefix_range(const char *key, ProtobufCBinaryData *k, ProtobufCBinaryData *end);
 
 #endif

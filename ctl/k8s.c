@@ -209,14 +209,9 @@ static Etcdserverpb__RangeResponse *range_all(const char *prefix, bool keys_only
     char *e = prefix_end((const uint8_t *)prefix, strlen(prefix), &l);
     rr.range_end = (ProtobufCBinaryData){l, (uint8_t *)e};
     rr.keys_only = keys_only;
-    struct ctl_reply r;
-    if (ctl_call("/etcdserverpb.KV/Range", &rr.base, &r))
-        ctl_die(EXIT_ERR, "%s", ctl_err_text(r.status, r.message));
+    Etcdserverpb__RangeResponse *resp = (Etcdserverpb__RangeResponse *)ctl_rpc(
+        "/etcdserverpb.KV/Range", &rr.base, &etcdserverpb__range_response__descriptor);
     free(e);
-    Etcdserverpb__RangeResponse *resp = etcdserverpb__range_response__unpack(NULL, r.len, r.data);
-    if (!resp)
-        ctl_die(EXIT_ERR, "cannot decode the reply");
-    ctl_reply_free(&r);
     return resp;
 }
 

@@ -333,28 +333,6 @@ static json_t *val_json(const ProtobufCFieldDescriptor *f, const void *p)
     return json_null();
 }
 
-static bool zero_val(const ProtobufCFieldDescriptor *f, const void *p)
-{
-    switch (f->type) {
-    case PROTOBUF_C_TYPE_INT32: case PROTOBUF_C_TYPE_SINT32: case PROTOBUF_C_TYPE_SFIXED32:
-    case PROTOBUF_C_TYPE_UINT32: case PROTOBUF_C_TYPE_FIXED32: case PROTOBUF_C_TYPE_FLOAT:
-    case PROTOBUF_C_TYPE_ENUM:
-        return *(const uint32_t *)p == 0;
-    case PROTOBUF_C_TYPE_INT64: case PROTOBUF_C_TYPE_SINT64: case PROTOBUF_C_TYPE_SFIXED64:
-    case PROTOBUF_C_TYPE_UINT64: case PROTOBUF_C_TYPE_FIXED64: case PROTOBUF_C_TYPE_DOUBLE:
-        return *(const uint64_t *)p == 0;
-    case PROTOBUF_C_TYPE_BOOL:
-        return !*(const protobuf_c_boolean *)p;
-    case PROTOBUF_C_TYPE_STRING:
-        return !*(char *const *)p || !**(char *const *)p;
-    case PROTOBUF_C_TYPE_BYTES:
-        return ((const ProtobufCBinaryData *)p)->len == 0;
-    case PROTOBUF_C_TYPE_MESSAGE:
-        return *(ProtobufCMessage *const *)p == NULL;
-    }
-    return true;
-}
-
 static size_t elem_size(const ProtobufCFieldDescriptor *f)
 {
     switch (f->type) {
@@ -444,7 +422,7 @@ static json_t *msg_json(const ProtobufCMessage *m)
             json_decref(in);
             continue;
         }
-        if (f->type != PROTOBUF_C_TYPE_MESSAGE && zero_val(f, p) && !keep_zero(d, f->name))
+        if (f->type != PROTOBUF_C_TYPE_MESSAGE && pb_field_empty(f, p) && !keep_zero(d, f->name))
             continue;
         json_object_set_new(o, f->name, val_json(f, p));
     }

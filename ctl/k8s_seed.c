@@ -48,10 +48,8 @@ static int seed_put(const char *key, const void *v, size_t n)
     Etcdserverpb__PutRequest pr = ETCDSERVERPB__PUT_REQUEST__INIT;
     pr.key = (ProtobufCBinaryData){strlen(key), (uint8_t *)key};
     pr.value = (ProtobufCBinaryData){n, (uint8_t *)v};
-    struct ctl_reply r;
-    if (ctl_call("/etcdserverpb.KV/Put", &pr.base, &r))
-        ctl_die(EXIT_ERR, "%s", ctl_err_text(r.status, r.message));
-    ctl_reply_free(&r);
+    protobuf_c_message_free_unpacked(
+        ctl_rpc("/etcdserverpb.KV/Put", &pr.base, &etcdserverpb__put_response__descriptor), NULL);
     return 1;
 }
 

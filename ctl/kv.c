@@ -33,13 +33,20 @@ char *prefix_end(const uint8_t *k, size_t n, size_t *out_len)
     return e;
 }
 
-static void die_reply(struct ctl_reply *r, int code, const char *wrap)
+char *prefix_range(const char *key, ProtobufCBinaryData *k, ProtobufCBinaryData *end)
 {
-    const char *t = ctl_err_text(r->status, r->message);
-    if (wrap)
-        ctl_die(code, wrap, t);
-    ctl_die(code, "%s", t);
+    if (!*key) {
+        *k = (ProtobufCBinaryData){1, (uint8_t *)"\0"};
+        *end = (ProtobufCBinaryData){1, (uint8_t *)"\0"};
+        return NULL;
+    }
+    size_t l;
+    char *e = prefix_end((const uint8_t *)key, strlen(key), &l);
+    *k = (ProtobufCBinaryData){strlen(key), (uint8_t *)key};
+    *end = (ProtobufCBinaryData){l, (uint8_t *)e};
+    return e;
 }
+
 
 /* ---- get ---- */
 
@@ -116,17 +123,8 @@ static int get_op(int argc, char **argv, Etcdserverpb__RangeRequest *rr, bool *v
     rr->sort_order = so;
     rr->sort_target = st;
     rr->key = bin(key);
-    if (prefix) {
-        if (!*key) {
-            rr->key = bin("\0");
-            rr->key.len = 1;
-            rr->range_end = (ProtobufCBinaryData){1, (uint8_t *)"\0"};
-        } else {
-            size_t l;
-            char *e = prefix_end((const uint8_t *)key, strlen(key), &l);
-            rr->range_end = (ProtobufCBinaryData){l, (uint8_t *)e};
-        }
-    }
+    if (prefix)
+        prefix_range(key, &rr->key, &rr->range_end);
     if (from_key) {
         if (!*key)
             rr->key = (ProtobufCBinaryData){1, (uint8_t *)"\0"};
@@ -151,20 +149,15 @@ int cmd_get(int argc, char **argv)
     ctl_init_display();
     if (rr.count_only && g.out != OUT_FIELDS)
         ctl_die(EXIT_BAD_ARGS, "--count-only is only for `--write-out=fields`");
-    struct ctl_reply r;
-    if (ctl_call("/etcdserverpb.KV/Range", &rr.base, &r))
-        die_reply(&r, EXIT_ERR, NULL);
+    ProtobufCMessage *m =
+        ctl_rpc("/etcdserverpb.KV/Range", &rr.base, &etcdserverpb__range_response__descriptor);
     if (vo) {
         if (g.out != OUT_SIMPLE)
             ctl_die(EXIT_BAD_ARGS, "print-value-only is only for `--write-out=simple`");
         g.value_only = true;
     }
-    Etcdserverpb__RangeResponse *resp = etcdserverpb__range_response__unpack(NULL, r.len, r.data);
-    if (!resp)
-        ctl_die(EXIT_ERR, "cannot decode the reply");
-    print_get(resp);
-    etcdserverpb__range_response__free_unpacked(resp, NULL);
-    ctl_reply_free(&r);
+    print_get((Etcdserverpb__RangeResponse *)m);
+    protobuf_c_message_free_unpacked(m, NULL);
     return 0;
 }
 
@@ -220,15 +213,10 @@ int cmd_put(int argc, char **argv)
     Etcdserverpb__PutRequest pr;
     put_op(argc, argv, &pr);
     ctl_init_display();
-    struct ctl_reply r;
-    if (ctl_call("/etcdserverpb.KV/Put", &pr.base, &r))
-        die_reply(&r, EXIT_ERR, NULL);
-    Etcdserverpb__PutResponse *resp = etcdserverpb__put_response__unpack(NULL, r.len, r.data);
-    if (!resp)
-        ctl_die(EXIT_ERR, "cannot decode the reply");
-    print_put(resp);
-    etcdserverpb__put_response__free_unpacked(resp, NULL);
-    ctl_reply_free(&r);
+    ProtobufCMessage *m =
+        ctl_rpc("/etcdserverpb.KV/Put", &pr.base, &etcdserverpb__put_response__descriptor);
+    print_put((Etcdserverpb__PutResponse *)m);
+    protobuf_c_message_free_unpacked(m, NULL);
     return 0;
 }
 
@@ -258,16 +246,8 @@ static int del_op(int argc, char **argv, Etcdserverpb__DeleteRangeRequest *dr)
             ctl_die(EXIT_BAD_ARGS, "too many arguments, only accept one argument when `--prefix` or `--from-key` is set");
         dr->range_end = bin(argv[1]);
     }
-    if (prefix) {
-        if (!*key) {
-            dr->key = (ProtobufCBinaryData){1, (uint8_t *)"\0"};
-            dr->range_end = (ProtobufCBinaryData){1, (uint8_t *)"\0"};
-        } else {
-            size_t l;
-            char *e = prefix_end((const uint8_t *)key, strlen(key), &l);
-            dr->range_end = (ProtobufCBinaryData){l, (uint8_t *)e};
-        }
-    }
+    if (prefix)
+        prefix_range(key, &dr->key, &dr->range_end);
     dr->prev_kv = prev;
     if (from_key) {
         if (!*key)
@@ -282,16 +262,10 @@ int cmd_del(int argc, char **argv)
     Etcdserverpb__DeleteRangeRequest dr;
     del_op(argc, argv, &dr);
     ctl_init_display();
-    struct ctl_reply r;
-    if (ctl_call("/etcdserverpb.KV/DeleteRange", &dr.base, &r))
-        die_reply(&r, EXIT_ERR, NULL);
-    Etcdserverpb__DeleteRangeResponse *resp =
-        etcdserverpb__delete_range_response__unpack(NULL, r.len, r.data);
-    if (!resp)
-        ctl_die(EXIT_ERR, "cannot decode the reply");
-    print_del(resp);
-    etcdserverpb__delete_range_response__free_unpacked(resp, NULL);
-    ctl_reply_free(&r);
+    ProtobufCMessage *m = ctl_rpc("/etcdserverpb.KV/DeleteRange", &dr.base,
+                                  &etcdserverpb__delete_range_response__descriptor);
+    print_del((Etcdserverpb__DeleteRangeResponse *)m);
+    protobuf_c_message_free_unpacked(m, NULL);
     return 0;
 }
 
@@ -567,15 +541,10 @@ int cmd_txn(int argc, char **argv)
         fflush(stdout);
     }
     tr.failure = read_ops(&tr.n_failure);
-    struct ctl_reply r;
-    if (ctl_call("/etcdserverpb.KV/Txn", &tr.base, &r))
-        die_reply(&r, EXIT_ERR, NULL);
-    Etcdserverpb__TxnResponse *resp = etcdserverpb__txn_response__unpack(NULL, r.len, r.data);
-    if (!resp)
-        ctl_die(EXIT_ERR, "cannot decode the reply");
-    print_txn(resp);
-    etcdserverpb__txn_response__free_unpacked(resp, NULL);
-    ctl_reply_free(&r);
+    ProtobufCMessage *m =
+        ctl_rpc("/etcdserverpb.KV/Txn", &tr.base, &etcdserverpb__txn_response__descriptor);
+    print_txn((Etcdserverpb__TxnResponse *)m);
+    protobuf_c_message_free_unpacked(m, NULL);
     return 0;
 }
 
@@ -598,10 +567,9 @@ int cmd_compaction(int argc, char **argv)
     Etcdserverpb__CompactionRequest cr = ETCDSERVERPB__COMPACTION_REQUEST__INIT;
     cr.revision = rev;
     cr.physical = physical;
-    struct ctl_reply r;
-    if (ctl_call("/etcdserverpb.KV/Compact", &cr.base, &r))
-        die_reply(&r, EXIT_ERR, NULL);
-    ctl_reply_free(&r);
+    protobuf_c_message_free_unpacked(ctl_rpc("/etcdserverpb.KV/Compact", &cr.base,
+                                             &etcdserverpb__compaction_response__descriptor),
+                                     NULL);
     printf("compacted revision %lld\n", rev);
     return 0;
 }

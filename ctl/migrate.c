@@ -524,6 +524,17 @@ static void on_tick(uv_timer_t *t)
     }
 }
 
+/* The lease a followed put carried, copied once no transaction is in flight. */
+static void sync_pending_lease(void)
+{
+    if (pending_lease && !inflight) {
+        int64_t id = pending_lease;
+        pending_lease = 0;
+        lease_sync(id);
+        pump();
+    }
+}
+
 int cmd_migrate(int argc, char **argv)
 {
     const char *from = "", *to = "", *prefix = "", *dest_prefix = "";
@@ -595,12 +606,7 @@ int cmd_migrate(int argc, char **argv)
     uv_timer_start(&tick, on_tick, 1000, 1000);
     while (!stopping && !watch_ended) {
         uv_run(&loop, UV_RUN_ONCE);
-        if (pending_lease && !inflight) {
-            int64_t id = pending_lease;
-            pending_lease = 0;
-            lease_sync(id);
-            pump();
-        }
+        sync_pending_lease();
     }
     /* apply what was received before stopping */
     int64_t drain_end = mono_ms() + g.command_timeout_ms;
@@ -608,12 +614,7 @@ int cmd_migrate(int argc, char **argv)
     while ((inflight || qlen) && mono_ms() < drain_end && !watch_error) {
         uv_timer_start(&tick, on_tick, 50, 1000);
         uv_run(&loop, UV_RUN_ONCE);
-        if (pending_lease && !inflight) {
-            int64_t id = pending_lease;
-            pending_lease = 0;
-            lease_sync(id);
-            pump();
-        }
+        sync_pending_lease();
     }
     report(watch_error ? "failed" : "stopped");
     if (watch_error)

@@ -157,6 +157,23 @@ static void enqueue(Etcdserverpb__RequestOp **ops, size_t n)
     pump();
 }
 
+/* enqueue, then free the ops built from one watch response's events */
+static void enqueue_and_free(Etcdserverpb__RequestOp **ops, size_t n)
+{
+    enqueue(ops, n);
+    for (size_t k = 0; k < n; k++) {
+        Etcdserverpb__RequestOp *o = ops[k];
+        if (o->request_case == ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_PUT) {
+            free(o->request_put->key.data);
+            free(o->request_put);
+        } else {
+            free(o->request_delete_range->key.data);
+            free(o->request_delete_range);
+        }
+        free(o);
+    }
+}
+
 static void on_watch_msg(void *arg, const uint8_t *data, size_t len)
 {
     Etcdserverpb__WatchResponse *w = etcdserverpb__watch_response__unpack(NULL, len, data);
@@ -175,18 +192,7 @@ static void on_watch_msg(void *arg, const uint8_t *data, size_t len)
         if (!ev->kv)
             continue;
         if (last && ev->kv->mod_revision > last) {
-            enqueue(ops, n);
-            for (size_t k = 0; k < n; k++) {
-                Etcdserverpb__RequestOp *o = ops[k];
-                if (o->request_case == ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_PUT) {
-                    free(o->request_put->key.data);
-                    free(o->request_put);
-                } else {
-                    free(o->request_delete_range->key.data);
-                    free(o->request_delete_range);
-                }
-                free(o);
-            }
+            enqueue_and_free(ops, n);
             n = 0;
         }
         last = ev->kv->mod_revision;
@@ -209,18 +215,7 @@ static void on_watch_msg(void *arg, const uint8_t *data, size_t len)
         ops[n++] = o;
         m.total++;
     }
-    enqueue(ops, n); /* packs before the values are freed with w */
-    for (size_t k = 0; k < n; k++) {
-        Etcdserverpb__RequestOp *o = ops[k];
-        if (o->request_case == ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_PUT) {
-            free(o->request_put->key.data);
-            free(o->request_put);
-        } else {
-            free(o->request_delete_range->key.data);
-            free(o->request_delete_range);
-        }
-        free(o);
-    }
+    enqueue_and_free(ops, n); /* packs before the values are freed with w */
     free(ops);
     etcdserverpb__watch_response__free_unpacked(w, NULL);
 }

@@ -10,14 +10,6 @@
 
 #define FEND {NULL, 0, 0, NULL, false}
 
-static void die_reply(struct ctl_reply *r, int code, const char *wrap)
-{
-    const char *t = ctl_err_text(r->status, r->message);
-    if (wrap)
-        ctl_die(code, wrap, t);
-    ctl_die(code, "%s", t);
-}
-
 /* ---- watch ---- */
 
 static bool on_watch(void *arg, const uint8_t *data, size_t len)
@@ -41,6 +33,19 @@ static bool on_watch(void *arg, const uint8_t *data, size_t len)
     bool go_on = !w->canceled;
     etcdserverpb__watch_response__free_unpacked(w, NULL);
     return go_on;
+}
+
+char *ctl_watch_create(Etcdserverpb__WatchCreateRequest *cr, const char *key, const char *end,
+                       bool prefix, int64_t rev, bool prev)
+{
+    etcdserverpb__watch_create_request__init(cr);
+    cr->key = (ProtobufCBinaryData){strlen(key), (uint8_t *)key};
+    if (end)
+        cr->range_end = (ProtobufCBinaryData){strlen(end), (uint8_t *)end};
+    char *e = prefix ? prefix_range(key, &cr->key, &cr->range_end) : NULL;
+    cr->start_revision = rev;
+    cr->prev_kv = prev;
+    return e;
 }
 
 int cmd_watch(int argc, char **argv)
@@ -78,22 +83,8 @@ int cmd_watch(int argc, char **argv)
     if (end && prefix)
         ctl_die(EXIT_BAD_ARGS, "`range_end` and `--prefix` are mutually exclusive");
     ctl_init_display();
-    Etcdserverpb__WatchCreateRequest cr = ETCDSERVERPB__WATCH_CREATE_REQUEST__INIT;
-    cr.key = (ProtobufCBinaryData){strlen(key), (uint8_t *)key};
-    if (end)
-        cr.range_end = (ProtobufCBinaryData){strlen(end), (uint8_t *)end};
-    if (prefix) {
-        if (!*key) {
-            cr.key = (ProtobufCBinaryData){1, (uint8_t *)"\0"};
-            cr.range_end = (ProtobufCBinaryData){1, (uint8_t *)"\0"};
-        } else {
-            size_t l;
-            char *e = prefix_end((const uint8_t *)key, strlen(key), &l);
-            cr.range_end = (ProtobufCBinaryData){l, (uint8_t *)e};
-        }
-    }
-    cr.start_revision = rev;
-    cr.prev_kv = prev;
+    Etcdserverpb__WatchCreateRequest cr;
+    ctl_watch_create(&cr, key, end, prefix, rev, prev);
     Etcdserverpb__WatchRequest wr = ETCDSERVERPB__WATCH_REQUEST__INIT;
     wr.request_union_case = ETCDSERVERPB__WATCH_REQUEST__REQUEST_UNION_CREATE_REQUEST;
     wr.create_request = &cr;
@@ -131,13 +122,9 @@ static int lease_grant(int argc, char **argv)
     ctl_init_display();
     Etcdserverpb__LeaseGrantRequest req = ETCDSERVERPB__LEASE_GRANT_REQUEST__INIT;
     req.ttl = ttl;
-    struct ctl_reply r;
-    if (ctl_call("/etcdserverpb.Lease/LeaseGrant", &req.base, &r))
-        die_reply(&r, EXIT_ERR, "failed to grant lease (%s)");
-    Etcdserverpb__LeaseGrantResponse *resp = etcdserverpb__lease_grant_response__unpack(NULL, r.len, r.data);
-    if (!resp)
-        ctl_die(EXIT_ERR, "cannot decode the reply");
-    print_grant(resp);
+    print_grant((Etcdserverpb__LeaseGrantResponse *)ctl_rpc_at(
+        NULL, "/etcdserverpb.Lease/LeaseGrant", &req.base,
+        &etcdserverpb__lease_grant_response__descriptor, EXIT_ERR, "failed to grant lease (%s)"));
     return 0;
 }
 
@@ -150,13 +137,9 @@ static int lease_revoke(int argc, char **argv)
     ctl_init_display();
     Etcdserverpb__LeaseRevokeRequest req = ETCDSERVERPB__LEASE_REVOKE_REQUEST__INIT;
     req.id = id;
-    struct ctl_reply r;
-    if (ctl_call("/etcdserverpb.Lease/LeaseRevoke", &req.base, &r))
-        die_reply(&r, EXIT_ERR, "failed to revoke lease (%s)");
-    Etcdserverpb__LeaseRevokeResponse *resp = etcdserverpb__lease_revoke_response__unpack(NULL, r.len, r.data);
-    if (!resp)
-        ctl_die(EXIT_ERR, "cannot decode the reply");
-    print_revoke(id, resp);
+    print_revoke(id, (Etcdserverpb__LeaseRevokeResponse *)ctl_rpc_at(
+        NULL, "/etcdserverpb.Lease/LeaseRevoke", &req.base,
+        &etcdserverpb__lease_revoke_response__descriptor, EXIT_ERR, "failed to revoke lease (%s)"));
     return 0;
 }
 
@@ -172,14 +155,10 @@ static int lease_ttl(int argc, char **argv)
     Etcdserverpb__LeaseTimeToLiveRequest req = ETCDSERVERPB__LEASE_TIME_TO_LIVE_REQUEST__INIT;
     req.id = id;
     req.keys = keys;
-    struct ctl_reply r;
-    if (ctl_call("/etcdserverpb.Lease/LeaseTimeToLive", &req.base, &r))
-        die_reply(&r, EXIT_BAD_CONN, NULL);
-    Etcdserverpb__LeaseTimeToLiveResponse *resp =
-        etcdserverpb__lease_time_to_live_response__unpack(NULL, r.len, r.data);
-    if (!resp)
-        ctl_die(EXIT_ERR, "cannot decode the reply");
-    print_ttl(resp, keys);
+    print_ttl((Etcdserverpb__LeaseTimeToLiveResponse *)ctl_rpc_at(
+                  NULL, "/etcdserverpb.Lease/LeaseTimeToLive", &req.base,
+                  &etcdserverpb__lease_time_to_live_response__descriptor, EXIT_BAD_CONN, NULL),
+              keys);
     return 0;
 }
 
@@ -188,13 +167,9 @@ static int lease_list(int argc, char **argv)
     ctl_parse(argc, argv, (struct flag[]){FEND});
     ctl_init_display();
     Etcdserverpb__LeaseLeasesRequest req = ETCDSERVERPB__LEASE_LEASES_REQUEST__INIT;
-    struct ctl_reply r;
-    if (ctl_call("/etcdserverpb.Lease/LeaseLeases", &req.base, &r))
-        die_reply(&r, EXIT_BAD_CONN, NULL);
-    Etcdserverpb__LeaseLeasesResponse *resp = etcdserverpb__lease_leases_response__unpack(NULL, r.len, r.data);
-    if (!resp)
-        ctl_die(EXIT_ERR, "cannot decode the reply");
-    print_leases(resp);
+    print_leases((Etcdserverpb__LeaseLeasesResponse *)ctl_rpc_at(
+        NULL, "/etcdserverpb.Lease/LeaseLeases", &req.base,
+        &etcdserverpb__lease_leases_response__descriptor, EXIT_BAD_CONN, NULL));
     return 0;
 }
 
@@ -279,13 +254,8 @@ int cmd_lease(int argc, char **argv)
 static Etcdserverpb__MemberListResponse *member_list_call(void)
 {
     Etcdserverpb__MemberListRequest req = ETCDSERVERPB__MEMBER_LIST_REQUEST__INIT;
-    struct ctl_reply r;
-    if (ctl_call("/etcdserverpb.Cluster/MemberList", &req.base, &r))
-        die_reply(&r, EXIT_ERR, NULL);
-    Etcdserverpb__MemberListResponse *resp = etcdserverpb__member_list_response__unpack(NULL, r.len, r.data);
-    if (!resp)
-        ctl_die(EXIT_ERR, "cannot decode the reply");
-    return resp;
+    return (Etcdserverpb__MemberListResponse *)ctl_rpc(
+        "/etcdserverpb.Cluster/MemberList", &req.base, &etcdserverpb__member_list_response__descriptor);
 }
 
 int cmd_member(int argc, char **argv)
@@ -347,18 +317,15 @@ int cmd_endpoint(int argc, char **argv)
         bool err = false;
         for (size_t i = 0; i < n; i++) {
             Etcdserverpb__StatusRequest req = ETCDSERVERPB__STATUS_REQUEST__INIT;
-            struct ctl_reply r;
-            if (ctl_call_ep(eps[i], "/etcdserverpb.Maintenance/Status", &req.base, &r)) {
-                fflush(stdout);
-                fprintf(stderr, "Failed to get the status of endpoint %s (%s)\n", eps[i],
-                        ctl_err_text(r.status, r.message));
-                err = true;
-                continue;
-            }
             st[ok].ep = eps[i];
-            st[ok].resp = etcdserverpb__status_response__unpack(NULL, r.len, r.data);
+            st[ok].resp = (Etcdserverpb__StatusResponse *)ctl_rpc_each(
+                eps[i], "/etcdserverpb.Maintenance/Status", &req.base,
+                &etcdserverpb__status_response__descriptor,
+                "Failed to get the status of endpoint %s (%s)\n", NULL);
             if (st[ok].resp)
                 ok++;
+            else
+                err = true;
         }
         print_ep_status(st, ok);
         if (err)
@@ -397,6 +364,12 @@ int cmd_endpoint(int argc, char **argv)
 
 /* ---- alarm ---- */
 
+static Etcdserverpb__AlarmResponse *alarm_call(const Etcdserverpb__AlarmRequest *req)
+{
+    return (Etcdserverpb__AlarmResponse *)ctl_rpc("/etcdserverpb.Maintenance/Alarm", &req->base,
+                                                  &etcdserverpb__alarm_response__descriptor);
+}
+
 int cmd_alarm(int argc, char **argv)
 {
     if (argc < 1)
@@ -415,12 +388,7 @@ int cmd_alarm(int argc, char **argv)
          * and answer with the disarmed ones (no header) */
         ctl_init_display();
         req.action = ETCDSERVERPB__ALARM_REQUEST__ALARM_ACTION__GET;
-        struct ctl_reply r;
-        if (ctl_call("/etcdserverpb.Maintenance/Alarm", &req.base, &r))
-            die_reply(&r, EXIT_ERR, NULL);
-        Etcdserverpb__AlarmResponse *list = etcdserverpb__alarm_response__unpack(NULL, r.len, r.data);
-        if (!list)
-            ctl_die(EXIT_ERR, "cannot decode the reply");
+        Etcdserverpb__AlarmResponse *list = alarm_call(&req);
         Etcdserverpb__AlarmResponse ret = ETCDSERVERPB__ALARM_RESPONSE__INIT;
         ret.alarms = calloc(list->n_alarms + 1, sizeof *ret.alarms);
         for (size_t i = 0; i < list->n_alarms; i++) {
@@ -428,12 +396,8 @@ int cmd_alarm(int argc, char **argv)
             d.action = ETCDSERVERPB__ALARM_REQUEST__ALARM_ACTION__DEACTIVATE;
             d.memberid = list->alarms[i]->memberid;
             d.alarm = list->alarms[i]->alarm;
-            struct ctl_reply dr;
-            if (ctl_call("/etcdserverpb.Maintenance/Alarm", &d.base, &dr))
-                die_reply(&dr, EXIT_ERR, NULL);
-            Etcdserverpb__AlarmResponse *dresp =
-                etcdserverpb__alarm_response__unpack(NULL, dr.len, dr.data);
-            for (size_t j = 0; dresp && j < dresp->n_alarms; j++) {
+            Etcdserverpb__AlarmResponse *dresp = alarm_call(&d);
+            for (size_t j = 0; j < dresp->n_alarms; j++) {
                 ret.alarms = realloc(ret.alarms, (ret.n_alarms + 1) * sizeof *ret.alarms);
                 ret.alarms[ret.n_alarms++] = dresp->alarms[j];
             }
@@ -444,12 +408,6 @@ int cmd_alarm(int argc, char **argv)
         ctl_die(EXIT_ERR, "unknown command \"%s\" for \"ketchctl alarm\"", sub);
     }
     ctl_init_display();
-    struct ctl_reply r;
-    if (ctl_call("/etcdserverpb.Maintenance/Alarm", &req.base, &r))
-        die_reply(&r, EXIT_ERR, NULL);
-    Etcdserverpb__AlarmResponse *resp = etcdserverpb__alarm_response__unpack(NULL, r.len, r.data);
-    if (!resp)
-        ctl_die(EXIT_ERR, "cannot decode the reply");
-    print_alarm(resp);
+    print_alarm(alarm_call(&req));
     return 0;
 }

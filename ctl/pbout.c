@@ -4,12 +4,13 @@
  * protobuf printer (the marshalled message, raw). Used by the commands whose JSON has nothing
  * special (auth, user, role, member add/remove/update/promote, ...). */
 #include <inttypes.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "ctl.h"
 
-static bool field_empty(const ProtobufCFieldDescriptor *f, const void *p)
+bool pb_field_empty(const ProtobufCFieldDescriptor *f, const void *p)
 {
     switch (f->type) {
     case PROTOBUF_C_TYPE_INT32: case PROTOBUF_C_TYPE_SINT32: case PROTOBUF_C_TYPE_SFIXED32:
@@ -130,7 +131,7 @@ void out_pb_json(struct buf *b, const ProtobufCMessage *m)
                 continue;
         }
         const void *p = base + f->offset;
-        if (field_empty(f, p))
+        if (pb_field_empty(f, p))
             continue;
         buf_printf(b, "%s\"%s\":", first ? "" : ",", f->name);
         json_value(b, f, p);
@@ -166,6 +167,39 @@ bool print_generic(const ProtobufCMessage *m)
     if (g.out == OUT_TABLE)
         ctl_die(EXIT_BAD_FEATURE, "table not supported as output format");
     return false;
+}
+
+const Etcdserverpb__ResponseHeader *resp_header(const ProtobufCMessage *m)
+{
+    /* every etcd reply has its header as field 1 */
+    const ProtobufCFieldDescriptor *f = protobuf_c_message_descriptor_get_field(m->descriptor, 1);
+    if (!f || f->type != PROTOBUF_C_TYPE_MESSAGE ||
+        f->descriptor != &etcdserverpb__response_header__descriptor)
+        return NULL;
+    return *(Etcdserverpb__ResponseHeader *const *)((const char *)m + f->offset);
+}
+
+bool print_rpc(const ProtobufCMessage *m, bool fields)
+{
+    if (print_generic(m))
+        return true;
+    if (g.out != OUT_FIELDS)
+        return false;
+    if (!fields)
+        ctl_die(EXIT_BAD_FEATURE, "fields not supported as output format");
+    print_fields_header(resp_header(m));
+    return true;
+}
+
+void print_line(const ProtobufCMessage *m, bool fields, const char *fmt, ...)
+{
+    if (print_rpc(m, fields))
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vprintf(fmt, ap);
+    va_end(ap);
+    putchar('\n');
 }
 
 void print_fields_header(const Etcdserverpb__ResponseHeader *h)

@@ -3,8 +3,6 @@
  * the next endpoint when one cannot be connected to. ketchctl is a one-shot
  * process: on a timeout it exits, so nothing that was left running on the
  * loop needs unwinding. */
-#include <ctype.h>
-#include <errno.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -103,30 +101,10 @@ static const struct client_opts *conn_opts(void)
             want = true;
     if (!want)
         return &o;
-    /* transport.TLSInfo.ClientConfig's checks, in its order */
-    if (given(g.cert) != given(g.key))
-        ctl_die(EXIT_BAD_ARGS, "KeyFile and CertFile must both be present[key: %s, cert: %s]",
-                g.key ? g.key : "", g.cert ? g.cert : "");
-    const char *files[] = {g.cert, g.key, g.cacert};
-    for (int i = 0; i < 3; i++) {
-        if (!given(files[i]))
-            continue;
-        FILE *f = fopen(files[i], "r");
-        if (!f) {
-            char e[256];
-            snprintf(e, sizeof e, "%s", strerror(errno));
-            e[0] = (char)tolower((unsigned char)e[0]);
-            ctl_die(EXIT_BAD_ARGS, "open %s: %s", files[i], e);
-        }
-        fclose(f);
-    }
-    struct tls_client_options to = {.ca_file = g.cacert, .cert_file = g.cert,
-                                    .key_file = g.key, .skip_verify = g.skip_verify};
-    char err[512];
-    tls_ctx *ctx;
-    if (tls_client_ctx_new(&ctx, &to, err, sizeof err))
-        ctl_die(EXIT_BAD_ARGS, "%s", err);
-    o.tls = (struct tls_ctx *)ctx;
+    /* transport.TLSInfo.ClientConfig's checks and texts: net/tls.c's */
+    struct tls_ctx *ctx;
+    ctl_tls_ctx(g.cacert, g.cert, g.key, g.skip_verify, &ctx);
+    o.tls = ctx;
     return &o;
 }
 
@@ -447,6 +425,52 @@ void ctl_reply_free(struct ctl_reply *r)
     memset(r, 0, sizeof *r);
 }
 
+ProtobufCMessage *ctl_rpc_at(const char *endpoint, const char *path, const ProtobufCMessage *req,
+                             const ProtobufCMessageDescriptor *resp, int code, const char *wrap)
+{
+    struct ctl_reply r;
+    if (endpoint ? ctl_call_ep(endpoint, path, req, &r) : ctl_call(path, req, &r)) {
+        const char *t = ctl_err_text(r.status, r.message);
+        if (wrap)
+            ctl_die(code, wrap, t);
+        ctl_die(code, "%s", t);
+    }
+    ProtobufCMessage *m = protobuf_c_message_unpack(resp, NULL, r.len, r.data);
+    if (!m)
+        ctl_die(EXIT_ERR, "cannot decode the reply");
+    ctl_reply_free(&r);
+    return m;
+}
+
+ProtobufCMessage *ctl_rpc_each(const char *endpoint, const char *path, const ProtobufCMessage *req,
+                               const ProtobufCMessageDescriptor *resp, const char *fail_fmt,
+                               char **err)
+{
+    struct ctl_reply r;
+    ProtobufCMessage *m = NULL;
+    const char *t = "cannot decode the reply";
+    if (ctl_call_ep(endpoint, path, req, &r))
+        t = ctl_err_text(r.status, r.message);
+    else
+        m = protobuf_c_message_unpack(resp, NULL, r.len, r.data);
+    if (!m) {
+        fflush(stdout);
+        fprintf(stderr, fail_fmt, endpoint, t);
+        if (err) {
+            free(*err);
+            *err = strdup(t);
+        }
+    }
+    ctl_reply_free(&r);
+    return m;
+}
+
+ProtobufCMessage *ctl_rpc(const char *path, const ProtobufCMessage *req,
+                          const ProtobufCMessageDescriptor *resp)
+{
+    return ctl_rpc_at(NULL, path, req, resp, EXIT_ERR, NULL);
+}
+
 /* ---- streams ---- */
 
 struct strm {
@@ -701,11 +725,10 @@ struct client_conn *ctl_connect(void)
 int ctl_tls_ctx(const char *cacert, const char *cert, const char *key, bool skip_verify,
                 struct tls_ctx **out)
 {
-    struct tls_client_options to = {.ca_file = cacert, .cert_file = cert, .key_file = key,
-                                    .skip_verify = skip_verify};
+    struct tls_options to = {.trusted_ca_file = cacert, .cert_file = cert, .key_file = key};
     char err[512];
     tls_ctx *ctx;
-    if (tls_client_ctx_new(&ctx, &to, err, sizeof err))
+    if (tls_ctx_new_client(&ctx, &to, skip_verify, "h2", err, sizeof err))
         ctl_die(EXIT_BAD_ARGS, "%s", err);
     *out = (struct tls_ctx *)ctx;
     return 0;

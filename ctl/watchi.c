@@ -112,23 +112,8 @@ static void do_line(char *l)
             ctl_die(EXIT_BAD_ARGS, "bad number of arguments");
         if (np == 2 && prefix)
             ctl_die(EXIT_BAD_ARGS, "`range_end` and `--prefix` are mutually exclusive");
-        Etcdserverpb__WatchCreateRequest cr = ETCDSERVERPB__WATCH_CREATE_REQUEST__INIT;
-        cr.key = (ProtobufCBinaryData){strlen(pos[0]), (uint8_t *)pos[0]};
-        char *e = NULL;
-        if (np == 2)
-            cr.range_end = (ProtobufCBinaryData){strlen(pos[1]), (uint8_t *)pos[1]};
-        if (prefix) {
-            if (!*pos[0]) {
-                cr.key = (ProtobufCBinaryData){1, (uint8_t *)""};
-                cr.range_end = (ProtobufCBinaryData){1, (uint8_t *)""};
-            } else {
-                size_t el;
-                e = prefix_end((const uint8_t *)pos[0], strlen(pos[0]), &el);
-                cr.range_end = (ProtobufCBinaryData){el, (uint8_t *)e};
-            }
-        }
-        cr.start_revision = rev;
-        cr.prev_kv = prev;
+        Etcdserverpb__WatchCreateRequest cr;
+        char *e = ctl_watch_create(&cr, pos[0], np == 2 ? pos[1] : NULL, prefix, rev, prev);
         Etcdserverpb__WatchRequest wr = ETCDSERVERPB__WATCH_REQUEST__INIT;
         wr.request_union_case = ETCDSERVERPB__WATCH_REQUEST__REQUEST_UNION_CREATE_REQUEST;
         wr.create_request = &cr;

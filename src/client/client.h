@@ -83,7 +83,7 @@ int client_conn_open(uv_loop_t *loop, const char *endpoint, client_conn_cb on_ev
 /* Options of client_conn_open_opts. */
 struct tls_ctx;
 struct client_opts {
-    /* TLS client context (net/tls.h, tls_client_ctx_new), borrowed: it must
+    /* TLS client context (net/tls.h, tls_ctx_new_client), borrowed: it must
      * outlive the connection. NULL: cleartext h2c. An "http://" endpoint is
      * always cleartext, an "https://" one needs a context (as clientv3). */
     struct tls_ctx *tls;

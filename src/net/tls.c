@@ -18,6 +18,8 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
+#include "util/errors.h"
+
 struct tls_ctx {
     SSL_CTX *ssl;
     bool client;
@@ -154,93 +156,270 @@ static const char *ossl_reason(void)
     return r ? r : "unknown error";
 }
 
-int tls_ctx_new(tls_ctx **out, const struct tls_options *o, char *err, size_t errlen)
-{
-    if (tls_check_options(o, err, errlen)) return -1;
-    if (!given(o->cert_file) || !given(o->key_file)) {
-        snprintf(err, errlen, "TLS key/cert (--cert-file, --key-file) must be provided");
-        return -1;
-    }
-    if (o->client_cert_auth && !given(o->trusted_ca_file)) {
-        snprintf(err, errlen, "--client-cert-auth needs --trusted-ca-file");
-        return -1;
-    }
-    SSL_CTX *ssl = SSL_CTX_new(TLS_server_method());
-    if (!ssl) {
-        snprintf(err, errlen, "cannot create a TLS context: %s", ossl_reason());
-        return -1;
-    }
-    int min = parse_version(o->min_version), max = parse_version(o->max_version);
-    SSL_CTX_set_min_proto_version(ssl, min ? min : TLS1_2_VERSION);
-    if (max) SSL_CTX_set_max_proto_version(ssl, max);
-    SSL_CTX_set_options(ssl, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE |
-                                 SSL_OP_NO_COMPRESSION);
-    SSL_CTX_set_mode(ssl, SSL_MODE_RELEASE_BUFFERS);
-    if (given(o->cipher_suites)) {
-        char list[2048];
-        if (map_ciphers(o->cipher_suites, list, sizeof list, err, errlen)) goto fail;
-        if (list[0] && !SSL_CTX_set_cipher_list(ssl, list)) {
-            snprintf(err, errlen, "no usable cipher suite in --cipher-suites: %s", ossl_reason());
-            goto fail;
-        }
-    }
-    if (SSL_CTX_use_certificate_chain_file(ssl, o->cert_file) != 1) {
-        snprintf(err, errlen, "cannot load certificate %s: %s", o->cert_file, ossl_reason());
-        goto fail;
-    }
-    if (SSL_CTX_use_PrivateKey_file(ssl, o->key_file, SSL_FILETYPE_PEM) != 1) {
-        snprintf(err, errlen, "cannot load key %s: %s", o->key_file, ossl_reason());
-        goto fail;
-    }
-    if (SSL_CTX_check_private_key(ssl) != 1) {
-        snprintf(err, errlen, "key %s does not match certificate %s", o->key_file, o->cert_file);
-        ERR_clear_error();
-        goto fail;
-    }
-    if (given(o->trusted_ca_file)) {
-        if (SSL_CTX_load_verify_locations(ssl, o->trusted_ca_file, NULL) != 1) {
-            snprintf(err, errlen, "cannot load trusted CA %s: %s", o->trusted_ca_file,
-                     ossl_reason());
-            goto fail;
-        }
-        STACK_OF(X509_NAME) *names = SSL_load_client_CA_file(o->trusted_ca_file);
-        if (names) SSL_CTX_set_client_CA_list(ssl, names);
-    }
-    if (o->client_cert_auth)
-        SSL_CTX_set_verify(ssl, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
-    else if (given(o->trusted_ca_file))
-        /* As Go's VerifyClientCertIfGiven: a certificate, when sent, must verify. */
-        SSL_CTX_set_verify(ssl, SSL_VERIFY_PEER, NULL);
-    else
-        SSL_CTX_set_verify(ssl, SSL_VERIFY_NONE, NULL);
-    /* Tickets would let a client resume without showing its certificate
-     * again, and need key rotation; clients reconnect rarely. */
-    SSL_CTX_set_options(ssl, SSL_OP_NO_TICKET);
-    SSL_CTX_set_num_tickets(ssl, 0);
-    SSL_CTX_set_session_cache_mode(ssl, SSL_SESS_CACHE_OFF);
-    SSL_CTX_set_alpn_select_cb(ssl, on_alpn, NULL);
+/* ---- certificate files, read as etcd reads them ----
+ *
+ * etcd (and etcdctl) load the key pair with Go's tls.X509KeyPair on the
+ * files' bytes (pkg/tlsutil NewCert) and the CA with tlsutil.NewCertPool;
+ * their errors are what both print, so the texts below are Go's. */
 
-    tls_ctx *c = calloc(1, sizeof *c);
-    if (!c) {
-        snprintf(err, errlen, "out of memory");
-        goto fail;
+/* os.ReadFile: the whole file in a memory BIO, or NULL with Go's text
+ * ("open f: no such file or directory", "read f: is a directory"). */
+static BIO *read_file(const char *path, char *err, size_t errlen)
+{
+    char why[128];
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        errno_text_go(why, sizeof why, errno);
+        snprintf(err, errlen, "open %s: %s", path, why);
+        return NULL;
     }
-    c->ssl = ssl;
-    *out = c;
-    return 0;
-fail:
-    SSL_CTX_free(ssl);
-    return -1;
+    BIO *b = BIO_new(BIO_s_mem());
+    char chunk[8192];
+    size_t n;
+    while (b && (n = fread(chunk, 1, sizeof chunk, f)) > 0)
+        if (BIO_write(b, chunk, (int)n) != (int)n) {
+            BIO_free(b);
+            b = NULL;
+        }
+    if (b && ferror(f)) {
+        errno_text_go(why, sizeof why, errno);
+        snprintf(err, errlen, "read %s: %s", path, why);
+        BIO_free(b);
+        b = NULL;
+    } else if (!b) {
+        snprintf(err, errlen, "out of memory");
+    }
+    fclose(f);
+    return b;
 }
 
-int tls_ctx_new_client(tls_ctx **out, const struct tls_options *o, bool insecure_skip_verify,
-                       char *err, size_t errlen)
+/* One PEM block (pem.Decode): its type and DER bytes, owned by the caller
+ * (OPENSSL_free). false at the end of the input. */
+struct pem_block {
+    char *type;
+    unsigned char *der;
+    long len;
+};
+
+static bool pem_next(BIO *b, struct pem_block *blk)
 {
-    if (tls_check_options(o, err, errlen)) return -1;
-    SSL_CTX *ssl = SSL_CTX_new(TLS_client_method());
+    char *header = NULL;
+    int ok = PEM_read_bio(b, &blk->type, &header, &blk->der, &blk->len);
+    OPENSSL_free(header);
+    ERR_clear_error(); /* the end of the input is an error to OpenSSL */
+    return ok == 1;
+}
+
+static void pem_block_free(struct pem_block *blk)
+{
+    OPENSSL_free(blk->type);
+    OPENSSL_free(blk->der);
+}
+
+static bool ends_with(const char *s, const char *suffix)
+{
+    size_t n = strlen(s), m = strlen(suffix);
+    return n >= m && !strcmp(s + n - m, suffix);
+}
+
+/* x509.ParseCertificate: the certificate, or NULL with Go's text for the
+ * usual ways DER fails (not a SEQUENCE; a SEQUENCE that does not start
+ * with the to-be-signed SEQUENCE, e.g. a private key). */
+static X509 *parse_cert(const unsigned char *der, long len, char *err, size_t errlen)
+{
+    const unsigned char *p = der;
+    X509 *x = d2i_X509(NULL, &p, len);
+    ERR_clear_error();
+    if (x) return x;
+    long inner;
+    int tag, class;
+    p = der;
+    bool outer = !(ASN1_get_object(&p, &inner, &tag, &class, len) & 0x80) &&
+                 tag == V_ASN1_SEQUENCE;
+    ERR_clear_error();
+    bool tbs = outer && inner > 0 && *p == (V_ASN1_SEQUENCE | V_ASN1_CONSTRUCTED);
+    snprintf(err, errlen, outer && !tbs ? "x509: malformed tbs certificate"
+                                        : "x509: malformed certificate");
+    return NULL;
+}
+
+/* Joins Go's %v of a []string: "[A B]". */
+static void go_list(char *dst, size_t n, char *const *v, size_t count)
+{
+    size_t used = (size_t)snprintf(dst, n, "[");
+    for (size_t i = 0; i < count && used < n; i++)
+        used += (size_t)snprintf(dst + used, n - used, "%s%s", i ? " " : "", v[i]);
+    if (used < n) snprintf(dst + used, n - used, "]");
+}
+
+/* The certificate chain of cert_file (its CERTIFICATE blocks, leaf first)
+ * into ssl, as X509KeyPair reads it; *leaf is the caller's to free. */
+static int use_cert_chain(SSL_CTX *ssl, BIO *in, X509 **leaf, char *err, size_t errlen)
+{
+    char *skipped[8];
+    size_t n_skipped = 0, n_certs = 0;
+    int rv = -1;
+    struct pem_block blk;
+    *leaf = NULL;
+    while (pem_next(in, &blk)) {
+        if (strcmp(blk.type, "CERTIFICATE")) {
+            if (n_skipped < sizeof skipped / sizeof skipped[0])
+                skipped[n_skipped++] = blk.type, blk.type = NULL;
+            pem_block_free(&blk);
+            continue;
+        }
+        X509 *x = parse_cert(blk.der, blk.len, err, errlen);
+        pem_block_free(&blk);
+        if (!x) goto out;
+        int ok;
+        if (n_certs++) {
+            ok = SSL_CTX_add0_chain_cert(ssl, x); /* owns x when it worked */
+            if (ok != 1) X509_free(x);
+        } else {
+            *leaf = x; /* the caller's */
+            ok = SSL_CTX_use_certificate(ssl, x);
+        }
+        if (ok != 1) {
+            snprintf(err, errlen, "cannot use the certificate: %s", ossl_reason());
+            goto out;
+        }
+    }
+    if (n_certs) {
+        rv = 0;
+    } else if (!n_skipped) {
+        snprintf(err, errlen, "tls: failed to find any PEM data in certificate input");
+    } else if (n_skipped == 1 && ends_with(skipped[0], "PRIVATE KEY")) {
+        snprintf(err, errlen, "tls: failed to find certificate PEM data in certificate input, "
+                              "but did find a private key; PEM inputs may have been switched");
+    } else {
+        char list[512];
+        go_list(list, sizeof list, skipped, n_skipped);
+        snprintf(err, errlen, "tls: failed to find \"CERTIFICATE\" PEM block in certificate "
+                              "input after skipping PEM blocks of the following types: %s", list);
+    }
+out:
+    for (size_t i = 0; i < n_skipped; i++) OPENSSL_free(skipped[i]);
+    return rv;
+}
+
+/* The first "PRIVATE KEY" / "* PRIVATE KEY" block of key_file, checked
+ * against the certificate's public key, into ssl. */
+static int use_private_key(SSL_CTX *ssl, BIO *in, X509 *leaf, char *err, size_t errlen)
+{
+    char *skipped[8];
+    size_t n_skipped = 0;
+    int rv = -1;
+    struct pem_block blk;
+    bool found = false;
+    while (!found && pem_next(in, &blk)) {
+        found = !strcmp(blk.type, "PRIVATE KEY") || ends_with(blk.type, " PRIVATE KEY");
+        if (!found) {
+            if (n_skipped < sizeof skipped / sizeof skipped[0])
+                skipped[n_skipped++] = blk.type, blk.type = NULL;
+            pem_block_free(&blk);
+        }
+    }
+    if (!found) {
+        if (!n_skipped) {
+            snprintf(err, errlen, "tls: failed to find any PEM data in key input");
+        } else if (n_skipped == 1 && !strcmp(skipped[0], "CERTIFICATE")) {
+            snprintf(err, errlen,
+                     "tls: found a certificate rather than a key in the PEM for the private key");
+        } else {
+            char list[512];
+            go_list(list, sizeof list, skipped, n_skipped);
+            snprintf(err, errlen, "tls: failed to find PEM block with type ending in \"PRIVATE "
+                                  "KEY\" in key input after skipping PEM blocks of the following "
+                                  "types: %s", list);
+        }
+        goto out;
+    }
+    const unsigned char *p = blk.der;
+    EVP_PKEY *key = d2i_AutoPrivateKey(NULL, &p, blk.len);
+    pem_block_free(&blk);
+    ERR_clear_error();
+    if (!key) {
+        snprintf(err, errlen, "tls: failed to parse private key");
+        goto out;
+    }
+    switch (EVP_PKEY_eq(X509_get0_pubkey(leaf), key)) {
+    case 1:
+        if (SSL_CTX_use_PrivateKey(ssl, key) == 1) rv = 0;
+        else snprintf(err, errlen, "cannot use the key: %s", ossl_reason());
+        break;
+    case 0: snprintf(err, errlen, "tls: private key does not match public key"); break;
+    case -1: snprintf(err, errlen, "tls: private key type does not match public key type"); break;
+    default: snprintf(err, errlen, "tls: unknown public key algorithm"); break;
+    }
+    ERR_clear_error();
+    EVP_PKEY_free(key);
+out:
+    for (size_t i = 0; i < n_skipped; i++) OPENSSL_free(skipped[i]);
+    return rv;
+}
+
+/* tlsutil.NewCert + tls.X509KeyPair: both files read first (cert, then
+ * key), then the chain and the key that must match its public key. */
+static int use_key_pair(SSL_CTX *ssl, const char *cert_file, const char *key_file, char *err,
+                        size_t errlen)
+{
+    BIO *cert = read_file(cert_file, err, errlen);
+    if (!cert) return -1;
+    BIO *key = read_file(key_file, err, errlen);
+    X509 *leaf = NULL;
+    int rv = key && !use_cert_chain(ssl, cert, &leaf, err, errlen) &&
+                     !use_private_key(ssl, key, leaf, err, errlen) ? 0 : -1;
+    X509_free(leaf);
+    BIO_free(cert);
+    BIO_free(key);
+    return rv;
+}
+
+/* tlsutil.NewCertPool: every PEM block of ca_file must be a certificate
+ * (whatever its type says); a file without any gives an empty pool, so
+ * nothing verifies. The server also names them to clients as acceptable
+ * issuers (name_to_clients). */
+static int use_ca_file(SSL_CTX *ssl, const char *ca_file, bool name_to_clients, char *err,
+                       size_t errlen)
+{
+    BIO *in = read_file(ca_file, err, errlen);
+    if (!in) return -1;
+    X509_STORE *store = SSL_CTX_get_cert_store(ssl);
+    struct pem_block blk;
+    int rv = 0;
+    while (rv == 0 && pem_next(in, &blk)) {
+        X509 *x = parse_cert(blk.der, blk.len, err, errlen);
+        pem_block_free(&blk);
+        if (!x) {
+            rv = -1;
+            break;
+        }
+        if (X509_STORE_add_cert(store, x) != 1 ||
+            (name_to_clients && SSL_CTX_add_client_CA(ssl, x) != 1)) {
+            snprintf(err, errlen, "cannot use the CA certificate: %s", ossl_reason());
+            rv = -1;
+        }
+        X509_free(x);
+    }
+    ERR_clear_error();
+    BIO_free(in);
+    return rv;
+}
+
+/* ---- contexts ---- */
+
+/* What server and client contexts share: the protocol versions and cipher
+ * suites of o, no renegotiation, compression, tickets or session cache
+ * (a client reconnects rarely; a ticket would let it resume without
+ * showing its certificate again), and the key pair when given. */
+static SSL_CTX *ctx_base(const SSL_METHOD *method, const struct tls_options *o, char *err,
+                         size_t errlen)
+{
+    if (tls_check_options(o, err, errlen)) return NULL;
+    SSL_CTX *ssl = SSL_CTX_new(method);
     if (!ssl) {
         snprintf(err, errlen, "cannot create a TLS context: %s", ossl_reason());
-        return -1;
+        return NULL;
     }
     int min = parse_version(o->min_version), max = parse_version(o->max_version);
     SSL_CTX_set_min_proto_version(ssl, min ? min : TLS1_2_VERSION);
@@ -256,41 +435,88 @@ int tls_ctx_new_client(tls_ctx **out, const struct tls_options *o, bool insecure
             goto fail;
         }
     }
-    if (given(o->cert_file) && given(o->key_file)) {
-        if (SSL_CTX_use_certificate_chain_file(ssl, o->cert_file) != 1) {
-            snprintf(err, errlen, "cannot load certificate %s: %s", o->cert_file, ossl_reason());
-            goto fail;
-        }
-        if (SSL_CTX_use_PrivateKey_file(ssl, o->key_file, SSL_FILETYPE_PEM) != 1) {
-            snprintf(err, errlen, "cannot load key %s: %s", o->key_file, ossl_reason());
-            goto fail;
-        }
+    if (given(o->cert_file) != given(o->key_file)) {
+        /* transport.TLSInfo's check, in its words */
+        snprintf(err, errlen, "KeyFile and CertFile must both be present[key: %s, cert: %s]",
+                 o->key_file ? o->key_file : "", o->cert_file ? o->cert_file : "");
+        goto fail;
     }
-    bool verify = !insecure_skip_verify;
-    if (verify) {
-        if (given(o->trusted_ca_file)) {
-            if (SSL_CTX_load_verify_locations(ssl, o->trusted_ca_file, NULL) != 1) {
-                snprintf(err, errlen, "cannot load trusted CA %s: %s", o->trusted_ca_file,
-                         ossl_reason());
-                goto fail;
-            }
-        } else if (SSL_CTX_set_default_verify_paths(ssl) != 1) {
-            ERR_clear_error(); /* as Go: the system roots, when there are some */
-        }
-        SSL_CTX_set_verify(ssl, SSL_VERIFY_PEER, NULL);
-    } else {
-        SSL_CTX_set_verify(ssl, SSL_VERIFY_NONE, NULL);
-    }
+    if (given(o->cert_file) && use_key_pair(ssl, o->cert_file, o->key_file, err, errlen))
+        goto fail;
+    return ssl;
+fail:
+    SSL_CTX_free(ssl);
+    return NULL;
+}
+
+static int ctx_wrap(tls_ctx **out, SSL_CTX *ssl, bool client, bool verify, char *err,
+                    size_t errlen)
+{
     tls_ctx *c = calloc(1, sizeof *c);
     if (!c) {
         snprintf(err, errlen, "out of memory");
-        goto fail;
+        SSL_CTX_free(ssl);
+        return -1;
     }
     c->ssl = ssl;
-    c->client = true;
+    c->client = client;
     c->verify = verify;
     *out = c;
     return 0;
+}
+
+int tls_ctx_new(tls_ctx **out, const struct tls_options *o, char *err, size_t errlen)
+{
+    if (tls_check_options(o, err, errlen)) return -1;
+    if (!given(o->cert_file) || !given(o->key_file)) {
+        snprintf(err, errlen, "TLS key/cert (--cert-file, --key-file) must be provided");
+        return -1;
+    }
+    if (o->client_cert_auth && !given(o->trusted_ca_file)) {
+        snprintf(err, errlen, "--client-cert-auth needs --trusted-ca-file");
+        return -1;
+    }
+    SSL_CTX *ssl = ctx_base(TLS_server_method(), o, err, errlen);
+    if (!ssl) return -1;
+    SSL_CTX_set_options(ssl, SSL_OP_CIPHER_SERVER_PREFERENCE);
+    SSL_CTX_set_num_tickets(ssl, 0);
+    if (given(o->trusted_ca_file) && use_ca_file(ssl, o->trusted_ca_file, true, err, errlen)) {
+        SSL_CTX_free(ssl);
+        return -1;
+    }
+    if (o->client_cert_auth)
+        SSL_CTX_set_verify(ssl, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
+    else if (given(o->trusted_ca_file))
+        /* As Go's VerifyClientCertIfGiven: a certificate, when sent, must verify. */
+        SSL_CTX_set_verify(ssl, SSL_VERIFY_PEER, NULL);
+    else
+        SSL_CTX_set_verify(ssl, SSL_VERIFY_NONE, NULL);
+    SSL_CTX_set_alpn_select_cb(ssl, on_alpn, NULL);
+    return ctx_wrap(out, ssl, false, false, err, errlen);
+}
+
+int tls_ctx_new_client(tls_ctx **out, const struct tls_options *o, bool skip_verify,
+                       const char *alpn, char *err, size_t errlen)
+{
+    SSL_CTX *ssl = ctx_base(TLS_client_method(), o, err, errlen);
+    if (!ssl) return -1;
+    if (given(o->trusted_ca_file)) {
+        /* read even when not verifying, as etcdctl does */
+        if (use_ca_file(ssl, o->trusted_ca_file, false, err, errlen)) goto fail;
+    } else if (!skip_verify && SSL_CTX_set_default_verify_paths(ssl) != 1) {
+        ERR_clear_error(); /* as Go: the system roots, when there are some */
+    }
+    SSL_CTX_set_verify(ssl, skip_verify ? SSL_VERIFY_NONE : SSL_VERIFY_PEER, NULL);
+    if (given(alpn)) {
+        unsigned char wire[256];
+        size_t n = strlen(alpn);
+        if (n > 255 || (wire[0] = (unsigned char)n, memcpy(wire + 1, alpn, n),
+                        SSL_CTX_set_alpn_protos(ssl, wire, (unsigned)n + 1) != 0)) {
+            snprintf(err, errlen, "cannot offer ALPN %s", alpn);
+            goto fail;
+        }
+    }
+    return ctx_wrap(out, ssl, true, !skip_verify, err, errlen);
 fail:
     SSL_CTX_free(ssl);
     return -1;
@@ -585,68 +811,3 @@ const char *tls_conn_peer_cn(tls_conn *t)
     t->cn = strdup(cn);
     return t->cn;
 }
-
-/* ---- client side ---- */
-
-static const unsigned char alpn_offer[] = "\x02h2";
-
-int tls_client_ctx_new(tls_ctx **out, const struct tls_client_options *o, char *err,
-                       size_t errlen)
-{
-    SSL_CTX *ssl = SSL_CTX_new(TLS_client_method());
-    if (!ssl) {
-        snprintf(err, errlen, "cannot create a TLS context: %s", ossl_reason());
-        return -1;
-    }
-    SSL_CTX_set_min_proto_version(ssl, TLS1_2_VERSION);
-    SSL_CTX_set_options(ssl, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
-    SSL_CTX_set_mode(ssl, SSL_MODE_RELEASE_BUFFERS);
-    if (given(o->cert_file) != given(o->key_file)) {
-        snprintf(err, errlen, "both --cert and --key are needed for a client certificate");
-        goto fail;
-    }
-    if (given(o->cert_file)) {
-        if (SSL_CTX_use_certificate_chain_file(ssl, o->cert_file) != 1) {
-            snprintf(err, errlen, "cannot load certificate %s: %s", o->cert_file, ossl_reason());
-            goto fail;
-        }
-        if (SSL_CTX_use_PrivateKey_file(ssl, o->key_file, SSL_FILETYPE_PEM) != 1) {
-            snprintf(err, errlen, "cannot load key %s: %s", o->key_file, ossl_reason());
-            goto fail;
-        }
-        if (SSL_CTX_check_private_key(ssl) != 1) {
-            snprintf(err, errlen, "key %s does not match certificate %s", o->key_file,
-                     o->cert_file);
-            ERR_clear_error();
-            goto fail;
-        }
-    }
-    if (given(o->ca_file)) {
-        if (SSL_CTX_load_verify_locations(ssl, o->ca_file, NULL) != 1) {
-            snprintf(err, errlen, "cannot load CA %s: %s", o->ca_file, ossl_reason());
-            goto fail;
-        }
-    } else {
-        SSL_CTX_set_default_verify_paths(ssl);
-        ERR_clear_error();
-    }
-    SSL_CTX_set_verify(ssl, o->skip_verify ? SSL_VERIFY_NONE : SSL_VERIFY_PEER, NULL);
-    if (SSL_CTX_set_alpn_protos(ssl, alpn_offer, sizeof alpn_offer - 1) != 0) {
-        snprintf(err, errlen, "cannot set ALPN");
-        goto fail;
-    }
-    tls_ctx *c = calloc(1, sizeof *c);
-    if (!c) {
-        snprintf(err, errlen, "out of memory");
-        goto fail;
-    }
-    c->ssl = ssl;
-    c->client = true;
-    c->verify = !o->skip_verify;
-    *out = c;
-    return 0;
-fail:
-    SSL_CTX_free(ssl);
-    return -1;
-}
-

@@ -43,19 +43,25 @@ int tls_check_options(const struct tls_options *o, char *err, size_t errlen);
 /* Creates a server context: loads the certificate chain and key, the
  * trusted CA (when given), and with client_cert_auth requires clients to
  * present a certificate that the CA signed. Returns 0, or -1 with the
- * reason in err (e.g. the file that could not be read). */
+ * reason in err: for the files, the texts etcd prints (Go's os.ReadFile,
+ * tls.X509KeyPair and x509 errors, e.g. "open f: no such file or
+ * directory", "tls: private key does not match public key"). */
 int tls_ctx_new(tls_ctx **out, const struct tls_options *o, char *err, size_t errlen);
 void tls_ctx_free(tls_ctx *ctx);
 
-/* Creates a client context (peers dialling peers): presents the
- * certificate and key when given (servers with --peer-client-cert-auth
- * ask for one), and verifies the server's certificate against
- * trusted_ca_file (its name too: see tls_conn_new_client). With
- * `insecure_skip_verify` (etcd's --peer-auto-tls without a CA, as Go's
- * InsecureSkipVerify) the server's certificate is not checked. Returns 0,
- * or -1 with the reason in err. */
-int tls_ctx_new_client(tls_ctx **out, const struct tls_options *o, bool insecure_skip_verify,
-                       char *err, size_t errlen);
+/* Creates a client context, for peers dialling peers and for ketchctl
+ * (etcdctl's --cacert/--cert/--key/--insecure-skip-tls-verify; the server
+ * texts above are etcdctl's too). Presents cert_file and key_file when
+ * given (both or neither; servers with --client-cert-auth ask for one),
+ * and verifies the server's certificate against trusted_ca_file, or the
+ * system's roots without one (its name too: see tls_conn_new_client).
+ * client_cert_auth is not used. With `skip_verify` (etcd's --peer-auto-tls
+ * without a CA, etcdctl's --insecure-skip-tls-verify: Go's
+ * InsecureSkipVerify) the server's certificate is not checked. `alpn`:
+ * the one protocol to offer ("h2" for gRPC), or NULL for no ALPN. Returns
+ * 0, or -1 with the reason in err. */
+int tls_ctx_new_client(tls_ctx **out, const struct tls_options *o, bool skip_verify,
+                       const char *alpn, char *err, size_t errlen);
 
 /* etcd's --auto-tls: makes sure dir/cert.pem and dir/key.pem exist,
  * creating dir and a self-signed certificate (ECDSA P-256, one year,
@@ -69,7 +75,7 @@ int tls_self_cert(const char *dir, const char *const *hosts, size_t n_hosts, cha
 
 /* NULL when out of memory. The context must outlive the connection. */
 tls_conn *tls_conn_new(tls_ctx *ctx);
-/* A client connection (ctx from tls_ctx_new_client or tls_client_ctx_new) to `host` (an IP
+/* A client connection (ctx from tls_ctx_new_client) to `host` (an IP
  * literal or a DNS name, borrowed): the server's certificate must name it
  * (unless the context skips verification). The first tls_conn_read
  * starts the handshake (ClientHello in tls_conn_take). NULL when out of
@@ -103,22 +109,5 @@ bool tls_conn_established(const tls_conn *t);
 const char *tls_conn_error(const tls_conn *t);
 /* The CN of the verified client certificate, or NULL. Owned by t. */
 const char *tls_conn_peer_cn(tls_conn *t);
-
-/* ---- client side (src/client, ketchctl) ---- */
-
-/* etcdctl's --cacert/--cert/--key/--insecure-skip-tls-verify. */
-struct tls_client_options {
-    const char *ca_file;   /* trusted CA; NULL or "": the system's roots */
-    const char *cert_file; /* client certificate and key, or NULL */
-    const char *key_file;
-    bool skip_verify;      /* do not verify the server's certificate */
-};
-
-/* Creates a client context offering ALPN "h2". Returns 0, or -1 with the
- * reason in err (a file that could not be read, a key that does not match). */
-int tls_client_ctx_new(tls_ctx **out, const struct tls_client_options *o, char *err,
-                       size_t errlen);
-
-/* tls_conn_new_client (above) makes its connections. */
 
 #endif

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "util/errors.h"
 #include "util/log.h"
 
 static bool given(const char *s) { return s && *s; }
@@ -14,7 +15,9 @@ static bool given(const char *s) { return s && *s; }
 static int check_file(const char *flag, const char *path)
 {
     if (!given(path) || access(path, R_OK) == 0) return 0;
-    fprintf(stderr, "ketch: --%s: open %s: %s\n", flag, path, strerror(errno));
+    char why[128];
+    fprintf(stderr, "ketch: --%s: open %s: %s\n", flag, path,
+            errno_text_go(why, sizeof why, errno));
     return -1;
 }
 
@@ -166,7 +169,7 @@ int security_peer_setup(const struct config *c, bool need, tls_ctx **server, tls
         fprintf(stderr, "ketch: peer TLS: %s\n", err);
         return -1;
     }
-    if (tls_ctx_new_client(client, &o, skip_verify, err, sizeof err)) {
+    if (tls_ctx_new_client(client, &o, skip_verify, NULL, err, sizeof err)) {
         fprintf(stderr, "ketch: peer TLS: %s\n", err);
         tls_ctx_free(*server);
         *server = NULL;

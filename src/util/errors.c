@@ -1,6 +1,9 @@
 #include "util/errors.h"
 
+#include <ctype.h>
 #include <stddef.h>
+#include <stdio.h>
+#include <string.h>
 
 struct kerr_entry {
     enum grpc_status status;
@@ -29,4 +32,11 @@ enum grpc_status kerr_grpc_status(int code)
 {
     const struct kerr_entry *e = lookup(code);
     return e ? e->status : GRPC_UNKNOWN;
+}
+
+const char *errno_text_go(char *dst, size_t n, int e)
+{
+    snprintf(dst, n, "%s", strerror(e));
+    if (dst[0]) dst[0] = (char)tolower((unsigned char)dst[0]);
+    return dst;
 }

@@ -6,6 +6,8 @@
 #ifndef KETCH_UTIL_ERRORS_H
 #define KETCH_UTIL_ERRORS_H
 
+#include <stddef.h>
+
 /* gRPC status codes. */
 enum grpc_status {
     GRPC_OK = 0,
@@ -113,5 +115,9 @@ enum kerr {
 const char *kerr_text(int code);
 /* The gRPC status a KERR_* code is sent with. */
 enum grpc_status kerr_grpc_status(int code);
+
+/* An errno as Go's syscall package prints it, as etcd's messages about
+ * files carry it ("open f: no such file or directory"): into dst. */
+const char *errno_text_go(char *dst, size_t n, int e);
 
 #endif

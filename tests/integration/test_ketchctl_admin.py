@@ -488,6 +488,35 @@ def test_tls_client_certificates(tls_srv, certs):
     same(url, "get", "tk", extra=("--cacert", certs("ca.pem"), "--cert", "/nonexistent", "--key", "/x"))
 
 
+def test_tls_unusable_files(certs, tmp_path):
+    """Files that exist but cannot serve: etcdctl's (Go's) words for each,
+    said before any connection is tried."""
+    def f(name, *parts):
+        p = tmp_path / name
+        p.write_text("".join(open(certs(x)).read() if x.endswith((".pem", ".key")) else x
+                             for x in parts))
+        return str(p)
+    garbage, both = f("garbage", "not PEM\n"), f("both.pem", "client.pem", "client.key")
+    key_as_cert, cert_as_key = certs("client.key"), certs("client.pem")
+    crl = f("crl.pem", "-----BEGIN X509 CRL-----\nMAA=\n-----END X509 CRL-----\n")
+    cases = [
+        ("--cert", garbage, "--key", certs("client.key")),
+        ("--cert", certs("client.pem"), "--key", garbage),
+        ("--cert", certs("client.pem"), "--key", certs("server.key")),  # another key
+        ("--cert", key_as_cert, "--key", certs("client.key")),
+        ("--cert", certs("client.pem"), "--key", cert_as_key),
+        ("--cert", crl, "--key", certs("client.key")),
+        ("--cert", certs("client.pem"), "--key", crl),
+        ("--cacert", certs("ca.key")),
+        ("--cacert", both),
+        ("--cacert", str(tmp_path)),
+        ("--cacert", garbage, "--cert", certs("client.pem"), "--key", garbage),  # key first
+    ]
+    for extra in cases:
+        r = same("127.0.0.1:1", "get", "k", extra=extra)
+        assert r[1] == 128 and r[2].startswith("Error: ") and "deadline" not in r[2], (extra, r)
+
+
 def test_tls_refusals(tls_srv, certs):
     url = "https://127.0.0.1:%d" % tls_srv.client_port
     # a server signed by a CA the client does not trust; no client certificate

@@ -246,6 +246,28 @@ def test_peer_from_other_ca_cannot_join_or_forward(request, certs):
     assert st.get("leader", 0) == 0
 
 
+@pytest.mark.parametrize("files,text", [
+    (("m1.pem", "m2.key"), "tls: private key does not match public key"),
+    (("m1.key", "m1.key"), "tls: failed to find certificate PEM data in certificate input, but did "
+                           "find a private key; PEM inputs may have been switched"),
+    (("m1.pem", "nonexistent.key"), "--peer-key-file: open %s: no such file or directory"),
+])
+def test_peer_key_pair_errors_in_etcds_words(request, certs, files, text):
+    """A peer key pair that cannot serve stops the member with the text
+    etcd prints (Go's tls.X509KeyPair / os.ReadFile errors)."""
+    if is_etcd(server_under_test_binary()):
+        pytest.skip("ketch's start-up message")
+    m = PeerTLSMember("m1", "peertls-badpair", extra_args=[
+        "--peer-cert-file", certs(files[0]), "--peer-key-file", certs(files[1]),
+        "--peer-trusted-ca-file", certs("ca.pem")])
+    request.addfinalizer(m.cleanup)
+    m.initial_cluster = "m1=" + m.peer_url
+    m.start(wait=False)
+    assert m._wait_exit(10) and m.proc.returncode != 0
+    text = text % certs(files[1]) if "%s" in text else "peer TLS: " + text
+    assert "\nketch: " + text + "\n" in log_text(m)
+
+
 def test_peer_auto_tls(request):
     ms = start_members(request, [["--peer-auto-tls"]] * 3)
     for m in ms:
