@@ -684,8 +684,13 @@ int member_start(member **out, uv_loop_t *loop, const struct member_config *cfg)
     /* A lone voter elects itself inside raft_start (start.c: maybeSelfElect). */
     rv = raft_start(&m->raft);
     if (rv != 0) {
-        log_error("member: raft start in %s on %s: %s", m->dir, m->address,
-                  raft_errmsg(&m->raft)[0] ? raft_errmsg(&m->raft) : "fsm restore failed");
+        /* libraft 0.15 does not copy the transport's message (a peer port
+         * that cannot listen) into its own */
+        const char *why = raft_errmsg(&m->raft)[0] ? raft_errmsg(&m->raft)
+                          : m->tr->errmsg[0]      ? m->tr->errmsg
+                                                  : "fsm restore failed";
+        log_error("member: raft start in %s on %s: %s (%s)", m->dir, m->address, why,
+                  raft_strerror(rv));
         rv = rv == RAFT_NOMEM ? KERR_NOMEM : KERR_IO;
         goto err_after_raft;
     }
