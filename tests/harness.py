@@ -432,12 +432,19 @@ def start_cluster(request, n=3, binary=None, tmpfs=False, label="sut", extra_arg
     leader has been elected."""
     members = [ClusterMember("m%d" % (i + 1), "%s-m%d" % (label, i + 1), binary=binary,
                              tmpfs=tmpfs, extra_args=extra_args) for i in range(n)]
+    return start_together(request, members)
+
+
+def start_together(request, members, wait=None):
+    """Starts `members` (ClusterMember) as one fresh cluster, each cleaned
+    up by `request`, and waits until those in `wait` (default: all) answer
+    a linearizable read. Returns `members`."""
     ic = ",".join("%s=%s" % (m.name, m.peer_url) for m in members)
     for m in members:
         request.addfinalizer(m.cleanup)
         m.initial_cluster = ic
     for m in members:
         m.start(wait=False)
-    for m in members:
+    for m in (wait if wait is not None else members):
         m.wait_ready(timeout=max(READY_TIMEOUT, 30))
     return members

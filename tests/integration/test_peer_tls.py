@@ -27,7 +27,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (ClusterMember, READY_TIMEOUT, is_etcd, run_etcdctl,  # noqa: E402
+from harness import (ClusterMember, READY_TIMEOUT, is_etcd, run_etcdctl, start_together,  # noqa: E402
                      server_under_test_binary)
 from test_cluster import ctl_json, leader_of, wait_for  # noqa: E402
 from test_tls import make_ca, make_cert  # noqa: E402
@@ -75,15 +75,7 @@ def start_members(request, args_per_member, wait=None):
         pytest.skip("ketch's peer transport")
     ms = [PeerTLSMember("m%d" % (i + 1), "peertls-m%d" % (i + 1), extra_args=a)
           for i, a in enumerate(args_per_member)]
-    ic = ",".join("%s=%s" % (m.name, m.peer_url) for m in ms)
-    for m in ms:
-        request.addfinalizer(m.cleanup)
-        m.initial_cluster = ic
-    for m in ms:
-        m.start(wait=False)
-    for m in (wait if wait is not None else ms):
-        m.wait_ready(timeout=max(READY_TIMEOUT, 30))
-    return ms
+    return start_together(request, ms, wait)
 
 
 def log_text(m):
@@ -410,15 +402,7 @@ def start_https_members(request, certs, peer_tls, extra_args=()):
         pytest.skip("ketch's peer transport, log and tools")
     ms = [HttpsClientMember("m%d" % (i + 1), "https-m%d" % (i + 1), certs, peer_tls, extra_args)
           for i in range(3)]
-    ic = ",".join("%s=%s" % (m.name, m.peer_url) for m in ms)
-    for m in ms:
-        request.addfinalizer(m.cleanup)
-        m.initial_cluster = ic
-    for m in ms:
-        m.start(wait=False)
-    for m in ms:
-        m.wait_ready(timeout=max(READY_TIMEOUT, 30))
-    return ms
+    return start_together(request, ms)
 
 
 def damage_store(member):
