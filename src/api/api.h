@@ -55,6 +55,10 @@ typedef struct api_server {
     /* In-flight proposals by request ID (struct proposal *). */
     u64map proposals;
     uint64_t next_request_id;
+    /* The highest Raft index of a write this member forwarded and answered
+     * at the leader's apply (read-your-writes: local reads wait until the
+     * store has applied it; api_read). */
+    uint64_t ryw_index;
     bool fatal; /* storage failed during apply: stop serving writes */
     struct lease_api *lease; /* leases (api/lease.c); NULL until lease_api_init */
     struct conc_api *conc;   /* lock/election waiters (api/concurrency.c); NULL when none */

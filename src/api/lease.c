@@ -496,13 +496,9 @@ void lease_time_to_live(grpc_call *call, const uint8_t *msg, size_t len, void *c
     api_read(s, call, &req->base, false, ttl_exec);
 }
 
-void lease_leases(grpc_call *call, const uint8_t *msg, size_t len, void *ctx)
+static void leases_exec(api_server *s, grpc_call *call, const ProtobufCMessage *m)
 {
-    api_server *s = ctx;
-    Etcdserverpb__LeaseLeasesRequest *req =
-        etcdserverpb__lease_leases_request__unpack(NULL, len, msg);
-    if (req == NULL) return api_fail_unmarshal(call);
-    etcdserverpb__lease_leases_request__free_unpacked(req, NULL);
+    (void)m;
     if (s->lease == NULL) return grpc_call_fail(call, KERR_STOPPED);
     int64_t *ids;
     size_t n;
@@ -531,4 +527,14 @@ void lease_leases(grpc_call *call, const uint8_t *msg, size_t len, void *ctx)
     free(stp);
     free(st);
     free(ids);
+}
+
+void lease_leases(grpc_call *call, const uint8_t *msg, size_t len, void *ctx)
+{
+    Etcdserverpb__LeaseLeasesRequest *req =
+        etcdserverpb__lease_leases_request__unpack(NULL, len, msg);
+    if (req == NULL) return api_fail_unmarshal(call);
+    /* as etcd: this member's lessor, without a ReadIndex (but after its
+     * own writes: a lease granted through it is listed) */
+    api_read(ctx, call, &req->base, true, leases_exec);
 }

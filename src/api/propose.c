@@ -182,6 +182,10 @@ static void forwarded(api_server *s, void *data, int kerr, const struct client_r
 {
     struct proposal *p = data;
     size_t n = r->data != NULL ? r->len : 0;
+    /* answered before this member applied it (maybe): the local reads
+     * that come after wait for it (api_read) */
+    if (kerr == 0 && r->status == 0 && n >= 8 && get_le64(r->data) > s->ryw_index)
+        s->ryw_index = get_le64(r->data);
     if (kerr == 0 && r->status == 0 && n >= 8 && !p->wait_apply && p->cb == NULL) {
         /* answered at once: straight from the reply, no copy of it kept */
         grpc_call_send(p->call, r->data + 8, n - 8);
@@ -465,7 +469,8 @@ struct read_wait {
     grpc_call *call;
     api_read_fn exec;
     ProtobufCMessage *req;
-    bool asked_leader; /* api_forward_read_index was used */
+    bool asked_leader; /* api_forward_read_index was used, or a local read
+                        * waits for its member's own writes (no retry) */
 };
 
 static void read_ready(void *data, int status)
@@ -491,7 +496,16 @@ static void read_ready(void *data, int status)
 void api_read(api_server *s, grpc_call *call, ProtobufCMessage *req, bool serializable,
               api_read_fn exec)
 {
-    if (serializable || (s->member != NULL && member_read_local(s->member))) {
+    bool local = serializable || (s->member != NULL && member_read_local(s->member));
+    /* Read-your-writes, as etcd's members give it (a member answers a
+     * write after its own apply): a write this member forwarded was
+     * answered at the leader's apply, and this member learns that the
+     * entry committed only with the leader's next message. A local read
+     * waits until the store has applied the newest such write, at most
+     * until the request's deadline (then "etcdserver: request timed
+     * out"); with nothing newer acknowledged it does not wait. */
+    bool behind = local && s->ryw_index > mvcc_applied_index(s->store);
+    if (local && !behind) {
         exec(s, call, req);
         protobuf_c_message_free_unpacked(req, NULL);
         return;
@@ -503,8 +517,19 @@ void api_read(api_server *s, grpc_call *call, ProtobufCMessage *req, bool serial
         free(w);
         return;
     }
-    *w = (struct read_wait){s, call, exec, req, false};
+    *w = (struct read_wait){s, call, exec, req, local};
     grpc_call_ref(call);
+    if (local) {
+        int rv = api_forward_wait_applied(s, s->ryw_index, api_forward_deadline(s, call),
+                                          read_ready, w);
+        if (rv != 0) {
+            grpc_call_fail(call, rv);
+            protobuf_c_message_free_unpacked(req, NULL);
+            grpc_call_unref(call);
+            free(w);
+        }
+        return;
+    }
     int rv = member_is_leader(s->member) ? member_read_barrier(s->member, read_ready, w)
                                          : KERR_NOT_LEADER;
     /* not leading (or handing the leadership over: libraft takes no

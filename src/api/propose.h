@@ -55,7 +55,11 @@ int api_propose_internal(api_server *s, Ketchpb__InternalRequest *req, api_propo
 int api_propose_as(api_server *s, Ketchpb__InternalRequest *req, api_propose_fn cb, void *data);
 
 /* A read that runs once it may observe every write committed before it
- * arrived (linearizable), or at once if serializable. Takes ownership of
+ * arrived (linearizable), or, if serializable, once this member's store
+ * has applied every write this member answered (s->ryw_index: at once
+ * unless a forwarded write was answered before its apply here; fails
+ * with KERR_TIMEOUT at the call's deadline / etcd's request timeout).
+ * Takes ownership of
  * `req` (an unpacked message, freed after `exec` returns); `exec` must
  * finish the call. */
 typedef void (*api_read_fn)(api_server *s, grpc_call *call, const ProtobufCMessage *req);
