@@ -108,6 +108,10 @@ static void proposal_done(void *data, int status)
     struct proposal *p = data;
     if (status == KERR_LEADER_CHANGED && !delivered(p) && adopt_orphan(p)) return;
     if (status == KERR_LEADER_CHANGED && delivered(p)) status = 0;
+    /* a follower's write, answered now: the follower will wait for this
+     * entry's commit before its next local read (api_read), so tell it
+     * (and the others) at once rather than with the next heartbeat */
+    if (p->local_only && status == 0 && p->s->member != NULL) member_notify_commit(p->s->member);
     u64map_del(&p->s->proposals, p->id);
     if (p->cb != NULL) {
         int err = status != 0 ? status : p->err != 0 ? p->err : p->resp ? 0 : KERR_INTERNAL;

@@ -122,6 +122,8 @@ struct proposal {
     void *data;
 };
 
+#define NOTIFY_MAX 16 /* followers whose heartbeats member_notify_commit tracks */
+
 struct member {
     uv_loop_t *loop;
     struct raft raft;
@@ -153,6 +155,19 @@ struct member {
     struct barrier *inflight; /* at most one raft barrier at a time */
     raft_term read_term;      /* term of the last barrier that completed */
     struct waiter *wait_head, *wait_tail; /* for the next barrier */
+
+    /* member_notify_commit: libraft's tick, as the libuv backend's start
+     * was given it, and a timer that runs it once per loop turn */
+    int (*uv_start)(struct raft_io *io, unsigned msecs, raft_io_tick_cb tick,
+                    raft_io_recv_cb recv);
+    raft_io_tick_cb tick;
+    uv_check_t notify;
+    uint64_t notify_upto;  /* the commit index followers are to learn */
+    uint64_t notify_since; /* uv_now() when notify_upto was last raised */
+    struct {
+        raft_id id;
+        uint64_t told; /* commit index of the last heartbeat it was sent */
+    } told[NOTIFY_MAX];
 
     bool stopping;
     uv_timer_t leader_watch; /* forget a leader silent for an election timeout */
@@ -535,6 +550,102 @@ static int mkdir_p(const char *dir)
     return 0;
 }
 
+/* ---- telling followers of a commit soon -------------------------------- */
+
+/* libraft 0.15 tells followers that an entry committed only with its next
+ * AppendEntries: new entries, or the heartbeat its tick sends to a
+ * follower it has sent nothing to for a heartbeat interval (progress.c:
+ * progressShouldReplicate; the tick runs every --heartbeat-interval). The
+ * libuv backend's start is wrapped to learn the tick callback, so that
+ * member_notify_commit can run an extra tick with a follower's last_send
+ * set a heartbeat interval back: that sends it a heartbeat carrying the
+ * commit index, and adds no log entry. An extra
+ * tick is otherwise harmless (the leader's quorum check and a transfer's
+ * expiry go by the clock, not by the number of ticks). */
+static int io_start(struct raft_io *io, unsigned msecs, raft_io_tick_cb tick,
+                    raft_io_recv_cb recv)
+{
+    member *m = (member *)((char *)io - offsetof(member, io));
+
+    m->tick = tick;
+    return m->uv_start(io, msecs, tick, recv);
+}
+
+/* What this member last told follower `id` (a slot for it, reused from a
+ * server no longer in the configuration; NULL if there are more than
+ * NOTIFY_MAX followers: they learn with the regular heartbeat). */
+static uint64_t *told_slot(member *m, raft_id id)
+{
+    const struct raft_configuration *c = &m->raft.configuration;
+    int free_slot = -1;
+
+    for (int k = 0; k < NOTIFY_MAX; k++) {
+        if (m->told[k].id == id)
+            return &m->told[k].told;
+        bool used = false;
+        for (unsigned i = 0; i < c->n && !used; i++)
+            used = m->told[k].id != 0 && c->servers[i].id == m->told[k].id;
+        if (!used && free_slot < 0)
+            free_slot = k;
+    }
+    if (free_slot < 0)
+        return NULL;
+    m->told[free_slot].id = id;
+    m->told[free_slot].told = 0;
+    return &m->told[free_slot].told;
+}
+
+/* After each turn of the loop while followers are to learn notify_upto:
+ * a follower that holds the entry (its match index) and was not told yet
+ * gets a heartbeat now. One that does not hold it yet (the entry
+ * committed with another follower's copy) gets it once it acknowledges
+ * the entry, which wakes the loop; after a heartbeat interval the regular
+ * heartbeats take over. */
+static void notify_check(uv_check_t *h)
+{
+    member *m = h->data;
+    struct raft *r = &m->raft;
+    bool sent = false, waiting = false;
+
+    if (m->stopping || m->tick == NULL || r->state != RAFT_LEADER ||
+        r->leader_state.progress == NULL) {
+        uv_check_stop(h);
+        return;
+    }
+    raft_time now = r->io->time(r->io);
+    raft_time back = now > r->heartbeat_timeout ? now - r->heartbeat_timeout : 0;
+    for (unsigned i = 0; i < r->configuration.n; i++) {
+        raft_id id = r->configuration.servers[i].id;
+        uint64_t *told = id != m->id ? told_slot(m, id) : NULL;
+        if (told == NULL || *told >= m->notify_upto)
+            continue;
+        if (r->leader_state.progress[i].match_index < m->notify_upto) {
+            waiting = true;
+            continue;
+        }
+        *told = r->commit_index;
+        if (r->leader_state.progress[i].last_send > back)
+            r->leader_state.progress[i].last_send = back;
+        sent = true;
+    }
+    if (!waiting || uv_now(m->loop) - m->notify_since >= r->heartbeat_timeout)
+        uv_check_stop(h);
+    if (sent)
+        m->tick(r->io);
+}
+
+void member_notify_commit(member *m)
+{
+    if (m->stopping || m->raft.state != RAFT_LEADER)
+        return;
+    if (m->raft.commit_index > m->notify_upto) {
+        m->notify_upto = m->raft.commit_index;
+        m->notify_since = uv_now(m->loop);
+    }
+    if (!uv_is_active((uv_handle_t *)&m->notify))
+        uv_check_start(&m->notify, notify_check);
+}
+
 static void free_member(member *m)
 {
     pthread_mutex_destroy(&m->copy_lock);
@@ -657,6 +768,8 @@ int member_start(member **out, uv_loop_t *loop, const struct member_config *cfg)
     /* whole-store snapshots for members behind: see the top of this file */
     m->uv_snapshot_get = m->io.snapshot_get;
     m->io.snapshot_get = io_snapshot_get;
+    m->uv_start = m->io.start;
+    m->io.start = io_start;
     rv = raft_init(&m->raft, &m->io, &m->fsm, cfg->id, m->address);
     if (rv != 0) {
         log_error("member: raft init: %s", raft_errmsg(&m->raft));
@@ -694,6 +807,8 @@ int member_start(member **out, uv_loop_t *loop, const struct member_config *cfg)
         rv = rv == RAFT_NOMEM ? KERR_NOMEM : KERR_IO;
         goto err_after_raft;
     }
+    uv_check_init(loop, &m->notify);
+    m->notify.data = m;
     uv_timer_init(loop, &m->leader_watch);
     m->leader_watch.data = m;
     uv_timer_start(&m->leader_watch, leader_watch_tick, m->raft.heartbeat_timeout,
@@ -1201,6 +1316,8 @@ void member_stop(member *m, void (*cb)(void *data), void *data)
     m->stopping = true;
     uv_timer_stop(&m->leader_watch);
     uv_close((uv_handle_t *)&m->leader_watch, NULL); /* long before free_member */
+    uv_check_stop(&m->notify);
+    uv_close((uv_handle_t *)&m->notify, NULL);
     m->stop_cb = cb;
     m->stop_data = data;
     uv_timer_init(m->loop, &m->drain);

@@ -111,6 +111,15 @@ int member_propose(member *m, const uint8_t *buf, size_t len, member_done_fn cb,
 int member_propose_at(member *m, const uint8_t *buf, size_t len, member_done_fn cb,
                       void *data, uint64_t *index);
 
+/* On the leader: have every follower told of the current commit index
+ * soon, rather than with the next entry or regular heartbeat: a heartbeat
+ * at the end of this turn of the loop to each follower that holds the
+ * committed entries, and to each other one as soon as it acknowledges
+ * them (for up to a heartbeat interval). Calls in one turn share the
+ * heartbeats. No log entry is added. Does nothing on a follower or a
+ * stopping member. */
+void member_notify_commit(member *m);
+
 /* Linearizable read barrier: cb runs once everything committed before the
  * call has been applied here. Concurrent barriers are batched behind one
  * Raft barrier. If this returns non-zero, cb never runs. */
