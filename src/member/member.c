@@ -123,6 +123,7 @@ struct proposal {
 };
 
 #define NOTIFY_MAX 16 /* followers whose heartbeats member_notify_commit tracks */
+#define NOTIFY_MS 1   /* its heartbeats' interval (ms) while commits keep coming */
 
 struct member {
     uv_loop_t *loop;
@@ -161,7 +162,7 @@ struct member {
     int (*uv_start)(struct raft_io *io, unsigned msecs, raft_io_tick_cb tick,
                     raft_io_recv_cb recv);
     raft_io_tick_cb tick;
-    uv_check_t notify;
+    uv_timer_t notify;
     uint64_t notify_upto;  /* the commit index followers are to learn */
     uint64_t notify_since; /* uv_now() when notify_upto was last raised */
     struct {
@@ -595,13 +596,15 @@ static uint64_t *told_slot(member *m, raft_id id)
     return &m->told[free_slot].told;
 }
 
-/* After each turn of the loop while followers are to learn notify_upto:
- * a follower that holds the entry (its match index) and was not told yet
- * gets a heartbeat now. One that does not hold it yet (the entry
- * committed with another follower's copy) gets it once it acknowledges
- * the entry, which wakes the loop; after a heartbeat interval the regular
- * heartbeats take over. */
-static void notify_check(uv_check_t *h)
+/* Every NOTIFY_MS while followers are to learn notify_upto (the first
+ * time on the next turn of the loop): a follower that holds the entry (its
+ * match index) and was not told yet gets a heartbeat. One that does not
+ * hold it yet (the entry committed with another follower's copy) gets it
+ * once it has acknowledged the entry; after a heartbeat interval the
+ * regular heartbeats take over. The timer stops after a round with
+ * nothing to do, so a busy leader sends at most one such heartbeat per
+ * follower per NOTIFY_MS (its new entries carry the commit index too). */
+static void notify_tick(uv_timer_t *h)
 {
     member *m = h->data;
     struct raft *r = &m->raft;
@@ -609,7 +612,7 @@ static void notify_check(uv_check_t *h)
 
     if (m->stopping || m->tick == NULL || r->state != RAFT_LEADER ||
         r->leader_state.progress == NULL) {
-        uv_check_stop(h);
+        uv_timer_stop(h);
         return;
     }
     raft_time now = r->io->time(r->io);
@@ -623,13 +626,16 @@ static void notify_check(uv_check_t *h)
             waiting = true;
             continue;
         }
-        *told = r->commit_index;
+        /* what the heartbeat lets it apply */
+        *told = r->commit_index < r->leader_state.progress[i].match_index
+                    ? r->commit_index
+                    : r->leader_state.progress[i].match_index;
         if (r->leader_state.progress[i].last_send > back)
             r->leader_state.progress[i].last_send = back;
         sent = true;
     }
-    if (!waiting || uv_now(m->loop) - m->notify_since >= r->heartbeat_timeout)
-        uv_check_stop(h);
+    if ((!waiting && !sent) || uv_now(m->loop) - m->notify_since >= r->heartbeat_timeout)
+        uv_timer_stop(h);
     if (sent)
         m->tick(r->io);
 }
@@ -643,7 +649,7 @@ void member_notify_commit(member *m)
         m->notify_since = uv_now(m->loop);
     }
     if (!uv_is_active((uv_handle_t *)&m->notify))
-        uv_check_start(&m->notify, notify_check);
+        uv_timer_start(&m->notify, notify_tick, 0, NOTIFY_MS);
 }
 
 static void free_member(member *m)
@@ -807,7 +813,7 @@ int member_start(member **out, uv_loop_t *loop, const struct member_config *cfg)
         rv = rv == RAFT_NOMEM ? KERR_NOMEM : KERR_IO;
         goto err_after_raft;
     }
-    uv_check_init(loop, &m->notify);
+    uv_timer_init(loop, &m->notify);
     m->notify.data = m;
     uv_timer_init(loop, &m->leader_watch);
     m->leader_watch.data = m;
@@ -1316,7 +1322,7 @@ void member_stop(member *m, void (*cb)(void *data), void *data)
     m->stopping = true;
     uv_timer_stop(&m->leader_watch);
     uv_close((uv_handle_t *)&m->leader_watch, NULL); /* long before free_member */
-    uv_check_stop(&m->notify);
+    uv_timer_stop(&m->notify);
     uv_close((uv_handle_t *)&m->notify, NULL);
     m->stop_cb = cb;
     m->stop_data = data;

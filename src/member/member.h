@@ -113,11 +113,11 @@ int member_propose_at(member *m, const uint8_t *buf, size_t len, member_done_fn 
 
 /* On the leader: have every follower told of the current commit index
  * soon, rather than with the next entry or regular heartbeat: a heartbeat
- * at the end of this turn of the loop to each follower that holds the
- * committed entries, and to each other one as soon as it acknowledges
- * them (for up to a heartbeat interval). Calls in one turn share the
- * heartbeats. No log entry is added. Does nothing on a follower or a
- * stopping member. */
+ * on the next turn of the loop to each follower that holds the committed
+ * entries, and to each other one once it has acknowledged them (checked
+ * every millisecond, for up to a heartbeat interval). While calls keep
+ * coming, at most one such heartbeat per follower per millisecond. No log
+ * entry is added. Does nothing on a follower or a stopping member. */
 void member_notify_commit(member *m);
 
 /* Linearizable read barrier: cb runs once everything committed before the
