@@ -8,6 +8,8 @@
 #   mixed-s-1   the same with one client: write, then read, in turn (the
 #               read waits for the follower to learn that the write committed)
 #   range-s     range --consistency s, 64 clients (nothing to wait for)
+#   put-then-get scripts/ryw-latency.py: 500 x (put, serializable get),
+#               percentiles of each (python gRPC client, one at a time)
 # Usage: scripts/ryw-bench.sh BIN BASEPORT   (BIN may be /usr/bin/etcd)
 BIN=$1; BP=$2; D=$(mktemp -d /tmp/ketch-ryw-bench.XXXXXX)
 IC=""
@@ -32,4 +34,5 @@ run put put --conns 4 --clients 64 --total 10000
 run mixed-s txn-mixed --consistency s --rw-ratio 1 --conns 4 --clients 64 --total 10000
 run mixed-s-1 txn-mixed --consistency s --rw-ratio 1 --clients 1 --total 400
 run range-s range 00 --consistency s --conns 4 --clients 64 --total 20000
+echo "== put-then-get"; /usr/bin/python3 "$(dirname "$0")/ryw-latency.py" $FEP ${N:-500}
 kill ${PIDS[@]}; wait; rm -rf "$D"
