@@ -112,8 +112,8 @@ def test_no_quorum_write_and_read_fail_as_etcd(request, impl):
     k = kv(a)
     put = k.Put(rpc_pb2.PutRequest(key=b"q", value=b"before"), timeout=10)
     rev = put.header.revision
-    # (a ketch follower answers a forwarded write at the leader's apply and
-    # learns of the commit with the next heartbeat: wait until it has it)
+    # (a serializable read on the member that took the write sees it: in
+    # ketch it waits for the member's own apply, test_cluster_ryw.py)
     wait_for(lambda: k.Range(rpc_pb2.RangeRequest(key=b"q", serializable=True),
                              timeout=2).kvs, what="the write applied on %s" % a.name)
     ms[1].stop()
