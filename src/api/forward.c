@@ -22,8 +22,36 @@ struct fcall {
     int timeout_kerr; /* what it fails with when no leader took it in time */
     api_forward_fn cb;
     void *data;
-    struct client_conn *conn; /* the connection it was last sent on */
-    struct fcall *next;       /* in the retry list */
+    struct lconn *lc;   /* the connection it was last sent on */
+    struct fcall *next; /* in the retry list */
+};
+
+/* A connection to the leader, or to a member that was the leader.
+ *
+ * When the leader changes, the connection to the old one is retired, not
+ * closed: the calls in flight on it still get its answer. Closing it
+ * would cancel them, and a write whose answer is lost must then wait
+ * for its own entry until the request timeout (adopt_orphan in
+ * propose.c), though most were never appended: a leader handing over
+ * (move-leader) refuses new entries ("not leader": they are sent again,
+ * to the new leader), and the entries it did append stay in the new
+ * leader's log (libraft sends TimeoutNow only once the target has been
+ * sent the whole log) and are answered once applied. Before, three
+ * move-leaders under load failed 0-22 writes of ~1,300 this way (plain
+ * build) and 70-206 on the ASan build, all after waiting 7 s. A retired
+ * connection is closed once no call is in flight on it, or when it
+ * fails, or at the latest a request timeout after it was retired (an old
+ * leader cut off by a partition may never answer). */
+struct lconn {
+    api_server *s;
+    struct client_conn *conn;
+    peer_dial *dial; /* until the peer connection is up */
+    char *url;
+    uint64_t leader;
+    bool connected;     /* the connection was made: calls may have been sent */
+    bool failed;
+    uint64_t close_by;  /* retired: uv_now() ms when it is closed anyway */
+    struct lconn *next; /* in fwd_api.retired */
 };
 
 /* A linearizable read waiting for ReadIndex, then for the local apply
@@ -38,14 +66,10 @@ struct rwait {
 };
 
 struct fwd_api {
-    struct client_conn *conn;
-    uint64_t conn_leader;
-    char *conn_url;
-    bool conn_connected; /* the TCP connection was made */
-    bool conn_failed;
-    peer_dial *dial;     /* until the peer connection is up */
+    struct lconn *cur;     /* to the current leader, or NULL */
+    struct lconn *retired; /* to former leaders, with calls in flight */
     bool stopped;
-    uv_timer_t timer; /* retries, while `retry` or `rd_pending` wait */
+    uv_timer_t timer; /* retries, while `retry`, `rd_pending` or `retired` wait */
     struct fcall *retry;
     struct rwait *rd_pending;  /* for the next ReadIndex */
     bool rd_inflight;
@@ -71,78 +95,114 @@ uint64_t api_forward_deadline(api_server *s, grpc_call *call)
 
 static void conn_event(struct client_conn *conn, int err, void *arg)
 {
-    api_server *s = arg;
-    struct fwd_api *f = s->fwd;
-    if (f == NULL || conn != f->conn) return;
+    struct lconn *lc = arg;
+    (void)conn;
     if (err == 0) {
-        f->conn_connected = true;
+        lc->connected = true;
     } else {
-        f->conn_failed = true;
-        log_debug("forward: connection to the leader at %s: %s", f->conn_url, uv_strerror(err));
+        lc->failed = true;
+        log_debug("forward: connection to the leader at %s: %s", lc->url, uv_strerror(err));
     }
 }
 
 static void dial_done(void *arg, int status)
 {
-    api_server *s = arg;
-    struct fwd_api *f = s->fwd;
-    f->dial = NULL;
+    struct lconn *lc = arg;
+    lc->dial = NULL;
     if (status == 0) {
-        f->conn_connected = true;
+        lc->connected = true;
     } else {
-        f->conn_failed = true;
-        log_debug("forward: connection to the leader at %s: %s", f->conn_url, uv_strerror(status));
+        lc->failed = true;
+        log_debug("forward: connection to the leader at %s: %s", lc->url, uv_strerror(status));
     }
 }
 
-static void drop_conn(struct fwd_api *f)
+/* Closes lc and frees it: its calls in flight end with CANCELLED, from
+ * here (fcall_reply). */
+static void lconn_close(struct lconn *lc)
 {
-    struct client_conn *c = f->conn;
-    if (f->dial != NULL) peer_dial_cancel(f->dial);
-    f->dial = NULL;
-    if (c == NULL) return;
-    f->conn = NULL;
-    free(f->conn_url);
-    f->conn_url = NULL;
-    client_conn_close(c); /* fails its calls with CANCELLED, from here */
+    if (lc->dial != NULL) peer_dial_cancel(lc->dial);
+    lc->dial = NULL;
+    client_conn_close(lc->conn);
+    free(lc->url);
+    free(lc);
+}
+
+static void arm(struct fwd_api *f);
+
+/* The current connection is no longer the leader's, or failed: retired
+ * (see struct lconn), and closed by the timer (sweep_retired), never
+ * here: this may run inside a callback of that connection, for one of
+ * several calls it fails at once, and the others still need lc. */
+static void retire_conn(api_server *s)
+{
+    struct fwd_api *f = s->fwd;
+    struct lconn *lc = f->cur;
+    if (lc == NULL) return;
+    f->cur = NULL;
+    lc->close_by = api_forward_deadline(s, NULL);
+    lc->next = f->retired;
+    f->retired = lc;
+    arm(f);
+}
+
+/* Closes the retired connections that are done (all, with `all`). */
+static void sweep_retired(api_server *s, bool all)
+{
+    struct fwd_api *f = s->fwd;
+    uint64_t now = uv_now(s->loop);
+    struct lconn **pp = &f->retired;
+    while (*pp != NULL) {
+        struct lconn *lc = *pp;
+        if (all || lc->failed || now >= lc->close_by || client_conn_pending(lc->conn) == 0) {
+            *pp = lc->next;
+            lconn_close(lc); /* (its cancelled calls may retry: not on this list) */
+        } else {
+            pp = &lc->next;
+        }
+    }
 }
 
 /* The connection to the current leader, opened if needed; NULL when no
  * leader is known. It goes to the leader's peer URL (where
  * ketchpb.Internal is served), through the peer port's relay, so with
  * TLS when the --peer-* flags ask for it. */
-static struct client_conn *leader_conn(api_server *s)
+static struct lconn *leader_conn(api_server *s)
 {
     struct fwd_api *f = s->fwd;
     if (s->member == NULL || s->peer == NULL || f->stopped) return NULL;
     uint64_t leader = member_leader_id(s->member);
     char *addr = leader ? api_cluster_peer_address(s, leader) : NULL;
     if (addr == NULL) return NULL;
-    if (f->conn != NULL &&
-        (f->conn_leader != leader || f->conn_failed || strcmp(addr, f->conn_url) != 0))
-        drop_conn(f);
-    if (f->conn != NULL) {
+    if (f->cur != NULL &&
+        (f->cur->leader != leader || f->cur->failed || strcmp(addr, f->cur->url) != 0))
+        retire_conn(s);
+    if (f->cur != NULL) {
         free(addr);
-        return f->conn;
+        return f->cur;
     }
-    f->conn_leader = leader;
-    f->conn_connected = false;
-    f->conn_failed = false;
+    struct lconn *lc = calloc(1, sizeof *lc);
+    if (lc == NULL) {
+        free(addr);
+        return NULL;
+    }
+    lc->s = s;
+    lc->leader = leader;
+    lc->url = addr;
     uv_os_sock_t fd;
-    peer_dial *d;
-    if (peer_net_dial(s->peer, addr, dial_done, s, &fd, &d) != 0) {
+    if (peer_net_dial(s->peer, addr, dial_done, lc, &fd, &lc->dial) != 0) {
         free(addr);
+        free(lc);
         return NULL;
     }
-    if (client_conn_adopt(s->loop, fd, addr, conn_event, s, &f->conn) != 0) {
-        peer_dial_cancel(d);
-        f->conn = NULL;
+    if (client_conn_adopt(s->loop, fd, addr, conn_event, lc, &lc->conn) != 0) {
+        peer_dial_cancel(lc->dial);
         free(addr);
+        free(lc);
         return NULL;
     }
-    f->dial = d;
-    f->conn_url = addr;
-    return f->conn;
+    f->cur = lc;
+    return lc;
 }
 
 /* ---- retries ---- */
@@ -180,9 +240,9 @@ static void fcall_try(struct fcall *c)
     api_server *s = c->s;
     struct fwd_api *f = s->fwd;
     if (f->stopped || s->member == NULL) return fcall_finish(c, KERR_STOPPED, NULL);
-    struct client_conn *conn = leader_conn(s);
-    if (conn != NULL && client_unary_raw(conn, c->path, c->msg, c->len, fcall_reply, c) == 0) {
-        c->conn = conn;
+    struct lconn *lc = leader_conn(s);
+    if (lc != NULL && client_unary_raw(lc->conn, c->path, c->msg, c->len, fcall_reply, c) == 0) {
+        c->lc = lc;
         return;
     }
     if (uv_now(s->loop) >= c->deadline) return fcall_finish(c, c->timeout_kerr, NULL);
@@ -203,9 +263,9 @@ static void fcall_reply(void *arg, const struct client_reply *r)
         /* Lost on the way. Never connected: nothing was sent, try again;
          * otherwise the leader may have applied it: as etcd, the client
          * learns the leader changed. */
-        bool unsent = f != NULL && c->conn == f->conn && !f->conn_connected;
-        if (f != NULL && c->conn == f->conn) f->conn_failed = true;
-        if (unsent && !f->stopped) again = true;
+        bool unsent = !c->lc->connected;
+        c->lc->failed = true;
+        if (unsent && f != NULL && !f->stopped) again = true;
         else kerr = f == NULL || f->stopped ? KERR_STOPPED : KERR_LEADER_CHANGED;
         if (!again) return fcall_finish(c, kerr, NULL);
     }
@@ -246,9 +306,9 @@ int api_forward_unary(api_server *s, const char *path, const uint8_t *msg, size_
                           : KERR_TIMEOUT;
     c->cb = cb;
     c->data = data;
-    struct client_conn *conn = leader_conn(s);
-    if (conn != NULL && client_unary_raw(conn, c->path, c->msg, c->len, fcall_reply, c) == 0) {
-        c->conn = conn;
+    struct lconn *lc = leader_conn(s);
+    if (lc != NULL && client_unary_raw(lc->conn, c->path, c->msg, c->len, fcall_reply, c) == 0) {
+        c->lc = lc;
         return 0;
     }
     /* no leader yet: from the timer, so cb never runs inside this call */
@@ -431,7 +491,9 @@ static void tick(uv_timer_t *t)
         fire(late, KERR_TIMEOUT);
         rd_send(s);
     }
-    if (f->retry == NULL && (f->rd_pending == NULL || f->rd_inflight)) uv_timer_stop(t);
+    sweep_retired(s, false);
+    if (f->retry == NULL && (f->rd_pending == NULL || f->rd_inflight) && f->retired == NULL)
+        uv_timer_stop(t);
 }
 
 /* ---- lifecycle ---- */
@@ -452,7 +514,9 @@ void api_forward_stop(api_server *s)
     struct fwd_api *f = s->fwd;
     if (f == NULL || f->stopped) return;
     f->stopped = true;
-    drop_conn(f); /* forwarded calls in flight end with KERR_STOPPED */
+    /* forwarded calls in flight end with KERR_STOPPED */
+    retire_conn(s);
+    sweep_retired(s, true);
     while (f->retry != NULL) {
         struct fcall *c = f->retry;
         f->retry = c->next;

@@ -7,7 +7,10 @@
  * applied index after a barrier, then wait until applied here). The leader
  * is reached on the client URL it published (api/cluster.c), with the
  * async gRPC client (src/client), one HTTP/2 connection reused for all
- * calls and re-opened when the leader changes.
+ * calls and re-opened when the leader changes; the one to the old leader
+ * stays open until the calls in flight on it are answered (the old leader
+ * refused them, "not leader", and they go to the new one, or it applied
+ * them), see struct lconn in forward.c.
  *
  * While there is no leader (an election), requests wait, up to their
  * deadline: the gRPC deadline, bounded by etcd's request timeout
