@@ -1202,7 +1202,7 @@ static void transfer_cb(struct raft_transfer *req)
     struct transfer *t = (struct transfer *)req;
     member_done_fn cb = t->cb;
     void *data = t->data;
-    int st = member_leader_id(t->m) == t->target ? 0 : KERR_TIMEOUT;
+    int st = member_leader_id(t->m) == t->target ? 0 : KERR_TIMEOUT_LEADER_TRANSFER;
 
     free(t);
     cb(data, st);

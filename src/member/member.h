@@ -172,7 +172,9 @@ int member_assign(member *m, uint64_t id, enum member_role role, member_done_fn 
 int member_remove(member *m, uint64_t id, member_done_fn cb, void *data);
 
 /* Transfers leadership to voter `id` (etcd's MoveLeader). cb runs when the
- * transfer ended: 0 if `id` leads now, else KERR_TIMEOUT. Returns 0, or
+ * transfer ended: 0 if `id` leads now, else KERR_TIMEOUT_LEADER_TRANSFER
+ * (libraft gave up after an election timeout, or this member has not heard
+ * of the new leader yet). Returns 0, or
  * KERR_NOT_LEADER, KERR_BAD_REQUEST (not a voter, or this member), KERR_BUSY
  * (a transfer is in progress), KERR_NOMEM; then cb never runs. */
 int member_transfer(member *m, uint64_t id, member_done_fn cb, void *data);

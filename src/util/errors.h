@@ -93,6 +93,8 @@ enum grpc_status {
     X(KERR_LEARNER_NOT_READY, GRPC_FAILED_PRECONDITION, "etcdserver: can only promote a learner member which is in sync with leader") \
     X(KERR_TOO_MANY_LEARNERS, GRPC_FAILED_PRECONDITION, "etcdserver: too many learner members in cluster") \
     X(KERR_BAD_LEADER_TRANSFEREE, GRPC_FAILED_PRECONDITION, "etcdserver: bad leader transferee") \
+    /* (not in etcd's toGRPCErrorMap: its togRPCError sends it as Unknown) */            \
+    X(KERR_TIMEOUT_LEADER_TRANSFER, GRPC_UNKNOWN, "etcdserver: request timed out, leader transfer took too long") \
     /* maintenance (src/mvcc/alarm.c, src/api/maintenance.c) */                         \
     X(KERR_ALARM_CORRUPT, GRPC_DATA_LOSS, "etcdserver: corrupt cluster")                   \
     X(KERR_DEFRAG_FAILED, GRPC_UNKNOWN, "ketch: defragment failed")                       \
