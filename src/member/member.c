@@ -147,6 +147,7 @@ struct batch {
     unsigned n;
     unsigned done;      /* items[0..done) completed */
     bool released;      /* libraft fired req's callback */
+    uint64_t t_append;  /* uv_hrtime() when handed to libraft */
     struct pending items[];
 };
 
@@ -204,6 +205,7 @@ struct member {
     size_t pend_bytes;
     uv_prepare_t flush; /* hands them over before the loop polls */
     struct batch *batches, *batches_tail; /* appended, entries not all completed */
+    struct member_stats stats;
 
     bool stopping;
     uv_timer_t leader_watch; /* forget a leader silent for an election timeout */
@@ -257,6 +259,10 @@ static void batch_unlink(member *m, struct batch *b)
  * unlinked once all are, and freed if libraft is done with it too. */
 static void batch_fire(member *m, struct batch *b, unsigned upto, int status)
 {
+    if (status == 0 && b->done < upto) {
+        m->stats.applied += upto - b->done;
+        m->stats.append_to_apply_ns += (upto - b->done) * (uv_hrtime() - b->t_append);
+    }
     while (b->done < upto) {
         struct pending *it = &b->items[b->done++];
         it->cb(it->data, status);
@@ -328,6 +334,9 @@ static void flush_proposals(member *m)
         return;
     }
     b->first = b->req.index;
+    b->t_append = uv_hrtime();
+    m->stats.appends++;
+    m->stats.proposals += n;
     for (unsigned k = 0; k < n; k++)
         if (b->items[k].index != NULL)
             *b->items[k].index = b->first + k;
@@ -1159,6 +1168,11 @@ bool member_read_local(const member *m)
 }
 
 /* ---- getters ------------------------------------------------------------ */
+
+void member_get_stats(const member *m, struct member_stats *out)
+{
+    *out = m->stats;
+}
 
 uint64_t member_id(const member *m)
 {

@@ -139,6 +139,16 @@ int member_read_barrier(member *m, member_done_fn cb, void *data);
  * same way, without a round (raft.go, IsSingleton). */
 bool member_read_local(const member *m);
 
+/* What this member's proposals cost (while it led), for /metrics and
+ * tests: entries per raft_apply is proposals / appends. */
+struct member_stats {
+    uint64_t proposals;          /* entries handed to libraft */
+    uint64_t appends;            /* raft_apply calls that carried them */
+    uint64_t applied;            /* of them, applied here as leader (status 0) */
+    uint64_t append_to_apply_ns; /* sum over `applied`: raft_apply → local apply */
+};
+void member_get_stats(const member *m, struct member_stats *out);
+
 uint64_t member_id(const member *m);
 uint64_t member_term(const member *m);
 uint64_t member_leader_id(const member *m); /* 0 if none known */
