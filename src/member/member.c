@@ -685,6 +685,19 @@ static void leader_watch_tick(uv_timer_t *t)
                  (uint64_t)r->follower_state.current_leader.id, r->election_timeout);
         r->follower_state.current_leader.id = 0;
     }
+    /* Entries of a batch libraft is done with (its first one applied) that
+     * this member appended as a leader it no longer is: do not wait for
+     * their index to be applied here (it may be long), say now that the
+     * leader changed; the caller resolves it as after any lost leader. */
+    if (r->state != RAFT_LEADER) {
+        struct batch *b = m->batches;
+        while (b != NULL) {
+            struct batch *next = b->next;
+            if (b->released)
+                batch_fire(m, b, b->n, map_raft_error(m, RAFT_LEADERSHIPLOST));
+            b = next;
+        }
+    }
 }
 
 /* ---- start -------------------------------------------------------------- */
@@ -1440,8 +1453,9 @@ static void stop_close_cb(struct raft *r)
         m->inflight = NULL;
     }
     fire_waiters(waiting, KERR_STOPPED);
-    /* libraft failed the batches it still held while closing; entries of a
-     * batch whose first one applied wait for their own apply */
+    /* libraft failed the batches it still held while closing; what is left
+     * are entries of batches whose first entry applied, each waiting for
+     * its own apply, which will not come now */
     while (m->batches != NULL)
         batch_fire(m, m->batches, m->batches->n, KERR_STOPPED);
     uv_close((uv_handle_t *)&m->drain, drain_closed);
