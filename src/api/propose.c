@@ -103,9 +103,19 @@ static bool adopt_orphan(struct proposal *p)
     return true;
 }
 
+static int forward(struct proposal *p);
+
 static void proposal_done(void *data, int status)
 {
     struct proposal *p = data;
+    /* leadership went before the entry was appended (member_propose_at
+     * batches a loop turn's proposals): no leader has it, so forward it as
+     * if this member had refused it at once */
+    if ((status == KERR_NOT_LEADER || status == KERR_NO_LEADER) && !p->local_only &&
+        !delivered(p) && p->raft_index == 0) {
+        u64map_del(&p->s->proposals, p->id);
+        if (forward(p) == 0) return;
+    }
     if (status == KERR_LEADER_CHANGED && !delivered(p) && adopt_orphan(p)) return;
     if (status == KERR_LEADER_CHANGED && delivered(p)) status = 0;
     /* a follower's write, answered now: the follower will wait for this
@@ -249,6 +259,14 @@ static int submit(struct proposal *p)
         u64map_del(&s->proposals, p->id);
         if (p->local_only || (rv != KERR_NOT_LEADER && rv != KERR_NO_LEADER)) return rv;
     }
+    return forward(p);
+}
+
+/* Sends p to the leader (waiting for one). Returns 0 or a KERR_* code (p
+ * untouched). */
+static int forward(struct proposal *p)
+{
+    api_server *s = p->s;
     /* Known here too, so that if the connection to the leader breaks
      * before its answer, this member's own apply of the entry still
      * answers it (api_apply delivers it; see adopt_orphan). */

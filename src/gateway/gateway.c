@@ -589,6 +589,23 @@ static void metrics(struct gateway *gw, grpc_http_req *req)
     metric(f, "etcd_server_proposals_committed_total", "gauge",
            "The total number of consensus proposals committed.", NULL,
            m ? (double)member_commit_index(m) : 0);
+    if (m != NULL) {
+        /* ketch's own: how the leader batches proposals into raft_apply */
+        struct member_stats st;
+        member_get_stats(m, &st);
+        metric(f, "ketch_server_proposals_appended_total", "counter",
+               "Entries this member proposed as leader (handed to raft).", NULL,
+               (double)st.proposals);
+        metric(f, "ketch_server_proposal_appends_total", "counter",
+               "Raft appends (raft_apply calls) that carried those entries.", NULL,
+               (double)st.appends);
+        metric(f, "ketch_server_proposal_append_to_apply_seconds_sum", "counter",
+               "Sum over the entries applied as leader of the time from their append to "
+               "their local apply.", NULL, st.append_to_apply_ns / 1e9);
+        metric(f, "ketch_server_proposal_append_to_apply_seconds_count", "counter",
+               "Entries counted in ketch_server_proposal_append_to_apply_seconds_sum.", NULL,
+               (double)st.applied);
+    }
     metric(f, "etcd_server_quota_backend_bytes", "gauge",
            "Current backend storage quota size in bytes.", NULL, (double)a->quota_bytes);
     snprintf(labels, sizeof labels, "{server_version=\"%s\"}", gw->version);

@@ -115,11 +115,40 @@ struct barrier {
     raft_term term;       /* when it was issued */
 };
 
-struct proposal {
-    struct raft_apply req;
-    member *m;
+/* Proposals made in one turn of the loop go to libraft as one raft_apply
+ * of several buffers (flushed before the loop next polls, or at
+ * PROPOSE_BATCH_MAX entries / PROPOSE_BATCH_BYTES): libraft sends every
+ * raft_apply to each follower as an AppendEntries message of its own, and
+ * each follower answers each one, so one entry per raft_apply cost a
+ * message and an answer per follower per write (see docs/performance.md,
+ * "cluster writes").
+ *
+ * libraft fires a raft_apply's callback once, after applying its first
+ * entry, or with an error while none is applied. So each entry's own
+ * completion is fired by fsm_apply: with 0 while this member still leads
+ * in the term it appended the batch, else KERR_LEADER_CHANGED (a later
+ * leader committed whatever is at that index; the caller checks whether
+ * it was its entry, as after any lost leader). */
+#define PROPOSE_BATCH_MAX 256
+#define PROPOSE_BATCH_BYTES ((size_t)4 << 20)
+
+struct pending {
     member_done_fn cb;
     void *data;
+    uint64_t *index; /* member_propose_at's: set when appended */
+};
+
+struct batch {
+    struct raft_apply req; /* first: libraft hands it back */
+    member *m;
+    struct batch *next; /* m->batches, in log order */
+    uint64_t first;     /* index of items[0] */
+    raft_term term;     /* appended as leader of this term */
+    unsigned n;
+    unsigned done;      /* items[0..done) completed */
+    bool released;      /* libraft fired req's callback */
+    uint64_t t_append;  /* uv_hrtime() when handed to libraft */
+    struct pending items[];
 };
 
 #define NOTIFY_MAX 16 /* followers whose heartbeats member_notify_commit tracks */
@@ -169,6 +198,14 @@ struct member {
         raft_id id;
         uint64_t told; /* commit index of the last heartbeat it was sent */
     } told[NOTIFY_MAX];
+    /* proposals of this loop turn, not yet given to libraft */
+    struct raft_buffer *pend_bufs;
+    struct pending *pend;
+    unsigned n_pend, cap_pend;
+    size_t pend_bytes;
+    uv_prepare_t flush; /* hands them over before the loop polls */
+    struct batch *batches, *batches_tail; /* appended, entries not all completed */
+    struct member_stats stats;
 
     bool stopping;
     uv_timer_t leader_watch; /* forget a leader silent for an election timeout */
@@ -201,6 +238,124 @@ static int map_raft_error(const member *m, int rv)
     }
 }
 
+/* ---- proposal batches (see struct batch) ------------------------------ */
+
+static void batch_unlink(member *m, struct batch *b)
+{
+    struct batch **pp = &m->batches, *prev = NULL;
+
+    while (*pp != NULL && *pp != b) {
+        prev = *pp;
+        pp = &(*pp)->next;
+    }
+    if (*pp == NULL)
+        return;
+    *pp = b->next;
+    if (m->batches_tail == b)
+        m->batches_tail = prev;
+}
+
+/* Completes b's items up to (not including) `upto` with `status`; b is
+ * unlinked once all are, and freed if libraft is done with it too. */
+static void batch_fire(member *m, struct batch *b, unsigned upto, int status)
+{
+    if (status == 0 && b->done < upto) {
+        m->stats.applied += upto - b->done;
+        m->stats.append_to_apply_ns += (upto - b->done) * (uv_hrtime() - b->t_append);
+    }
+    while (b->done < upto) {
+        struct pending *it = &b->items[b->done++];
+        it->cb(it->data, status);
+    }
+    if (b->done == b->n) {
+        batch_unlink(m, b);
+        if (b->released)
+            free(b);
+    }
+}
+
+/* Entries up to `index` are applied: complete the proposals among them. */
+static void complete_applied(member *m, uint64_t index)
+{
+    while (m->batches != NULL && m->batches->first + m->batches->done <= index) {
+        struct batch *b = m->batches;
+        uint64_t upto = index - b->first + 1;
+        int st = raft_state(&m->raft) == RAFT_LEADER && m->raft.current_term == b->term
+                     ? 0
+                     : map_raft_error(m, RAFT_LEADERSHIPLOST);
+        batch_fire(m, b, upto < b->n ? (unsigned)upto : b->n, st);
+    }
+}
+
+static void batch_cb(struct raft_apply *req, int status, void *result)
+{
+    struct batch *b = (struct batch *)req;
+
+    (void)result;
+    b->released = true;
+    if (status != 0 && b->done < b->n) {
+        batch_fire(b->m, b, b->n, map_raft_error(b->m, status)); /* frees b */
+        return;
+    }
+    if (b->done == b->n)
+        free(b); /* unlinked when its last item completed */
+}
+
+/* Hands the proposals of this loop turn to libraft as one raft_apply. */
+static void flush_proposals(member *m)
+{
+    unsigned n = m->n_pend;
+    struct batch *b;
+    int rv;
+
+    if (n == 0)
+        return;
+    b = malloc(sizeof *b + n * sizeof b->items[0]);
+    if (b == NULL)
+        return; /* still pending: the next loop turn tries again */
+    memcpy(b->items, m->pend, n * sizeof b->items[0]);
+    b->m = m;
+    b->next = NULL;
+    b->n = n;
+    b->done = 0;
+    b->released = false;
+    b->term = m->raft.current_term;
+    m->n_pend = 0;
+    m->pend_bytes = 0;
+    rv = raft_apply(&m->raft, &b->req, m->pend_bufs, n, batch_cb);
+    if (rv != 0) {
+        /* nothing was appended: the callers may still send them elsewhere */
+        int st = map_raft_error(m, rv);
+        for (unsigned k = 0; k < n; k++)
+            raft_free(m->pend_bufs[k].base);
+        for (unsigned k = 0; k < n; k++)
+            b->items[k].cb(b->items[k].data, st);
+        free(b);
+        return;
+    }
+    b->first = b->req.index;
+    b->t_append = uv_hrtime();
+    m->stats.appends++;
+    m->stats.proposals += n;
+    for (unsigned k = 0; k < n; k++)
+        if (b->items[k].index != NULL)
+            *b->items[k].index = b->first + k;
+    if (m->batches_tail != NULL)
+        m->batches_tail->next = b;
+    else
+        m->batches = b;
+    m->batches_tail = b;
+}
+
+static void flush_cb(uv_prepare_t *h)
+{
+    member *m = h->data;
+
+    flush_proposals(m);
+    if (m->n_pend == 0)
+        uv_prepare_stop(h);
+}
+
 /* ---- FSM ---------------------------------------------------------------- */
 
 static int fsm_apply(struct raft_fsm *fsm, const struct raft_buffer *buf,
@@ -215,8 +370,10 @@ static int fsm_apply(struct raft_fsm *fsm, const struct raft_buffer *buf,
     *result = NULL;
     if (index > m->applied)
         m->applied = index;
-    if (index <= m->floor)
+    if (index <= m->floor) {
+        complete_applied(m, index);
         return 0; /* already in the state machine: replay after restart */
+    }
     pad = buf->len > 0 ? p[buf->len - 1] : 0;
     if (buf->len % 8 != 0 || pad < 1 || pad > 8) {
         /* Not written by member_propose: refusing it stops libraft from
@@ -226,6 +383,7 @@ static int fsm_apply(struct raft_fsm *fsm, const struct raft_buffer *buf,
         return RAFT_MALFORMED;
     }
     m->apply(m->apply_ctx, index, p, buf->len - pad);
+    complete_applied(m, index);
     return 0;
 }
 
@@ -527,6 +685,19 @@ static void leader_watch_tick(uv_timer_t *t)
                  (uint64_t)r->follower_state.current_leader.id, r->election_timeout);
         r->follower_state.current_leader.id = 0;
     }
+    /* Entries of a batch libraft is done with (its first one applied) that
+     * this member appended as a leader it no longer is: do not wait for
+     * their index to be applied here (it may be long), say now that the
+     * leader changed; the caller resolves it as after any lost leader. */
+    if (r->state != RAFT_LEADER) {
+        struct batch *b = m->batches;
+        while (b != NULL) {
+            struct batch *next = b->next;
+            if (b->released)
+                batch_fire(m, b, b->n, map_raft_error(m, RAFT_LEADERSHIPLOST));
+            b = next;
+        }
+    }
 }
 
 /* ---- start -------------------------------------------------------------- */
@@ -654,6 +825,8 @@ void member_notify_commit(member *m)
 
 static void free_member(member *m)
 {
+    free(m->pend_bufs);
+    free(m->pend);
     pthread_mutex_destroy(&m->copy_lock);
     free(m->dir);
     free(m->address);
@@ -815,6 +988,8 @@ int member_start(member **out, uv_loop_t *loop, const struct member_config *cfg)
     }
     uv_timer_init(loop, &m->notify);
     m->notify.data = m;
+    uv_prepare_init(loop, &m->flush);
+    m->flush.data = m;
     uv_timer_init(loop, &m->leader_watch);
     m->leader_watch.data = m;
     uv_timer_start(&m->leader_watch, leader_watch_tick, m->raft.heartbeat_timeout,
@@ -841,18 +1016,6 @@ err_after_alloc:
 
 /* ---- propose ------------------------------------------------------------ */
 
-static void propose_cb(struct raft_apply *req, int status, void *result)
-{
-    struct proposal *p = (struct proposal *)req;
-    member_done_fn cb = p->cb;
-    void *data = p->data;
-    int st = map_raft_error(p->m, status);
-
-    (void)result;
-    free(p);
-    cb(data, st);
-}
-
 int member_propose(member *m, const uint8_t *buf, size_t len, member_done_fn cb,
                    void *data)
 {
@@ -862,37 +1025,43 @@ int member_propose(member *m, const uint8_t *buf, size_t len, member_done_fn cb,
 int member_propose_at(member *m, const uint8_t *buf, size_t len, member_done_fn cb,
                       void *data, uint64_t *index)
 {
-    struct proposal *p;
     struct raft_buffer rb;
-    int rv;
 
     if (m->stopping)
         return KERR_STOPPED;
-    p = malloc(sizeof *p);
-    if (p == NULL)
-        return KERR_NOMEM;
+    /* as raft_apply would answer, so that the caller can forward it now */
+    if (raft_state(&m->raft) != RAFT_LEADER || m->raft.transfer != NULL)
+        return map_raft_error(m, RAFT_NOTLEADER);
+    if (m->n_pend == m->cap_pend) {
+        unsigned cap = m->cap_pend ? 2 * m->cap_pend : 16;
+        struct raft_buffer *bufs = realloc(m->pend_bufs, cap * sizeof *bufs);
+        if (bufs == NULL)
+            return KERR_NOMEM;
+        m->pend_bufs = bufs;
+        struct pending *pend = realloc(m->pend, cap * sizeof *pend);
+        if (pend == NULL)
+            return KERR_NOMEM;
+        m->pend = pend;
+        m->cap_pend = cap;
+    }
     rb.len = (len + 8) & ~(size_t)7; /* framing: see the top of this file */
     rb.base = raft_malloc(rb.len);
-    if (rb.base == NULL) {
-        free(p);
+    if (rb.base == NULL)
         return KERR_NOMEM;
-    }
     if (len)
         memcpy(rb.base, buf, len);
     memset((uint8_t *)rb.base + len, 0, rb.len - len);
     ((uint8_t *)rb.base)[rb.len - 1] = (uint8_t)(rb.len - len);
-    p->m = m;
-    p->cb = cb;
-    p->data = data;
-    p->req.data = p;
-    rv = raft_apply(&m->raft, &p->req, &rb, 1, propose_cb);
-    if (rv != 0) {
-        raft_free(rb.base);
-        free(p);
-        return map_raft_error(m, rv);
-    }
     if (index != NULL)
-        *index = p->req.index; /* set by raft_apply: the entry is appended */
+        *index = 0;
+    m->pend_bufs[m->n_pend] = rb;
+    m->pend[m->n_pend] = (struct pending){.cb = cb, .data = data, .index = index};
+    m->n_pend++;
+    m->pend_bytes += rb.len;
+    if (m->n_pend >= PROPOSE_BATCH_MAX || m->pend_bytes >= PROPOSE_BATCH_BYTES)
+        flush_proposals(m);
+    if (m->n_pend > 0 && !uv_is_active((uv_handle_t *)&m->flush))
+        uv_prepare_start(&m->flush, flush_cb);
     return 0;
 }
 
@@ -925,6 +1094,7 @@ static int issue_barrier(member *m, struct waiter *batch)
     b->batch = batch;
     b->term = m->raft.current_term;
     b->req.data = b;
+    flush_proposals(m); /* writes proposed before the read come first */
     rv = raft_barrier(&m->raft, &b->req, barrier_cb);
     if (rv != 0) {
         free(b);
@@ -1011,6 +1181,11 @@ bool member_read_local(const member *m)
 }
 
 /* ---- getters ------------------------------------------------------------ */
+
+void member_get_stats(const member *m, struct member_stats *out)
+{
+    *out = m->stats;
+}
 
 uint64_t member_id(const member *m)
 {
@@ -1229,6 +1404,7 @@ int member_transfer(member *m, uint64_t id, member_done_fn cb, void *data)
     t->cb = cb;
     t->data = data;
     t->req.data = t;
+    flush_proposals(m); /* libraft refuses them once a transfer started */
     rv = raft_transfer(&m->raft, &t->req, id, transfer_cb);
     if (rv != 0) {
         free(t);
@@ -1277,6 +1453,11 @@ static void stop_close_cb(struct raft *r)
         m->inflight = NULL;
     }
     fire_waiters(waiting, KERR_STOPPED);
+    /* libraft failed the batches it still held while closing; what is left
+     * are entries of batches whose first entry applied, each waiting for
+     * its own apply, which will not come now */
+    while (m->batches != NULL)
+        batch_fire(m, m->batches, m->batches->n, KERR_STOPPED);
     uv_close((uv_handle_t *)&m->drain, drain_closed);
 }
 
@@ -1324,6 +1505,13 @@ void member_stop(member *m, void (*cb)(void *data), void *data)
     uv_close((uv_handle_t *)&m->leader_watch, NULL); /* long before free_member */
     uv_timer_stop(&m->notify);
     uv_close((uv_handle_t *)&m->notify, NULL);
+    /* proposals of this turn were never appended */
+    for (unsigned k = 0; k < m->n_pend; k++)
+        raft_free(m->pend_bufs[k].base);
+    for (unsigned k = 0, n = m->n_pend; k < n; k++)
+        m->pend[k].cb(m->pend[k].data, KERR_STOPPED);
+    m->n_pend = 0;
+    uv_close((uv_handle_t *)&m->flush, NULL);
     m->stop_cb = cb;
     m->stop_data = data;
     uv_timer_init(m->loop, &m->drain);

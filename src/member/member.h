@@ -99,15 +99,21 @@ struct member_config {
  * sockets, which may close at any time). */
 int member_start(member **out, uv_loop_t *loop, const struct member_config *cfg);
 
-/* Proposes `buf` (copied; len may be 0) as a new log entry. `cb` runs once,
- * after the entry was applied locally (status 0), or with an error
- * (KERR_LEADER_CHANGED: this member stopped leading before the entry
- * committed; a later leader may still commit it). Returns 0,
- * KERR_NOT_LEADER (a leader is known: ask it), KERR_NO_LEADER,
- * KERR_STOPPED or KERR_NOMEM; if this returns non-zero, cb never runs. */
+/* Proposes `buf` (copied; len may be 0) as a new log entry. The proposals
+ * of one loop turn are appended together (one raft_apply of several
+ * entries), before the loop next polls. `cb` runs once, after the entry was
+ * applied locally (status 0), or with an error (KERR_LEADER_CHANGED: this
+ * member stopped leading before the entry committed; a later leader may
+ * still commit it; KERR_NOT_LEADER / KERR_NO_LEADER: leadership was lost
+ * before it was appended, so no leader has it). Returns 0, KERR_NOT_LEADER
+ * (a leader is known: ask it), KERR_NO_LEADER, KERR_STOPPED or
+ * KERR_NOMEM; if this returns non-zero, cb never runs. */
 int member_propose(member *m, const uint8_t *buf, size_t len, member_done_fn cb,
                    void *data);
-/* As member_propose, and on success `*index` is the entry's Raft index. */
+/* As member_propose, and `*index` is the entry's Raft index once it is
+ * appended: 0 until then (at the latest before the loop next polls, or
+ * until cb runs with KERR_NOT_LEADER / KERR_NO_LEADER). `index` must stay
+ * valid until cb runs. */
 int member_propose_at(member *m, const uint8_t *buf, size_t len, member_done_fn cb,
                       void *data, uint64_t *index);
 
@@ -132,6 +138,16 @@ int member_read_barrier(member *m, member_done_fn cb, void *data);
  * committed is applied. etcd's raft answers a lone voter's ReadIndex the
  * same way, without a round (raft.go, IsSingleton). */
 bool member_read_local(const member *m);
+
+/* What this member's proposals cost (while it led), for /metrics and
+ * tests: entries per raft_apply is proposals / appends. */
+struct member_stats {
+    uint64_t proposals;          /* entries handed to libraft */
+    uint64_t appends;            /* raft_apply calls that carried them */
+    uint64_t applied;            /* of them, applied here as leader (status 0) */
+    uint64_t append_to_apply_ns; /* sum over `applied`: raft_apply → local apply */
+};
+void member_get_stats(const member *m, struct member_stats *out);
 
 uint64_t member_id(const member *m);
 uint64_t member_term(const member *m);

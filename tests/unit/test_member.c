@@ -508,6 +508,47 @@ static void test_throughput(void **state)
     stop(f);
 }
 
+/* Proposals made in one loop turn reach libraft as one raft_apply: on a
+ * cluster of three, 64 proposals cost one append (one AppendEntries per
+ * follower, not 64), and each one still completes once, with status 0,
+ * after its own entry was applied. */
+static void propose_burst(struct fix *f, size_t n, struct member_stats *before,
+                          struct member_stats *after)
+{
+    member_get_stats(f->m, before);
+    f->to_propose = n;
+    f->done[0] = 0;
+    f->done[1] = n;
+    f->bad_status = 0;
+    size_t applied0 = f->fsm->n;
+    for (size_t i = 0; i < n; i++)
+        propose_next(f); /* no loop turn in between */
+    assert_int_equal(f->done[0], 0); /* nothing completes synchronously */
+    assert_true(run_until(&f->loop, count_reached, f->done, 10000));
+    assert_int_equal(f->bad_status, 0);
+    assert_int_equal(f->fsm->n, applied0 + n);
+    for (size_t i = applied0 + 1; i < f->fsm->n; i++)
+        assert_int_equal(f->fsm->index[i], f->fsm->index[i - 1] + 1);
+    member_get_stats(f->m, after);
+}
+
+static void test_batched_proposals(void **state)
+{
+    struct fix *f = *state;
+    struct member_stats a, b;
+
+    start_leader(f, 0, 0);
+    propose_burst(f, 64, &a, &b);
+    assert_int_equal(b.proposals - a.proposals, 64);
+    assert_int_equal(b.appends - a.appends, 1);
+    assert_int_equal(b.applied - a.applied, 64);
+    /* over the batch limit: split */
+    propose_burst(f, 300, &a, &b);
+    assert_int_equal(b.proposals - a.proposals, 300);
+    assert_int_equal(b.appends - a.appends, 2);
+    stop(f);
+}
+
 /* Three members on one loop: one is elected, a proposal on it is applied on
  * all three, a proposal on a follower is refused with KERR_NOT_LEADER. */
 struct cluster {
@@ -528,6 +569,20 @@ static bool all_applied(void *arg)
     struct fsm **s = arg;
     for (int i = 0; i < 3; i++)
         if (s[i]->n < 100)
+            return false;
+    return true;
+}
+
+struct at_index {
+    struct fsm **fsm;
+    uint64_t index;
+};
+
+static bool all_at_index(void *arg)
+{
+    struct at_index *w = arg;
+    for (int i = 0; i < 3; i++)
+        if (w->fsm[i]->last_index < w->index)
             return false;
     return true;
 }
@@ -578,6 +633,18 @@ static void test_cluster_of_three(void **state)
         check_applied(fsm[i], 0, 100);
         assert_memory_equal(fsm[i]->index, fsm[l]->index, 100 * sizeof(uint64_t));
     }
+    /* a burst on the leader: one append, and every member applies it */
+    struct member_stats a, b;
+    struct fsm *own = f->fsm;
+    f->fsm = fsm[l];
+    propose_burst(f, 64, &a, &b);
+    f->fsm = own;
+    assert_int_equal(b.appends - a.appends, 1);
+    assert_int_equal(b.applied - a.applied, 64);
+    struct at_index want = {fsm, fsm[l]->last_index};
+    assert_true(run_until(&f->loop, all_at_index, &want, 5000));
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(fsm[i]->n, 164);
     barrier(f, 0);
     /* with other voters, a linearizable read always needs a barrier */
     for (int i = 0; i < 3; i++)
@@ -597,6 +664,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_failed_sync_keeps_log, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stop_with_pending, setup, teardown),
         cmocka_unit_test_setup_teardown(test_throughput, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_batched_proposals, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cluster_of_three, setup, teardown),
     };
     /* As the server does: a peer closing its socket must not kill us. */
