@@ -37,7 +37,7 @@ def statuses(members):
     return out
 
 
-def wait_for(cond, timeout=30, what="condition"):
+def wait_for(cond, timeout=30, what="condition", step=0.1):
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:
@@ -47,7 +47,7 @@ def wait_for(cond, timeout=30, what="condition"):
                 return v
         except Exception as e:  # a member may be electing: keep polling
             last = e
-        time.sleep(0.1)
+        time.sleep(step)
     raise AssertionError("timed out waiting for %s (last error %r)" % (what, last))
 
 

@@ -31,6 +31,7 @@ from harness import (ETCD, ClusterMember, _test_deadline, server_under_test_bina
                      start_cluster)
 from faultlib import FaultCluster  # noqa: E402
 from lincheck import Op, check  # noqa: E402
+from test_cluster import wait_for  # noqa: E402
 
 from etcd3.etcdrpc import rpc_pb2, rpc_pb2_grpc  # noqa: E402
 
@@ -47,20 +48,6 @@ def status(m, timeout=2):
         return rpc_pb2_grpc.MaintenanceStub(ch).Status(rpc_pb2.StatusRequest(), timeout=timeout)
     finally:
         ch.close()
-
-
-def wait_for(cond, timeout=30, what="condition", step=0.05):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            v = cond()
-            if v:
-                return v
-        except Exception as e:  # electing, restarting: keep polling
-            last = e
-        time.sleep(step)
-    raise AssertionError("timed out waiting for %s (last error %r)" % (what, last))
 
 
 def agreed_leader(ms, timeout=30):

@@ -27,23 +27,11 @@ import pytest
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from harness import ETCD, _test_deadline, server_under_test_binary, start_cluster  # noqa: E402,F401
 from faultlib import FaultCluster  # noqa: E402
+from test_cluster_election import IMPLS, binary_of, status  # noqa: E402
 
 from etcd3.etcdrpc import rpc_pb2, rpc_pb2_grpc  # noqa: E402
 
-IMPLS = ["ketch", "etcd"]
 ROUNDS = 100
-
-
-def binary_of(impl):
-    return ETCD if impl == "etcd" else server_under_test_binary()
-
-
-def status(m, timeout=2):
-    ch = grpc.insecure_channel(m.endpoint)
-    try:
-        return rpc_pb2_grpc.MaintenanceStub(ch).Status(rpc_pb2.StatusRequest(), timeout=timeout)
-    finally:
-        ch.close()
 
 
 def a_follower(ms, timeout=30):
